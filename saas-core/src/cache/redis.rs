@@ -1,0 +1,100 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::{AsyncCommands, Script, aio::ConnectionManager};
+
+use super::Cache;
+use crate::error::{Error, Result};
+
+/// Cache on Redis through a multiplexed, auto-reconnecting connection.
+#[derive(Clone)]
+pub struct RedisCache {
+    conn: ConnectionManager,
+    increment: Script,
+}
+
+fn unavailable(e: redis::RedisError) -> Error {
+    Error::unavailable("cache_unavailable", "the cache is not reachable").with_source(e)
+}
+
+fn millis(ttl: Duration) -> u64 {
+    (ttl.as_millis() as u64).max(1)
+}
+
+impl RedisCache {
+    /// Connects to `redis://host:port/db`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let conn = ConnectionManager::new(client).await.map_err(unavailable)?;
+        // INCRBY and set the expiry only on creation, in one atomic step.
+        let increment = Script::new(
+            "local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+             if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+             return v",
+        );
+        Ok(Self { conn, increment })
+    }
+
+    /// The connection, for adapters that need other commands (e.g. the rate limiter).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+#[async_trait]
+impl Cache for RedisCache {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.conn.clone().get(key).await.map_err(unavailable)
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
+        self.conn.clone().pset_ex::<_, _, ()>(key, value, millis(ttl)).await.map_err(unavailable)
+    }
+
+    async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+        let reply: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(reply.is_some())
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.conn.clone().del::<_, ()>(key).await.map_err(unavailable)
+    }
+
+    async fn increment(&self, key: &str, delta: i64, ttl: Duration) -> Result<i64> {
+        self.increment
+            .key(key)
+            .arg(delta)
+            .arg(millis(ttl))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        redis::cmd("PING").query_async::<String>(&mut self.conn.clone()).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    #[ignore = "needs redis: set SAAS_TEST_REDIS_URL or run .ci/run"]
+    async fn passes_the_conformance_suite() {
+        let url = std::env::var("SAAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let cache = super::RedisCache::connect(&url).await.expect("redis reachable");
+        crate::cache::conformance::run(&cache).await;
+    }
+}

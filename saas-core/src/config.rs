@@ -1,0 +1,522 @@
+//! Layered configuration: defaults < `saas.toml` < `SAAS_*` environment variables.
+//!
+//! Every key has a default, so the server starts with no file at all. Environment variables
+//! are the key in upper case with the section joined by `_`: `database.url` is
+//! `SAAS_DATABASE_URL`, `rate_limit.burst` is `SAAS_RATE_LIMIT_BURST`, `data_dir` is
+//! `SAAS_DATA_DIR`. A bus or cache URL can be given by the section name alone
+//! (`SAAS_EVENT_BUS=memory://`).
+//!
+//! Secret values (`database.url`, `cache.url`) may be literal or a reference resolved at
+//! start: `env:NAME` reads another environment variable, `file:/path` reads a file (trimmed),
+//! as mounted by Kubernetes or Docker secrets. They are held as [`SecretString`] and shown as
+//! `[redacted]` by `saas config check`.
+//!
+//! ```
+//! let config = saas_core::config::Config::load(None).unwrap();
+//! assert_eq!(config.server.addr.port(), 8080);
+//! ```
+//!
+//! The full reference is in the book's configuration chapter (`docs/src/configuration.md`).
+
+use std::{net::SocketAddr, path::{Path, PathBuf}};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// A configuration value that is missing, malformed or inconsistent.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: `{key}`: {message}")]
+pub struct ConfigError {
+    /// The offending key, in `section.field` form.
+    pub key: String,
+    /// What is wrong and the expected form.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { key: key.into(), message: message.into() }
+    }
+}
+
+/// The whole configuration of a saas-rs server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory for embedded data (the SQLite file). Created if missing.
+    pub data_dir: PathBuf,
+    /// HTTP listener.
+    pub server: ServerConfig,
+    /// Relational database.
+    pub database: DatabaseConfig,
+    /// Cache and counters.
+    pub cache: CacheConfig,
+    /// Event bus.
+    pub event_bus: EventBusConfig,
+    /// Transactional outbox relay.
+    pub outbox: OutboxConfig,
+    /// Request limits.
+    pub http: HttpConfig,
+    /// Rate limiting per client.
+    pub rate_limit: RateLimitConfig,
+    /// `Idempotency-Key` handling.
+    pub idempotency: IdempotencyConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:8080`; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// Seconds to let in-flight requests finish after SIGTERM/Ctrl-C. Default 30.
+    pub shutdown_grace_secs: u64,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` or `postgres://user:pass@host/db`. Default: `saas.db` in `data_dir`.
+    #[serde(serialize_with = "redact")]
+    pub url: Option<SecretString>,
+    /// Maximum pooled connections. Default 10.
+    pub max_connections: u32,
+    /// Seconds to wait for a free connection before answering 503. Default 5.
+    pub acquire_timeout_secs: u64,
+}
+
+/// `[cache]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// `memory://` (default) or `redis://host:port/db`.
+    #[serde(serialize_with = "redact")]
+    pub url: Option<SecretString>,
+    /// Maximum entries of the in-memory cache. Default 100 000.
+    pub max_entries: u64,
+}
+
+/// `[event_bus]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventBusConfig {
+    /// `memory://` (in-process, the default).
+    pub url: String,
+}
+
+/// `[outbox]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// Milliseconds between relay polls when the outbox is empty. Default 200.
+    pub poll_interval_ms: u64,
+    /// Events published per relay batch. Default 100.
+    pub batch_size: u32,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest accepted request body in bytes. Default 1 MiB.
+    pub body_limit_bytes: usize,
+    /// Seconds before a request is answered 408. Default 30.
+    pub request_timeout_secs: u64,
+}
+
+/// Where rate-limit counters live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitStore {
+    /// In this process (per instance).
+    Memory,
+    /// In Redis at `cache.url` (shared by all instances).
+    Redis,
+}
+
+/// `[rate_limit]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Whether requests are rate limited. Default true.
+    pub enabled: bool,
+    /// Sustained requests per second per client. Default 50.
+    pub requests_per_second: u32,
+    /// Requests a client may send at once above the sustained rate. Default 100.
+    pub burst: u32,
+    /// `memory` or `redis`; default `redis` when `cache.url` is Redis, else `memory`.
+    pub store: Option<RateLimitStore>,
+}
+
+/// `[idempotency]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencyConfig {
+    /// Seconds a stored response is replayed for. Default 86 400 (24 h).
+    pub ttl_secs: u64,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line (default).
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `json` (default) or `pretty`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `saas_core=debug,info`. `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("saas-data"),
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            cache: CacheConfig::default(),
+            event_bus: EventBusConfig::default(),
+            outbox: OutboxConfig::default(),
+            http: HttpConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            idempotency: IdempotencyConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { addr: SocketAddr::from(([127, 0, 0, 1], 8080)), shutdown_grace_secs: 30 }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: None, max_connections: 10, acquire_timeout_secs: 5 }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { url: None, max_entries: 100_000 }
+    }
+}
+
+impl Default for EventBusConfig {
+    fn default() -> Self {
+        Self { url: "memory://".into() }
+    }
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self { poll_interval_ms: 200, batch_size: 100 }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { body_limit_bytes: 1024 * 1024, request_timeout_secs: 30 }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self { enabled: true, requests_per_second: 50, burst: 100, store: None }
+    }
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        Self { ttl_secs: 24 * 60 * 60 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Json, level: "info".into() }
+    }
+}
+
+fn redact<S: serde::Serializer>(value: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => s.serialize_str("[redacted]"),
+        None => s.serialize_none(),
+    }
+}
+
+/// Sections whose keys `SAAS_<SECTION>_<KEY>` maps to; longest first so `event_bus` wins
+/// over a hypothetical `event`.
+const SECTIONS: [&str; 9] = [
+    "rate_limit",
+    "idempotency",
+    "event_bus",
+    "database",
+    "outbox",
+    "server",
+    "cache",
+    "http",
+    "log",
+];
+
+/// Maps `database_url` to `database.url` and `event_bus` to `event_bus.url`.
+fn env_key(key: &str) -> String {
+    let key = key.to_ascii_lowercase();
+    for section in SECTIONS {
+        if key == section && matches!(section, "event_bus" | "cache" | "database") {
+            return format!("{section}.url");
+        }
+        if let Some(rest) = key.strip_prefix(section).and_then(|r| r.strip_prefix('_')) {
+            return format!("{section}.{rest}");
+        }
+    }
+    key
+}
+
+impl Config {
+    /// Loads defaults, then `file` (or `./saas.toml` if it exists), then `SAAS_*` variables,
+    /// resolves secret references and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::new("--config", format!("file {} not found", path.display())));
+                }
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            None if Path::new("saas.toml").exists() => figment = figment.merge(Toml::file_exact("saas.toml")),
+            None => {}
+        }
+        // `SAAS_CONFIG` names the file itself; it is not a key.
+        let env = Env::prefixed("SAAS_")
+            .filter(|k| k.as_str() != "config")
+            .map(|k| env_key(k.as_str()).into());
+        Self::from_figment(figment.merge(env))
+    }
+
+    /// Extracts, resolves and validates a figment (for apps that add their own providers).
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let mut config: Config = figment.extract().map_err(|e| {
+            let key = e.path.join(".");
+            let mut message = e.kind.to_string();
+            if let Some(source) = e.metadata.as_ref().map(|m| m.name.to_string()) {
+                message.push_str(&format!(" (from {source})"));
+            }
+            ConfigError::new(if key.is_empty() { "<root>".into() } else { key }, message)
+        })?;
+        config.database.url = resolve_secret("database.url", config.database.url.take())?;
+        config.cache.url = resolve_secret("cache.url", config.cache.url.take())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let db = self.database_url();
+        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+            return Err(ConfigError::new(
+                "database.url",
+                "expected `sqlite://PATH` or `postgres://USER@HOST/DB`",
+            ));
+        }
+        let cache = self.cache_url();
+        if !(cache == "memory://" || cache.starts_with("redis://") || cache.starts_with("rediss://")) {
+            return Err(ConfigError::new("cache.url", "expected `memory://` or `redis://HOST:PORT`"));
+        }
+        if self.event_bus.url != "memory://" {
+            return Err(ConfigError::new(
+                "event_bus.url",
+                "expected `memory://` (the in-process bus; the Kafka adapter is not part of this build)",
+            ));
+        }
+        if self.rate_limit_store() == RateLimitStore::Redis && !cache.starts_with("redis") {
+            return Err(ConfigError::new("rate_limit.store", "`redis` needs `cache.url` to be a redis:// URL"));
+        }
+        for (key, value) in [
+            ("rate_limit.requests_per_second", u64::from(self.rate_limit.requests_per_second)),
+            ("rate_limit.burst", u64::from(self.rate_limit.burst)),
+            ("database.max_connections", u64::from(self.database.max_connections)),
+            ("http.body_limit_bytes", self.http.body_limit_bytes as u64),
+            ("http.request_timeout_secs", self.http.request_timeout_secs),
+            ("outbox.batch_size", u64::from(self.outbox.batch_size)),
+            ("outbox.poll_interval_ms", self.outbox.poll_interval_ms),
+            ("idempotency.ttl_secs", self.idempotency.ttl_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(key, "expected a number greater than 0"));
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(ConfigError::new("log.level", format!("expected a tracing filter such as `info`: {e}")));
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to `sqlite://<data_dir>/saas.db`.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(url) => url.expose_secret().to_owned(),
+            None => format!("sqlite://{}", self.data_dir.join("saas.db").display()),
+        }
+    }
+
+    /// The cache URL, defaulting to `memory://`.
+    pub fn cache_url(&self) -> String {
+        match &self.cache.url {
+            Some(url) => url.expose_secret().to_owned(),
+            None => "memory://".into(),
+        }
+    }
+
+    /// Where rate-limit counters live: the configured store, else Redis iff the cache is.
+    pub fn rate_limit_store(&self) -> RateLimitStore {
+        self.rate_limit.store.unwrap_or(if self.cache_url().starts_with("redis") {
+            RateLimitStore::Redis
+        } else {
+            RateLimitStore::Memory
+        })
+    }
+
+    /// The effective configuration as TOML, with secrets shown as `[redacted]`.
+    pub fn to_redacted_toml(&self) -> String {
+        toml_string(self)
+    }
+}
+
+fn toml_string(config: &Config) -> String {
+    // figment re-reads TOML; serde_json → toml keeps this free of another dependency.
+    let value = serde_json::to_value(config).unwrap_or_default();
+    let mut out = String::new();
+    let mut sections = Vec::new();
+    if let serde_json::Value::Object(map) = value {
+        for (k, v) in map {
+            match v {
+                serde_json::Value::Object(inner) => sections.push((k, inner)),
+                other => out.push_str(&format!("{k} = {}\n", toml_value(&other))),
+            }
+        }
+        for (name, inner) in sections {
+            out.push_str(&format!("\n[{name}]\n"));
+            for (k, v) in inner {
+                match v {
+                    serde_json::Value::Null => out.push_str(&format!("# {k} = (default)\n")),
+                    other => out.push_str(&format!("{k} = {}\n", toml_value(&other))),
+                }
+            }
+        }
+    }
+    out
+}
+
+fn toml_value(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    }
+}
+
+/// Resolves `env:NAME` and `file:PATH` references; other values are literal.
+fn resolve_secret(key: &str, value: Option<SecretString>) -> Result<Option<SecretString>, ConfigError> {
+    let Some(value) = value else { return Ok(None) };
+    let raw = value.expose_secret();
+    if let Some(name) = raw.strip_prefix("env:") {
+        return std::env::var(name)
+            .map(|v| Some(SecretString::from(v)))
+            .map_err(|_| ConfigError::new(key, format!("environment variable `{name}` is not set")));
+    }
+    if let Some(path) = raw.strip_prefix("file:") {
+        return std::fs::read_to_string(path)
+            .map(|v| Some(SecretString::from(v.trim().to_owned())))
+            .map_err(|e| ConfigError::new(key, format!("cannot read secret file `{path}`: {e}")));
+    }
+    if raw.starts_with("vault:") {
+        return Err(ConfigError::new(
+            key,
+            "`vault:` secret references are not supported by this build; use `env:` or `file:`",
+        ));
+    }
+    Ok(Some(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn env_keys_map_to_sections() {
+        assert_eq!(env_key("DATABASE_URL"), "database.url");
+        assert_eq!(env_key("RATE_LIMIT_BURST"), "rate_limit.burst");
+        assert_eq!(env_key("EVENT_BUS"), "event_bus.url");
+        assert_eq!(env_key("DATA_DIR"), "data_dir");
+        assert_eq!(env_key("SERVER_ADDR"), "server.addr");
+    }
+
+    #[test]
+    fn layers_apply_in_order_and_secrets_resolve() {
+        Jail::expect_with(|jail| {
+            jail.create_file("saas.toml", "[rate_limit]\nburst = 7\nrequests_per_second = 3\n")?;
+            jail.create_file("db-url", "postgres://app:s3cret@db/saas\n")?;
+            jail.set_env("SAAS_RATE_LIMIT_BURST", "9");
+            jail.set_env("SAAS_DATABASE_URL", "file:db-url");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.rate_limit.burst, 9);
+            assert_eq!(c.rate_limit.requests_per_second, 3);
+            assert_eq!(c.database_url(), "postgres://app:s3cret@db/saas");
+            let shown = c.to_redacted_toml();
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("url = \"[redacted]\""), "{shown}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SAAS_SERVER_ADDR", "not-an-address");
+            let e = Config::load(None).unwrap_err();
+            assert_eq!(e.key, "server.addr", "{e}");
+            jail.set_env("SAAS_SERVER_ADDR", "127.0.0.1:0");
+
+            jail.set_env("SAAS_RATE_LIMIT_BURST", "0");
+            let e = Config::load(None).unwrap_err();
+            assert_eq!(e.key, "rate_limit.burst", "{e}");
+            jail.set_env("SAAS_RATE_LIMIT_BURST", "5");
+
+            jail.set_env("SAAS_CACHE_URL", "memcached://x");
+            let e = Config::load(None).unwrap_err();
+            assert_eq!(e.key, "cache.url", "{e}");
+            assert!(e.to_string().contains("redis://"), "{e}");
+            jail.set_env("SAAS_CACHE_URL", "env:MISSING_SECRET_VAR");
+            let e = Config::load(None).unwrap_err();
+            assert!(e.message.contains("MISSING_SECRET_VAR"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        Jail::expect_with(|jail| {
+            jail.create_file("saas.toml", "[server]\nadress = \"127.0.0.1:1\"\n")?;
+            let e = Config::load(None).unwrap_err();
+            assert!(e.to_string().contains("adress"), "{e}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,189 @@
+//! Relational database access shared by every domain crate.
+//!
+//! One [`Db`] handle speaks to SQLite (the embedded default) or PostgreSQL/CockroachDB through
+//! sqlx's `Any` driver, so each store is written once in portable SQL with `$1, $2, …`
+//! placeholders. The few places where the dialects differ are named methods on [`Backend`].
+//!
+//! - [`migrate`]: each crate embeds its own migrations; [`migrate::run`] applies them.
+//! - [`TenantTx`]: a transaction bound to one tenant. On PostgreSQL it sets `app.tenant_id`
+//!   for row-level security policies; stores also bind the tenant in every query.
+//!
+//! ```no_run
+//! # async fn demo() -> saas_core::error::Result<()> {
+//! use saas_core::{db::Db, id::TenantId};
+//!
+//! let db = Db::connect("sqlite://data/saas.db", Default::default()).await?;
+//! let tenant = TenantId::new();
+//! let mut tx = db.tenant_tx(tenant).await?;
+//! sqlx::query("SELECT 1").execute(&mut *tx).await?;
+//! tx.commit().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod migrate;
+mod tenant_tx;
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use sqlx::{
+    Any, AnyPool, Transaction,
+    any::{AnyConnectOptions, AnyPoolOptions},
+};
+
+pub use tenant_tx::TenantTx;
+
+use crate::{error::Result, id::TenantId};
+
+/// Which SQL engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite (embedded).
+    Sqlite,
+    /// PostgreSQL or CockroachDB.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names, if supported.
+    pub fn from_url(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+
+    /// The clause that lets concurrent workers claim different rows
+    /// (`FOR UPDATE SKIP LOCKED`); empty on SQLite, which has a single writer.
+    pub fn skip_locked(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// Name for logs and health reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Maximum open connections.
+    pub max_connections: u32,
+    /// How long a query waits for a free connection before failing with 503.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self { max_connections: 10, acquire_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// A pooled database handle; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Connects to `sqlite://PATH` (creating the file and its directory) or `postgres://…`.
+    pub async fn connect(url: &str, settings: PoolSettings) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url).ok_or_else(|| {
+            crate::error::Error::internal(anyhow::anyhow!("unsupported database URL scheme"))
+        })?;
+        let url = match backend {
+            Backend::Sqlite => sqlite_url(url)?,
+            Backend::Postgres => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url).map_err(crate::error::Error::internal)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| crate::error::Error::internal(anyhow::Error::new(e).context("connecting to the database")))?;
+        if backend == Backend::Sqlite {
+            // WAL lets readers run beside the single writer; it persists in the file.
+            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+        }
+        Ok(Self { pool, backend })
+    }
+
+    /// The engine behind this handle.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The pool, for queries that are not tenant data (outbox relay, migrations).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// A transaction not bound to a tenant, for platform-level tables.
+    pub async fn begin(&self) -> Result<Transaction<'static, Any>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// A transaction bound to `tenant` (see [`TenantTx`]).
+    pub async fn tenant_tx(&self, tenant: TenantId) -> Result<TenantTx> {
+        TenantTx::begin(self, tenant).await
+    }
+
+    /// Runs `SELECT 1`; used by `/health/ready`.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Ensures the SQLite file's directory exists and the file is created on first use.
+fn sqlite_url(url: &str) -> Result<String> {
+    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path != ":memory:" {
+        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                crate::error::Error::internal(anyhow::Error::new(e).context(format!("creating {}", dir.display())))
+            })?;
+        }
+    }
+    let mode = if query.contains("mode=") { String::new() } else { "mode=rwc".into() };
+    let sep = if query.is_empty() || mode.is_empty() { "" } else { "&" };
+    Ok(format!("sqlite://{path}?{query}{sep}{mode}"))
+}
+
+/// Milliseconds since the Unix epoch: the portable timestamp of internal tables.
+pub fn now_millis() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_get_create_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/x.db");
+        let url = sqlite_url(&format!("sqlite://{}", path.display())).unwrap();
+        assert_eq!(url, format!("sqlite://{}?mode=rwc", path.display()));
+        assert!(path.parent().unwrap().is_dir());
+        assert_eq!(sqlite_url("sqlite://x.db?mode=ro").unwrap(), "sqlite://x.db?mode=ro");
+    }
+}

@@ -1,0 +1,174 @@
+use std::{collections::HashMap, sync::{Arc, Mutex}, time::Duration};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Envelope, EventBus, EventHandler, Subscription};
+use crate::error::{Error, Result};
+
+const QUEUE: usize = 4096;
+const ATTEMPTS: u32 = 5;
+
+struct Group {
+    topics: Vec<String>,
+    queue: mpsc::Sender<Envelope>,
+}
+
+/// The embedded event bus: delivers events to consumer groups inside this process.
+///
+/// Each group has a bounded queue (publishers wait when it is full, so nothing is dropped)
+/// and one worker that handles events in order. A failing handler is retried with
+/// exponential back-off (5 attempts from 50 ms); an event that still fails is logged and kept
+/// in [`dead_letters`](Self::dead_letters). Events are not persisted here: durability comes
+/// from the outbox, which keeps an event until the bus has accepted it.
+#[derive(Clone, Default)]
+pub struct InProcessBus {
+    groups: Arc<Mutex<HashMap<String, Group>>>,
+    dead: Arc<Mutex<Vec<Envelope>>>,
+}
+
+impl InProcessBus {
+    /// An empty bus.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Events whose handler failed every attempt.
+    pub fn dead_letters(&self) -> Vec<Envelope> {
+        self.dead.lock().expect("dead-letter lock").clone()
+    }
+}
+
+#[async_trait]
+impl EventBus for InProcessBus {
+    async fn publish(&self, events: &[Envelope]) -> Result<()> {
+        for event in events {
+            let queues: Vec<_> = {
+                let groups = self.groups.lock().expect("bus lock");
+                groups
+                    .values()
+                    .filter(|g| g.topics.iter().any(|t| t == event.context()))
+                    .map(|g| g.queue.clone())
+                    .collect()
+            };
+            for queue in queues {
+                // A closed queue belongs to a stopped subscription: nothing to deliver to.
+                let _ = queue.send(event.clone()).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, group: &str, topics: &[&str], handler: Arc<dyn EventHandler>) -> Result<Subscription> {
+        let (tx, mut rx) = mpsc::channel::<Envelope>(QUEUE);
+        {
+            let mut groups = self.groups.lock().expect("bus lock");
+            if groups.get(group).is_some_and(|g| !g.queue.is_closed()) {
+                return Err(Error::conflict(
+                    "group_already_subscribed",
+                    format!("consumer group `{group}` is already subscribed on this bus"),
+                ));
+            }
+            groups.insert(group.to_owned(), Group { topics: topics.iter().map(|t| t.to_string()).collect(), queue: tx });
+        }
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        let dead = self.dead.clone();
+        let group = group.to_owned();
+        let task = tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    next = rx.recv() => match next { Some(e) => e, None => break },
+                };
+                if !deliver(&*handler, &event, &stop).await {
+                    tracing::error!(group, event_id = %event.id, event_type = event.event_type, "event handler failed every attempt; moved to dead letters");
+                    dead.lock().expect("dead-letter lock").push(event);
+                }
+            }
+        });
+        Ok(Subscription::new(cancel, task))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "in-process"
+    }
+}
+
+/// Tries the handler with back-off; false when every attempt failed.
+async fn deliver(handler: &dyn EventHandler, event: &Envelope, stop: &CancellationToken) -> bool {
+    let mut delay = Duration::from_millis(50);
+    for attempt in 1..=ATTEMPTS {
+        match handler.handle(event).await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(event_id = %event.id, attempt, error = format!("{e:#}"), "event handler failed");
+                if attempt == ATTEMPTS || stop.is_cancelled() {
+                    break;
+                }
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn event(t: &str) -> Envelope {
+        Envelope::new(t, None, serde_json::json!({}))
+    }
+
+    #[tokio::test]
+    async fn each_group_gets_each_event_of_its_topics() {
+        let bus = InProcessBus::new();
+        let (tx_a, mut rx_a) = mpsc::unbounded_channel();
+        let (tx_b, mut rx_b) = mpsc::unbounded_channel();
+        let _a = bus
+            .subscribe("a", &["tenancy"], Arc::new(move |e: Envelope| { let tx = tx_a.clone(); async move { tx.send(e.event_type).unwrap(); Ok(()) } }))
+            .await
+            .unwrap();
+        let _b = bus
+            .subscribe("b", &["identity", "tenancy"], Arc::new(move |e: Envelope| { let tx = tx_b.clone(); async move { tx.send(e.event_type).unwrap(); Ok(()) } }))
+            .await
+            .unwrap();
+        bus.publish(&[event("tenancy.x.v1"), event("identity.y.v1")]).await.unwrap();
+        assert_eq!(rx_a.recv().await.unwrap(), "tenancy.x.v1");
+        assert_eq!(rx_b.recv().await.unwrap(), "tenancy.x.v1");
+        assert_eq!(rx_b.recv().await.unwrap(), "identity.y.v1");
+        assert!(tokio::time::timeout(Duration::from_millis(50), rx_a.recv()).await.is_err());
+        assert!(bus.subscribe("a", &["x"], Arc::new(|_e: Envelope| async { Ok(()) })).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn failing_handlers_are_retried_then_dead_lettered() {
+        let bus = InProcessBus::new();
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let sub = bus
+            .subscribe("g", &["t"], Arc::new(move |_e: Envelope| { let c = c.clone(); async move {
+                if c.fetch_add(1, Ordering::SeqCst) < 2 { anyhow::bail!("transient") } Ok(())
+            } }))
+            .await
+            .unwrap();
+        bus.publish(&[event("t.ok.v1")]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert!(bus.dead_letters().is_empty());
+        sub.stop().await;
+
+        let _sub = bus.subscribe("g2", &["t"], Arc::new(|_e: Envelope| async { anyhow::bail!("always") })).await.unwrap();
+        bus.publish(&[event("t.bad.v1")]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+        assert_eq!(bus.dead_letters().len(), 1);
+    }
+}

@@ -1,0 +1,78 @@
+//! Domain events: the envelope, the bus port, and reliable delivery.
+//!
+//! - [`Envelope`]: CloudEvents 1.0 attributes plus the tenant, with a JSON `data` payload.
+//! - [`EventBus`]: the port (publish; subscribe with a consumer group). [`InProcessBus`] is
+//!   the embedded adapter.
+//! - [`outbox`]: events are written in the same transaction as the state change, so a
+//!   rolled-back change never publishes and a committed one always does; [`OutboxRelay`]
+//!   moves committed events to the bus (at least once).
+//! - [`Inbox`]: turns at-least-once delivery into exactly-once handling for a consumer.
+//!
+//! ```
+//! # async fn demo(db: saas_core::db::Db) -> saas_core::error::Result<()> {
+//! use saas_core::{events::{Envelope, outbox}, id::TenantId};
+//!
+//! let tenant = TenantId::new();
+//! let mut tx = db.tenant_tx(tenant).await?;
+//! // … change state with `&mut *tx` …
+//! let event = Envelope::new("tenancy.tenant_provisioned.v1", Some(tenant), serde_json::json!({"slug": "acme"}));
+//! outbox::append(&mut tx, &event).await?;
+//! tx.commit().await?; // the relay publishes it from here
+//! # Ok(()) }
+//! ```
+
+mod bus;
+mod envelope;
+mod in_process;
+mod inbox;
+pub mod outbox;
+mod relay;
+
+pub use bus::{EventBus, EventHandler, Subscription};
+pub use envelope::Envelope;
+pub use in_process::InProcessBus;
+pub use inbox::Inbox;
+pub use relay::OutboxRelay;
+
+use crate::db::migrate::{Migration, Migrations};
+
+/// Tables of the outbox and the inbox; part of `saas migrate`.
+pub static MIGRATIONS: Migrations = Migrations {
+    component: "saas-core",
+    list: &[Migration::per_engine(
+        1,
+        "outbox and inbox",
+        "CREATE TABLE saas_outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            tenant_id TEXT,
+            event_type TEXT NOT NULL,
+            envelope TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            published_at BIGINT
+        );
+        CREATE INDEX saas_outbox_pending ON saas_outbox (seq) WHERE published_at IS NULL;
+        CREATE TABLE saas_inbox (
+            consumer TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            handled_at BIGINT NOT NULL,
+            PRIMARY KEY (consumer, event_id)
+        );",
+        "CREATE TABLE saas_outbox (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            tenant_id TEXT,
+            event_type TEXT NOT NULL,
+            envelope TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            published_at BIGINT
+        );
+        CREATE INDEX saas_outbox_pending ON saas_outbox (seq) WHERE published_at IS NULL;
+        CREATE TABLE saas_inbox (
+            consumer TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            handled_at BIGINT NOT NULL,
+            PRIMARY KEY (consumer, event_id)
+        );",
+    )],
+};

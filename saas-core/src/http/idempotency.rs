@@ -1,0 +1,205 @@
+//! `Idempotency-Key`: a retried write returns the first response instead of acting twice.
+//!
+//! For `POST`, `PUT`, `PATCH` and `DELETE` requests carrying `Idempotency-Key` (1–255
+//! printable ASCII characters), the first request runs and its response (status, headers,
+//! body) is stored in the [`Cache`] for the configured time. Then:
+//! - the same key and body again → the stored response, byte for byte, with
+//!   `Idempotent-Replayed: true`;
+//! - the same key while the first is still running → 409 `idempotency_key_in_use`;
+//! - the same key with a different body → 422 `idempotency_key_reused`;
+//! - a first response of 5xx or 429 is not stored, so the client may retry.
+//!
+//! Keys are scoped by the caller's `Authorization` and tenant headers, method and path, so
+//! one client can never replay another's response.
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{
+    body::Body,
+    extract::Request,
+    response::{IntoResponse, Response},
+};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use futures::future::BoxFuture;
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tower::{Layer, Service};
+
+use crate::{cache::Cache, error::Error, http::extract::payload_too_large};
+
+/// The request header.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Set on a replayed response.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// How long an in-flight marker lives if the server dies mid-request.
+const IN_FLIGHT_TTL: Duration = Duration::from_secs(60);
+/// Responses larger than this are not stored (the key is released instead).
+const MAX_STORED_BODY: usize = 1024 * 1024;
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+enum Record {
+    InFlight { fingerprint: String },
+    Done { fingerprint: String, status: u16, headers: Vec<(String, String)>, body: String },
+}
+
+/// Stores first responses of keyed writes; see the [module docs](self).
+#[derive(Clone)]
+pub struct IdempotencyLayer {
+    cache: Arc<dyn Cache>,
+    ttl: Duration,
+    body_limit: usize,
+}
+
+impl IdempotencyLayer {
+    /// Stores responses in `cache` for `ttl`. Request bodies up to 1 MiB are fingerprinted;
+    /// put the body limit layer outside this one.
+    pub fn new(cache: Arc<dyn Cache>, ttl: Duration) -> Self {
+        Self { cache, ttl, body_limit: 1024 * 1024 }
+    }
+
+    /// Sets the largest request body it reads.
+    pub fn with_body_limit(mut self, limit: usize) -> Self {
+        self.body_limit = limit;
+        self
+    }
+}
+
+impl<S> Layer<S> for IdempotencyLayer {
+    type Service = Idempotency<S>;
+
+    fn layer(&self, inner: S) -> Idempotency<S> {
+        Idempotency { inner, layer: self.clone() }
+    }
+}
+
+/// The service of [`IdempotencyLayer`].
+#[derive(Clone)]
+pub struct Idempotency<S> {
+    inner: S,
+    layer: IdempotencyLayer,
+}
+
+impl<S> Service<Request> for Idempotency<S>
+where
+    S: Service<Request, Response = Response, Error = std::convert::Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<'static, Result<Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let writes = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+            let Some(key) = req.headers().get(&IDEMPOTENCY_KEY).cloned().filter(|_| writes) else {
+                return inner.call(req).await;
+            };
+            Ok(match handle(&layer, key, req, &mut inner).await {
+                Ok(r) => r,
+                Err(e) => e.into_response(),
+            })
+        })
+    }
+}
+
+async fn handle<S>(layer: &IdempotencyLayer, key: HeaderValue, req: Request, inner: &mut S) -> Result<Response, Error>
+where
+    S: Service<Request, Response = Response, Error = std::convert::Infallible>,
+{
+    let key = key
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..=0x7e).contains(&b)))
+        .ok_or_else(|| Error::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable ASCII characters"))?
+        .to_owned();
+    let (parts, body) = req.into_parts();
+    let body = http_body_util::Limited::new(body, layer.body_limit)
+        .collect()
+        .await
+        .map_err(|_| payload_too_large())?
+        .to_bytes();
+
+    let mut scope = Sha256::new();
+    for header in [http::header::AUTHORIZATION, HeaderName::from_static("x-tenant-id"), http::header::HOST] {
+        scope.update(parts.headers.get(&header).map(|v| v.as_bytes()).unwrap_or_default());
+        scope.update([0]);
+    }
+    scope.update(parts.method.as_str());
+    scope.update([0]);
+    scope.update(parts.uri.path());
+    scope.update([0]);
+    scope.update(key.as_bytes());
+    let cache_key = format!("idempotency:{}", hex::encode(scope.finalize()));
+    let fingerprint = hex::encode(Sha256::digest(&body));
+
+    let marker = serde_json::to_vec(&Record::InFlight { fingerprint: fingerprint.clone() }).map_err(Error::internal)?;
+    if !layer.cache.set_if_absent(&cache_key, &marker, IN_FLIGHT_TTL).await? {
+        let stored = layer.cache.get(&cache_key).await?;
+        let reused = || {
+            Error::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", "this Idempotency-Key was used with a different request")
+        };
+        return match stored.and_then(|b| serde_json::from_slice::<Record>(&b).ok()) {
+            Some(Record::Done { fingerprint: f, status, headers, body }) if f == fingerprint => replay(status, headers, &body),
+            Some(Record::Done { .. }) => Err(reused()),
+            Some(Record::InFlight { fingerprint: f }) if f != fingerprint => Err(reused()),
+            // Still running (or it finished and expired between the two reads).
+            _ => Err(Error::conflict("idempotency_key_in_use", "a request with this Idempotency-Key is still being processed; retry later")
+                .with_retry_after(Duration::from_secs(1))),
+        };
+    }
+
+    let response = match inner.call(Request::from_parts(parts, Body::from(body))).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let status = response.status();
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        layer.cache.delete(&cache_key).await?;
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = match http_body_util::Limited::new(body, MAX_STORED_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            layer.cache.delete(&cache_key).await?;
+            return Err(Error::internal(anyhow::anyhow!("response too large to store for Idempotency-Key")));
+        }
+    };
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(n, _)| !n.as_str().starts_with("ratelimit-") && *n != http::header::DATE)
+        .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let record = Record::Done { fingerprint, status: status.as_u16(), headers, body: STANDARD.encode(&bytes) };
+    layer.cache.set(&cache_key, &serde_json::to_vec(&record).map_err(Error::internal)?, layer.ttl).await?;
+    Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+fn replay(status: u16, headers: Vec<(String, String)>, body: &str) -> Result<Response, Error> {
+    let body = STANDARD.decode(body).map_err(Error::internal)?;
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = StatusCode::from_u16(status).map_err(Error::internal)?;
+    for (name, value) in headers {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            response.headers_mut().append(n, v);
+        }
+    }
+    response.headers_mut().insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    Ok(response)
+}

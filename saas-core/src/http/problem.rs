@@ -1,0 +1,55 @@
+//! Makes every error response problem+json, including those axum and tower-http produce
+//! themselves (unknown route, wrong method, body too large, timeout, panic).
+
+use axum::{extract::Request, middleware::Next, response::Response};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::error::{Error, PROBLEM_JSON, Problem, problem_response};
+
+/// Middleware: rewrites an error response that is not yet problem+json into one, keeping
+/// its status and headers such as `Allow` and `Retry-After`.
+pub async fn problem_for_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_problem(&response) {
+        return response;
+    }
+    let (code, detail) = describe(status);
+    if status.is_server_error() {
+        tracing::error!(%status, "request failed without a problem body");
+    }
+    let (parts, _) = response.into_parts();
+    let mut rebuilt = problem_response(&Problem::new(status, code, Some(detail.to_owned())));
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rebuilt.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    rebuilt
+}
+
+fn is_problem(response: &Response) -> bool {
+    response.headers().get(header::CONTENT_TYPE) == Some(&HeaderValue::from_static(PROBLEM_JSON))
+}
+
+fn describe(status: StatusCode) -> (&'static str, &'static str) {
+    match status.as_u16() {
+        400 => ("bad_request", "the request is malformed"),
+        401 => ("unauthorized", "authentication is required"),
+        403 => ("forbidden", "not allowed"),
+        404 => ("route_not_found", "no route matches this path"),
+        405 => ("method_not_allowed", "this path does not accept this method; see the Allow header"),
+        408 => ("request_timeout", "the request took longer than the server allows"),
+        413 => ("payload_too_large", "the request body is larger than the server accepts"),
+        415 => ("unsupported_media_type", "the request body has an unsupported content type"),
+        429 => ("rate_limited", "too many requests"),
+        503 => ("service_unavailable", "the service is temporarily unavailable"),
+        s if s >= 500 => ("internal_error", "an internal error occurred; quote the X-Request-Id response header when reporting it"),
+        _ => ("client_error", "the request cannot be processed"),
+    }
+}
+
+/// Fallback handler for unknown routes: 404 `route_not_found`.
+pub async fn route_not_found() -> Error {
+    Error::not_found("route_not_found", "no route matches this path")
+}

@@ -1,0 +1,117 @@
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{
+    extract::{ConnectInfo, Request},
+    response::{IntoResponse, Response},
+};
+use futures::future::BoxFuture;
+use http::{HeaderMap, HeaderValue};
+use tower::{Layer, Service};
+
+use super::{Decision, Quota, RateLimiter};
+use crate::error::Error;
+
+/// Picks the key a request is counted under; `None` skips limiting for that request.
+pub type KeyFn = Arc<dyn Fn(&Request) -> Option<String> + Send + Sync>;
+
+/// The default key: the peer IP address (`ConnectInfo`), or `unknown` without one.
+///
+/// Behind a proxy, key by a trusted forwarded header instead with
+/// [`RateLimitLayer::key_by`].
+pub fn client_ip_key(req: &Request) -> Option<String> {
+    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+    Some(format!("ip:{}", ip.as_deref().unwrap_or("unknown")))
+}
+
+/// Limits requests per key with GCRA; see the [module docs](super).
+///
+/// When the store fails (e.g. Redis is down) the request is let through and a warning is
+/// logged: a rate limiter outage must not become an API outage.
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    limiter: Arc<dyn RateLimiter>,
+    quota: Quota,
+    key: KeyFn,
+}
+
+impl RateLimitLayer {
+    /// Limits each client IP to `quota`.
+    pub fn new(limiter: Arc<dyn RateLimiter>, quota: Quota) -> Self {
+        Self { limiter, quota, key: Arc::new(client_ip_key) }
+    }
+
+    /// Counts requests under the key `f` returns (tenant, API key, …).
+    pub fn key_by(mut self, f: impl Fn(&Request) -> Option<String> + Send + Sync + 'static) -> Self {
+        self.key = Arc::new(f);
+        self
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit { inner, layer: self.clone() }
+    }
+}
+
+/// The service of [`RateLimitLayer`].
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    layer: RateLimitLayer,
+}
+
+impl<S> Service<Request> for RateLimit<S>
+where
+    S: Service<Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The clone that was polled ready serves this request.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let Some(key) = (layer.key)(&req) else { return inner.call(req).await };
+            let decision = match layer.limiter.check(&key, &layer.quota).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "rate limiter unavailable; letting the request through");
+                    return inner.call(req).await;
+                }
+            };
+            if !decision.allowed {
+                let mut response = Error::too_many_requests(decision.retry_after).into_response();
+                set_headers(response.headers_mut(), &decision);
+                return Ok(response);
+            }
+            let mut response = inner.call(req).await?;
+            set_headers(response.headers_mut(), &decision);
+            Ok(response)
+        })
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+fn set_headers(headers: &mut HeaderMap, d: &Decision) {
+    headers.insert("ratelimit-limit", HeaderValue::from(d.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(ceil_secs(d.reset_after)));
+}

@@ -1,0 +1,39 @@
+//! The OpenAPI 3.1 document and the interactive docs page.
+//!
+//! Every crate exposes its routes as a `utoipa_axum::router::OpenApiRouter`, where each
+//! route is registered with `routes!(handler)` from the handler's `#[utoipa::path]`: the path
+//! served and the path documented come from the same attribute, so they cannot drift.
+//! [`serve_docs`] adds `/openapi.json` and `/docs` (Swagger UI, assets compiled in: no CDN).
+
+use axum::Router;
+use utoipa::openapi::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::{FieldError, Problem};
+
+/// The base document: title, version, and the shared `Problem` schemas.
+pub fn base_document(title: &str, version: &str) -> OpenApi {
+    use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApiBuilder};
+    use utoipa::{PartialSchema, ToSchema};
+    let components = ComponentsBuilder::new()
+        .schema(Problem::name(), Problem::schema())
+        .schema(FieldError::name(), FieldError::schema())
+        .build();
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title(title)
+                .version(version)
+                .description(Some("Errors are `application/problem+json` (RFC 9457) bodies of the `Problem` schema.")),
+        )
+        .components(Some(components))
+        .build()
+}
+
+/// Paths that are served but deliberately not part of the document.
+pub const UNDOCUMENTED_PATHS: [&str; 2] = ["/openapi.json", "/docs"];
+
+/// Adds `GET /openapi.json` (the document) and `/docs` (Swagger UI) to `router`.
+pub fn serve_docs(router: Router, api: OpenApi) -> Router {
+    router.merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+}

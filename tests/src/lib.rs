@@ -1,0 +1,1 @@
+//! End-to-end tests of saas-rs live under `tests/`; this library is empty.
