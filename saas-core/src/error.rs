@@ -208,6 +208,15 @@ impl Error {
         &self.errors
     }
 
+    /// The internal cause if there is one, else this error: for command-line tools, which
+    /// show operators the cause a client is never sent.
+    pub fn into_cause(self) -> anyhow::Error {
+        match self.source {
+            Some(cause) => cause,
+            None => anyhow::Error::new(self),
+        }
+    }
+
     /// The problem body this error renders as.
     pub fn to_problem(&self) -> Problem {
         let mut p = Problem::new(self.status, &self.code, Some(self.detail.clone()));

@@ -30,6 +30,8 @@ pub mod http;
 pub mod id;
 pub mod observe;
 pub mod openapi;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{Error, Result};
 

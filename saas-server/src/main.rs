@@ -1,1 +1,133 @@
-fn main() {}
+//! `saas`: the all-in-one saas-rs server and its admin commands.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use saas_core::{config::Config, db, observe};
+use tokio_util::sync::CancellationToken;
+
+/// The all-in-one saas-rs server.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (default: ./saas.toml when present).
+    #[arg(long, global = true, env = "SAAS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for embedded data (overrides `data_dir`).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default command).
+    Serve {
+        /// Address to listen on (overrides `server.addr`), e.g. 0.0.0.0:8080.
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate and print the effective configuration, secrets redacted.
+    Check,
+}
+
+fn load(cli: &Cli) -> Result<Config, ExitCode> {
+    let mut config = Config::load(cli.config.as_deref()).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })?;
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = match load(&cli) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let result = match cli.command.unwrap_or(Command::Serve { addr: None }) {
+        Command::Serve { addr } => {
+            if let Some(addr) = addr {
+                config.server.addr = addr;
+            }
+            observe::init_tracing(&config.log);
+            serve(config).await
+        }
+        Command::Migrate => {
+            observe::init_tracing(&config.log);
+            migrate(config).await
+        }
+        Command::Config { command: ConfigCommand::Check } => {
+            print!("{}", config.to_redacted_toml());
+            eprintln!("configuration is valid");
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "fatal");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.server.addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (server.addr): {e}", config.server.addr))?;
+    let app = saas_server::App::build(config).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    app.serve(listener, shutdown).await
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown requested; draining in-flight requests");
+    shutdown.cancel();
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let database = db::Db::connect(&config.database_url(), Default::default()).await.map_err(saas_core::Error::into_cause)?;
+    let applied = db::migrate::run(&database, saas_server::MIGRATIONS).await.map_err(saas_core::Error::into_cause)?;
+    if applied.is_empty() {
+        println!("database is up to date ({})", database.backend().name());
+    }
+    for m in applied {
+        println!("applied {}/{} {}", m.component, m.version, m.name);
+    }
+    Ok(())
+}

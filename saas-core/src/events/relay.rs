@@ -1,20 +1,21 @@
 use std::{sync::Arc, time::Duration};
 
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{Envelope, EventBus};
 use crate::{
-    db::{Db, now_millis},
+    db::{Backend, Db, now_millis},
     error::{Error, Result},
 };
 
 /// Publishes committed outbox events to the bus, oldest first, at least once.
 ///
-/// A batch is claimed in a transaction (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several
-/// instances can relay side by side), published, then marked published in the same
-/// transaction. A crash between publishing and marking leaves the batch pending, and it is
+/// On PostgreSQL a batch is claimed in a transaction with `FOR UPDATE SKIP LOCKED`, so
+/// several instances can relay side by side, published, then marked published in the same
+/// transaction. On SQLite (one process) claim and mark run without a held transaction.
+/// A crash between publishing and marking leaves the batch pending, and it is
 /// published again on restart: consumers deduplicate with the [`Inbox`](super::Inbox).
 #[derive(Clone)]
 pub struct OutboxRelay {
@@ -50,13 +51,29 @@ impl OutboxRelay {
 
     /// Publishes one batch; returns how many events it published.
     pub async fn relay_batch(&self) -> Result<usize> {
-        let mut tx = self.db.begin().await?;
+        match self.db.backend() {
+            Backend::Postgres => {
+                let mut tx = self.db.begin().await?;
+                let n = self.publish_batch(&mut tx).await?;
+                tx.commit().await?;
+                Ok(n)
+            }
+            // One relay per SQLite file. A transaction held across the publish would go
+            // stale as consumers write (SQLITE_BUSY_SNAPSHOT), so claim and mark autocommit.
+            Backend::Sqlite => {
+                let mut conn = self.db.pool().acquire().await?;
+                self.publish_batch(&mut conn).await
+            }
+        }
+    }
+
+    async fn publish_batch(&self, conn: &mut AnyConnection) -> Result<usize> {
         let sql = format!(
             "SELECT seq, envelope FROM saas_outbox WHERE published_at IS NULL ORDER BY seq LIMIT {}{}",
             self.batch_size,
             self.db.backend().skip_locked()
         );
-        let rows = sqlx::query(&sql).fetch_all(&mut *tx).await?;
+        let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
         if rows.is_empty() {
             return Ok(0);
         }
@@ -74,8 +91,7 @@ impl OutboxRelay {
         for seq in &seqs {
             query = query.bind(*seq);
         }
-        query.execute(&mut *tx).await?;
-        tx.commit().await?;
+        query.execute(&mut *conn).await?;
         metrics::counter!("saas_outbox_published_total").increment(events.len() as u64);
         Ok(events.len())
     }

@@ -1,9 +1,8 @@
 //! HTTP building blocks: problem+json extractors, and the layer stack every saas-rs API
 //! runs behind.
 //!
-//! [`HttpStack`] applies, outermost first: panic catcher, request id (`X-Request-Id`, kept
-//! when the client sends one), tracing span, metrics, problem+json for every error,
-//! timeout, body limit, API version check, rate limit and `Idempotency-Key`.
+//! [`HttpStack`] applies, outermost first: request id (`X-Request-Id`, kept when the client
+//! sends one), tracing span, metrics, problem+json for every error, panic catcher, timeout, body limit, API version check, rate limit and `Idempotency-Key`.
 //!
 //! ```
 //! use axum::{Router, routing::get};
@@ -118,15 +117,15 @@ impl HttpStack {
             .option_layer(self.rate_limit)
             .option_layer(self.idempotency);
         let outer = ServiceBuilder::new()
-            .layer(CatchPanicLayer::custom(|_| {
-                axum::response::IntoResponse::into_response(crate::error::Error::internal(anyhow::anyhow!("handler panicked")))
-            }))
             .layer(SetSensitiveRequestHeadersLayer::new([http::header::AUTHORIZATION, http::header::COOKIE]))
             .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeTypedRequestId))
             .layer(observe::trace_layer())
             .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
             .layer(middleware::from_fn(observe::metrics::track_metrics))
             .layer(middleware::from_fn(problem::problem_for_errors))
+            .layer(CatchPanicLayer::custom(|_| {
+                axum::response::IntoResponse::into_response(crate::error::Error::internal(anyhow::anyhow!("handler panicked")))
+            }))
             .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, self.timeout))
             .layer(middleware::from_fn_with_state(versions, api_version::check_version))
             .layer(DefaultBodyLimit::max(self.body_limit))

@@ -1,0 +1,63 @@
+//! Helpers for tests against real servers (feature `testing`).
+//!
+//! Tests that need PostgreSQL or Redis are `#[ignore = "needs …"]` and read the server from
+//! `SAAS_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) and
+//! `SAAS_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`). `.ci/run` starts both and runs
+//! them with `--include-ignored`.
+
+use crate::db::{Db, PoolSettings};
+
+/// The PostgreSQL server tests use (an admin connection to it).
+pub fn postgres_admin_url() -> String {
+    std::env::var("SAAS_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// The Redis server tests use.
+pub fn redis_url() -> String {
+    std::env::var("SAAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A database of its own for one test, dropped when this value is dropped.
+pub struct TestDatabase {
+    /// URL of the new database.
+    pub url: String,
+    name: String,
+    admin: String,
+}
+
+impl TestDatabase {
+    /// Creates `saas_test_<random>` on the test server.
+    pub async fn postgres() -> Self {
+        let admin = postgres_admin_url();
+        let name = format!("saas_test_{}", uuid::Uuid::new_v4().simple());
+        let db = Db::connect(&admin, PoolSettings { max_connections: 1, ..Default::default() })
+            .await
+            .expect("PostgreSQL reachable at SAAS_TEST_DATABASE_URL");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(db.pool()).await.expect("CREATE DATABASE");
+        db.close().await;
+        let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
+        Self { url: format!("{base}/{name}"), name, admin }
+    }
+
+    /// Connects to it.
+    pub async fn connect(&self) -> Db {
+        Db::connect(&self.url, PoolSettings::default()).await.expect("connect to the test database")
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop runs outside async; a short-lived runtime on its own thread does the cleanup.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let db = Db::connect(&admin, PoolSettings { max_connections: 1, ..Default::default() }).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(db.pool()).await.ok()?;
+                db.close().await;
+                Some(())
+            })
+        })
+        .join();
+    }
+}

@@ -1,0 +1,118 @@
+//! Every kind of bad request answers problem+json with the right status and code.
+
+use std::time::Duration;
+
+use axum::{Router, body::Body, routing::{get, post}};
+use axum_extra::headers::UserAgent;
+use futures::stream;
+use http::{Request, StatusCode};
+use saas_core::http::{HttpStack, Json, Path, Query, TypedHeader};
+use serde::Deserialize;
+use tower::ServiceExt;
+
+use crate::{post_json, read};
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct NewItem {
+    name: String,
+    quantity: u32,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct Search {
+    limit: u32,
+}
+
+fn app() -> Router {
+    let routes = Router::new()
+        .route("/v1/items", post(|Json(item): Json<NewItem>| async move { (StatusCode::CREATED, item.name) }))
+        .route("/v1/items/{id}", get(|Path(id): Path<u32>| async move { id.to_string() }))
+        .route("/v1/search", get(|Query(q): Query<Search>| async move { q.limit.to_string() }))
+        .route("/v1/agent", get(|TypedHeader(ua): TypedHeader<UserAgent>| async move { ua.to_string() }))
+        .route("/v1/panic", get(|| async { if true { panic!("secret panic detail") } "unreachable" }))
+        .route("/v1/sleepy", get(|| async { tokio::time::sleep(Duration::from_secs(5)).await; "late" }));
+    HttpStack::new().body_limit(1024).timeout(Duration::from_millis(200)).apply(routes)
+}
+
+async fn expect_problem(req: Request<Body>, status: u16, code: &str) -> serde_json::Value {
+    let label = format!("{} {}", req.method(), req.uri());
+    let (got, headers, body) = read(app().oneshot(req).await.unwrap()).await;
+    assert_eq!(got.as_u16(), status, "{label}: {}", String::from_utf8_lossy(&body));
+    assert_eq!(headers["content-type"], "application/problem+json", "{label}");
+    assert!(headers.contains_key("x-request-id"), "{label}: request id echoed");
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{label}: JSON body"));
+    assert_eq!(json["status"], status, "{label}");
+    assert_eq!(json["code"], code, "{label}");
+    assert_eq!(json["type"], format!("/problems/{code}"), "{label}");
+    assert!(json["title"].is_string() && json["detail"].is_string(), "{label}");
+    json
+}
+
+#[tokio::test]
+async fn malformed_and_mistyped_json() {
+    expect_problem(post_json("/v1/items", r#"{"name": "a", "#), 400, "malformed_json").await;
+    let json = expect_problem(post_json("/v1/items", r#"{"name": "a", "quantity": -1}"#), 422, "validation_failed").await;
+    assert_eq!(json["errors"][0]["field"], "quantity");
+    let json = expect_problem(post_json("/v1/items", r#"{"name": "a"}"#), 422, "validation_failed").await;
+    assert_eq!(json["errors"][0]["field"], "quantity");
+    assert_eq!(json["errors"][0]["code"], "required");
+}
+
+#[tokio::test]
+async fn wrong_or_missing_content_type() {
+    let req = Request::post("/v1/items").header("content-type", "text/plain").body(Body::from("{}")).unwrap();
+    expect_problem(req, 415, "unsupported_media_type").await;
+    let req = Request::post("/v1/items").body(Body::from(r#"{"name":"a","quantity":1}"#)).unwrap();
+    expect_problem(req, 415, "unsupported_media_type").await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_with_and_without_length() {
+    let big = format!(r#"{{"name": "{}", "quantity": 1}}"#, "x".repeat(4096));
+    expect_problem(post_json("/v1/items", &big), 413, "payload_too_large").await;
+    let chunks: Vec<Result<String, std::io::Error>> = (0..8).map(|_| Ok("x".repeat(512))).collect();
+    let req = Request::post("/v1/items")
+        .header("content-type", "application/json")
+        .body(Body::from_stream(stream::iter(chunks)))
+        .unwrap();
+    expect_problem(req, 413, "payload_too_large").await;
+}
+
+#[tokio::test]
+async fn unknown_route_wrong_method_and_version() {
+    expect_problem(Request::get("/v1/nothing-here").body(Body::empty()).unwrap(), 404, "route_not_found").await;
+    expect_problem(Request::get("/v9/items").body(Body::empty()).unwrap(), 404, "unsupported_api_version").await;
+    let req = Request::delete("/v1/items").body(Body::empty()).unwrap();
+    let (status, headers, _) = read(app().oneshot(req).await.unwrap()).await;
+    assert_eq!(status, 405);
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert_eq!(headers["allow"], "POST");
+}
+
+#[tokio::test]
+async fn bad_path_query_and_header() {
+    expect_problem(Request::get("/v1/items/abc").body(Body::empty()).unwrap(), 400, "invalid_path_parameter").await;
+    expect_problem(Request::get("/v1/search?limit=many").body(Body::empty()).unwrap(), 400, "invalid_query").await;
+    expect_problem(Request::get("/v1/search").body(Body::empty()).unwrap(), 400, "invalid_query").await;
+    expect_problem(Request::get("/v1/agent").body(Body::empty()).unwrap(), 400, "missing_header").await;
+}
+
+#[tokio::test]
+async fn panics_and_timeouts_leak_nothing() {
+    let json = expect_problem(Request::get("/v1/panic").body(Body::empty()).unwrap(), 500, "internal_error").await;
+    assert!(!json.to_string().contains("secret panic detail"));
+    expect_problem(Request::get("/v1/sleepy").body(Body::empty()).unwrap(), 408, "request_timeout").await;
+}
+
+#[tokio::test]
+async fn good_requests_pass_and_carry_the_version() {
+    let (status, headers, body) = read(app().oneshot(post_json("/v1/items", r#"{"name":"a","quantity":2}"#)).await.unwrap()).await;
+    assert_eq!(status, 201);
+    assert_eq!(&body[..], b"a");
+    assert_eq!(headers["api-version"], "v1");
+    let req = Request::get("/v1/items/7").header("x-request-id", "req_from_client").body(Body::empty()).unwrap();
+    let (_, headers, _) = read(app().oneshot(req).await.unwrap()).await;
+    assert_eq!(headers["x-request-id"], "req_from_client", "a client's request id is kept");
+}

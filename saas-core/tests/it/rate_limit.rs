@@ -1,0 +1,70 @@
+//! The N+1th request in a window gets 429 with Retry-After, in memory and on Redis.
+
+use std::sync::Arc;
+
+use axum::{Router, body::Body, routing::get};
+use http::Request;
+use saas_core::http::{
+    HttpStack, RateLimitLayer,
+    rate_limit::{MemoryRateLimiter, Quota, RateLimiter},
+};
+use tower::ServiceExt;
+
+use crate::read;
+
+async fn exhaust(limiter: Arc<dyn RateLimiter>) {
+    let key = format!("test:{}", uuid::Uuid::now_v7());
+    let other = format!("test:{}", uuid::Uuid::now_v7());
+    let layer = RateLimitLayer::new(limiter, Quota::per_minute(3)).key_by(move |req| {
+        Some(if req.headers().contains_key("x-other") { other.clone() } else { key.clone() })
+    });
+    let app = HttpStack::new().rate_limit(layer).apply(Router::new().route("/v1/ping", get(|| async { "pong" })));
+    let get = |other: bool| {
+        let mut req = Request::get("/v1/ping");
+        if other {
+            req = req.header("x-other", "1");
+        }
+        req.body(Body::empty()).unwrap()
+    };
+
+    for remaining in ["2", "1", "0"] {
+        let (status, headers, _) = read(app.clone().oneshot(get(false)).await.unwrap()).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["ratelimit-limit"], "3");
+        assert_eq!(headers["ratelimit-remaining"], remaining);
+    }
+    let (status, headers, body) = read(app.clone().oneshot(get(false)).await.unwrap()).await;
+    assert_eq!(status, 429);
+    assert_eq!(headers["content-type"], "application/problem+json");
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry), "one request refills in 20 s, got {retry}");
+    assert_eq!(headers["ratelimit-remaining"], "0");
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["code"], "rate_limited");
+
+    let (status, _, _) = read(app.clone().oneshot(get(true)).await.unwrap()).await;
+    assert_eq!(status, 200, "another key has its own allowance");
+}
+
+#[tokio::test]
+async fn memory_limiter_answers_429_after_the_burst() {
+    exhaust(Arc::new(MemoryRateLimiter::new())).await;
+}
+
+#[tokio::test]
+#[ignore = "needs redis: run .ci/run or set SAAS_TEST_REDIS_URL"]
+async fn redis_limiter_answers_429_after_the_burst() {
+    let limiter = saas_core::http::rate_limit::RedisRateLimiter::connect(&saas_core::testing::redis_url()).await.unwrap();
+    exhaust(Arc::new(limiter)).await;
+}
+
+#[tokio::test]
+#[ignore = "needs redis: run .ci/run or set SAAS_TEST_REDIS_URL"]
+async fn redis_limiter_is_exact_under_concurrency() {
+    let limiter = saas_core::http::rate_limit::RedisRateLimiter::connect(&saas_core::testing::redis_url()).await.unwrap();
+    let key = format!("test:{}", uuid::Uuid::now_v7());
+    let quota = Quota::per_minute(10);
+    let decisions = futures::future::join_all((0..50).map(|_| limiter.check(&key, &quota))).await;
+    let allowed = decisions.into_iter().filter(|d| d.as_ref().unwrap().allowed).count();
+    assert_eq!(allowed, 10);
+}

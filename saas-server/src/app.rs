@@ -1,0 +1,170 @@
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::Router;
+use saas_core::{
+    cache::{self, Cache},
+    config::{Config, RateLimitStore},
+    db::{Db, PoolSettings, migrate::{self, Migrations}},
+    events::{EventBus, InProcessBus, OutboxRelay},
+    http::{
+        HttpStack, IdempotencyLayer, RateLimitLayer,
+        rate_limit::{self, MemoryRateLimiter, Quota, RateLimiter},
+    },
+    observe::health::{self, Health},
+    openapi,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+/// Every migration set the all-in-one server applies, in order.
+pub static MIGRATIONS: &[&Migrations] = &[&saas_core::events::MIGRATIONS];
+
+/// The all-in-one server: every domain, its stores and workers, behind one HTTP stack.
+pub struct App {
+    config: Config,
+    db: Db,
+    cache: Arc<dyn Cache>,
+    bus: Arc<dyn EventBus>,
+    relay: OutboxRelay,
+    router: Router,
+    openapi: OpenApi,
+}
+
+impl App {
+    /// Connects every backend the configuration names, applies migrations and assembles
+    /// the routes. Fails with a message naming the backend that cannot be reached.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db_url = config.database_url();
+        let settings = PoolSettings {
+            max_connections: config.database.max_connections,
+            acquire_timeout: Duration::from_secs(config.database.acquire_timeout_secs),
+        };
+        let db = Db::connect(&db_url, settings)
+            .await
+            .map_err(saas_core::Error::into_cause)
+            .context("cannot open the database (database.url)")?;
+        migrate::run(&db, MIGRATIONS).await.map_err(saas_core::Error::into_cause).context("cannot migrate the database")?;
+        let cache = cache::connect(&config.cache_url(), config.cache.max_entries)
+            .await
+            .map_err(saas_core::Error::into_cause)
+            .context("cannot connect to the cache (cache.url)")?;
+        let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new());
+        let relay = OutboxRelay::new(db.clone(), bus.clone())
+            .with_batch_size(config.outbox.batch_size)
+            .with_poll_interval(Duration::from_millis(config.outbox.poll_interval_ms));
+
+        let health = {
+            let (db, cache, bus) = (db.clone(), cache.clone(), bus.clone());
+            Health::new()
+                .component("database", db.backend().name(), move || {
+                    let db = db.clone();
+                    async move { db.ping().await }
+                })
+                .component("cache", cache.name(), move || {
+                    let cache = cache.clone();
+                    async move { cache.ping().await }
+                })
+                .component("event_bus", bus.name(), move || {
+                    let bus = bus.clone();
+                    async move { bus.ping().await }
+                })
+        };
+
+        let (routes, openapi) = OpenApiRouter::with_openapi(openapi::base_document("saas-rs", env!("CARGO_PKG_VERSION")))
+            .merge(health::router(health))
+            .split_for_parts();
+
+        let mut stack = HttpStack::new()
+            .body_limit(config.http.body_limit_bytes)
+            .timeout(Duration::from_secs(config.http.request_timeout_secs))
+            .idempotency(IdempotencyLayer::new(cache.clone(), Duration::from_secs(config.idempotency.ttl_secs)));
+        if config.rate_limit.enabled {
+            let limiter: Arc<dyn RateLimiter> = match config.rate_limit_store() {
+                RateLimitStore::Memory => Arc::new(MemoryRateLimiter::new()),
+                RateLimitStore::Redis => Arc::new(
+                    saas_core::http::rate_limit::RedisRateLimiter::connect(&config.cache_url())
+                        .await
+                        .map_err(saas_core::Error::into_cause)
+                        .context("cannot connect the rate limiter to Redis (cache.url)")?,
+                ),
+            };
+            let quota = Quota::per_second(config.rate_limit.requests_per_second).burst(config.rate_limit.burst);
+            // Probes and scrapers poll from one address; they must never be throttled.
+            let layer = RateLimitLayer::new(limiter, quota).key_by(|req| {
+                let path = req.uri().path();
+                if path.starts_with("/health/") || path == "/metrics" { None } else { rate_limit::client_ip_key(req) }
+            });
+            stack = stack.rate_limit(layer);
+        }
+        let router = stack.apply(openapi::serve_docs(routes, openapi.clone()));
+        Ok(Self { config, db, cache, bus, relay, router, openapi })
+    }
+
+    /// The OpenAPI document of every served route.
+    pub fn openapi(&self) -> &OpenApi {
+        &self.openapi
+    }
+
+    /// The database handle.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The event bus.
+    pub fn bus(&self) -> Arc<dyn EventBus> {
+        self.bus.clone()
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> Arc<dyn Cache> {
+        self.cache.clone()
+    }
+
+    /// The outbox relay (runs inside [`serve`](Self::serve)).
+    pub fn relay(&self) -> &OutboxRelay {
+        &self.relay
+    }
+
+    /// The complete router, for tests that call it without a socket.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Serves on `listener` until `shutdown` is cancelled, then stops accepting, lets
+    /// in-flight requests finish (up to `server.shutdown_grace_secs`), flushes the outbox
+    /// and closes the database.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let addr = listener.local_addr()?;
+        tracing::info!(
+            url = format!("http://{addr}"),
+            database = self.db.backend().name(),
+            cache = self.cache.name(),
+            event_bus = self.bus.name(),
+            "listening"
+        );
+        let relay_stop = CancellationToken::new();
+        let relay = tokio::spawn(self.relay.clone().run(relay_stop.clone()));
+
+        let server = axum::serve(listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let grace = Duration::from_secs(self.config.server.shutdown_grace_secs);
+        let mut server = std::pin::pin!(server.into_future());
+        tokio::select! {
+            result = &mut server => result?,
+            _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; stopping anyway");
+            }
+        }
+        tracing::info!("HTTP server stopped; flushing the outbox");
+        relay_stop.cancel();
+        relay.await?;
+        self.db.close().await;
+        tracing::info!("shut down cleanly");
+        Ok(())
+    }
+}
+
+use std::future::IntoFuture;
