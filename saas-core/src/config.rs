@@ -18,7 +18,10 @@
 //!
 //! The full reference is in the book's configuration chapter (`docs/src/configuration.md`).
 
-use std::{net::SocketAddr, path::{Path, PathBuf}};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use figment::{
     Figment,
@@ -263,17 +266,8 @@ fn redact<S: serde::Serializer>(value: &Option<SecretString>, s: S) -> Result<S:
 
 /// Sections whose keys `SAAS_<SECTION>_<KEY>` maps to; longest first so `event_bus` wins
 /// over a hypothetical `event`.
-const SECTIONS: [&str; 9] = [
-    "rate_limit",
-    "idempotency",
-    "event_bus",
-    "database",
-    "outbox",
-    "server",
-    "cache",
-    "http",
-    "log",
-];
+const SECTIONS: [&str; 9] =
+    ["rate_limit", "idempotency", "event_bus", "database", "outbox", "server", "cache", "http", "log"];
 
 /// Maps `database_url` to `database.url` and `event_bus` to `event_bus.url`.
 fn env_key(key: &str) -> String {
@@ -305,9 +299,7 @@ impl Config {
             None => {}
         }
         // `SAAS_CONFIG` names the file itself; it is not a key.
-        let env = Env::prefixed("SAAS_")
-            .filter(|k| k.as_str() != "config")
-            .map(|k| env_key(k.as_str()).into());
+        let env = Env::prefixed("SAAS_").filter(|k| k.as_str() != "config").map(|k| env_key(k.as_str()).into());
         Self::from_figment(figment.merge(env))
     }
 
@@ -330,10 +322,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let db = self.database_url();
         if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
-            return Err(ConfigError::new(
-                "database.url",
-                "expected `sqlite://PATH` or `postgres://USER@HOST/DB`",
-            ));
+            return Err(ConfigError::new("database.url", "expected `sqlite://PATH` or `postgres://USER@HOST/DB`"));
         }
         let cache = self.cache_url();
         if !(cache == "memory://" || cache.starts_with("redis://") || cache.starts_with("rediss://")) {
@@ -455,6 +444,7 @@ fn resolve_secret(key: &str, value: Option<SecretString>) -> Result<Option<Secre
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
 mod tests {
     use super::*;
     use figment::Jail;

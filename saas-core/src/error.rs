@@ -40,11 +40,7 @@ pub struct FieldError {
 
 impl FieldError {
     /// A field error.
-    pub fn new(
-        field: impl Into<String>,
-        code: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn new(field: impl Into<String>, code: impl Into<String>, message: impl Into<String>) -> Self {
         Self { field: field.into(), code: code.into(), message: message.into() }
     }
 }
@@ -98,19 +94,8 @@ pub struct Error {
 
 impl Error {
     /// An error with any status; prefer the named constructors.
-    pub fn new(
-        status: StatusCode,
-        code: impl Into<Cow<'static, str>>,
-        detail: impl Into<String>,
-    ) -> Self {
-        Self {
-            status,
-            code: code.into(),
-            detail: detail.into(),
-            errors: Vec::new(),
-            retry_after: None,
-            source: None,
-        }
+    pub fn new(status: StatusCode, code: impl Into<Cow<'static, str>>, detail: impl Into<String>) -> Self {
+        Self { status, code: code.into(), detail: detail.into(), errors: Vec::new(), retry_after: None, source: None }
     }
 
     /// 400: the request is malformed.
@@ -140,11 +125,7 @@ impl Error {
 
     /// 422 `validation_failed` listing every invalid field.
     pub fn validation(errors: impl IntoIterator<Item = FieldError>) -> Self {
-        let mut e = Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-            "the request has invalid fields",
-        );
+        let mut e = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "the request has invalid fields");
         e.errors = errors.into_iter().collect();
         e
     }
@@ -289,8 +270,7 @@ mod tests {
 
     #[tokio::test]
     async fn validation_lists_fields_and_rate_limit_sets_retry_after() {
-        let (status, _, json) =
-            body(Error::validation([FieldError::new("slug", "too_short", "min 3")])).await;
+        let (status, _, json) = body(Error::validation([FieldError::new("slug", "too_short", "min 3")])).await;
         assert_eq!(status, 422);
         assert_eq!(json["errors"][0]["field"], "slug");
         assert_eq!(json["title"], "Unprocessable Entity");

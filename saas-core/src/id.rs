@@ -72,9 +72,7 @@ pub fn parse_id(prefix: &'static str, text: &str) -> Result<uuid::Uuid, IdParseE
         .strip_prefix(prefix)
         .and_then(|rest| rest.strip_prefix('_'))
         .ok_or(IdParseError::WrongPrefix { expected: prefix })?;
-    decode_base32(suffix)
-        .map(uuid::Uuid::from_u128)
-        .ok_or(IdParseError::BadSuffix)
+    decode_base32(suffix).map(uuid::Uuid::from_u128).ok_or(IdParseError::BadSuffix)
 }
 
 /// Defines a typed, prefixed id: `define_id!(InvoiceId, "inv", "An invoice.");`
@@ -199,16 +197,12 @@ macro_rules! define_id {
 }
 
 /// The OpenAPI schema shared by every id type: a string with the type's prefix.
-pub fn id_schema(
-    prefix: &'static str,
-) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+pub fn id_schema(prefix: &'static str) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     use utoipa::openapi::schema::{ObjectBuilder, Type};
     ObjectBuilder::new()
         .schema_type(Type::String)
         .pattern(Some(format!("^{prefix}_[0-7][0-9a-hjkmnp-tv-z]{{25}}$")))
-        .examples([serde_json::Value::String(format!(
-            "{prefix}_01jdq3zbm6e8x9t0d8m0a7y7qk"
-        ))])
+        .examples([serde_json::Value::String(format!("{prefix}_01jdq3zbm6e8x9t0d8m0a7y7qk"))])
         .into()
 }
 
@@ -244,10 +238,7 @@ mod tests {
     #[test]
     fn refuses_wrong_prefix_and_bad_suffix() {
         let id = TenantId::new().to_string();
-        assert_eq!(
-            id.parse::<UserId>(),
-            Err(IdParseError::WrongPrefix { expected: "usr" })
-        );
+        assert_eq!(id.parse::<UserId>(), Err(IdParseError::WrongPrefix { expected: "usr" }));
         for bad in [
             "ten_",
             "ten_8zzzzzzzzzzzzzzzzzzzzzzzzz", // overflows 128 bits

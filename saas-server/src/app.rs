@@ -5,7 +5,10 @@ use axum::Router;
 use saas_core::{
     cache::{self, Cache},
     config::{Config, RateLimitStore},
-    db::{Db, PoolSettings, migrate::{self, Migrations}},
+    db::{
+        Db, PoolSettings,
+        migrate::{self, Migrations},
+    },
     events::{EventBus, InProcessBus, OutboxRelay},
     http::{
         HttpStack, IdempotencyLayer, RateLimitLayer,
@@ -46,7 +49,10 @@ impl App {
             .await
             .map_err(saas_core::Error::into_cause)
             .context("cannot open the database (database.url)")?;
-        migrate::run(&db, MIGRATIONS).await.map_err(saas_core::Error::into_cause).context("cannot migrate the database")?;
+        migrate::run(&db, MIGRATIONS)
+            .await
+            .map_err(saas_core::Error::into_cause)
+            .context("cannot migrate the database")?;
         let cache = cache::connect(&config.cache_url(), config.cache.max_entries)
             .await
             .map_err(saas_core::Error::into_cause)
@@ -73,9 +79,10 @@ impl App {
                 })
         };
 
-        let (routes, openapi) = OpenApiRouter::with_openapi(openapi::base_document("saas-rs", env!("CARGO_PKG_VERSION")))
-            .merge(health::router(health))
-            .split_for_parts();
+        let (routes, openapi) =
+            OpenApiRouter::with_openapi(openapi::base_document("saas-rs", env!("CARGO_PKG_VERSION")))
+                .merge(health::router(health))
+                .split_for_parts();
 
         let mut stack = HttpStack::new()
             .body_limit(config.http.body_limit_bytes)

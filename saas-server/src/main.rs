@@ -121,7 +121,8 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {
-    let database = db::Db::connect(&config.database_url(), Default::default()).await.map_err(saas_core::Error::into_cause)?;
+    let database =
+        db::Db::connect(&config.database_url(), Default::default()).await.map_err(saas_core::Error::into_cause)?;
     let applied = db::migrate::run(&database, saas_server::MIGRATIONS).await.map_err(saas_core::Error::into_cause)?;
     if applied.is_empty() {
         println!("database is up to date ({})", database.backend().name());

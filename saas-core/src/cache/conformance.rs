@@ -58,18 +58,19 @@ pub async fn run(cache: &dyn Cache) {
 
     // Concurrency: atomic increments and a single winner of set_if_absent.
     let shared: Arc<str> = Arc::from(k("race"));
-    let winners: Vec<bool> = futures::future::join_all(
-        (0..20).map(|i| {
-            let key = shared.clone();
-            async move { cache.set_if_absent(&key, format!("{i}").as_bytes(), long).await.unwrap() }
-        }),
-    )
+    let winners: Vec<bool> = futures::future::join_all((0..20).map(|i| {
+        let key = shared.clone();
+        async move { cache.set_if_absent(&key, format!("{i}").as_bytes(), long).await.unwrap() }
+    }))
     .await;
     assert_eq!(winners.iter().filter(|w| **w).count(), 1, "exactly one concurrent set_if_absent wins");
 
     let counter = k("concurrent");
-    let results: Vec<i64> =
-        futures::future::join_all((0..50).map(|_| cache.increment(&counter, 1, long))).await.into_iter().map(|r| r.unwrap()).collect();
+    let results: Vec<i64> = futures::future::join_all((0..50).map(|_| cache.increment(&counter, 1, long)))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
     let mut sorted = results.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, (1..=50).collect::<Vec<_>>(), "50 concurrent increments each see a distinct value");

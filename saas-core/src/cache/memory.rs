@@ -71,7 +71,8 @@ impl Cache for MemoryCache {
             .and_compute_with(|current| {
                 let (now, ttl) = match current {
                     Some(e) => {
-                        let old: i64 = std::str::from_utf8(&e.value().value).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+                        let old: i64 =
+                            std::str::from_utf8(&e.value().value).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
                         (old.saturating_add(delta), e.value().ttl)
                     }
                     None => (delta, ttl),

@@ -17,20 +17,20 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "testing")]
+pub mod conformance;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
-#[cfg(feature = "testing")]
-pub mod conformance;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Serialize, de::DeserializeOwned};
 
-pub use memory::MemoryCache;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisCache;
+pub use memory::MemoryCache;
 
 use crate::error::{Error, Result};
 

@@ -41,12 +41,7 @@ impl Migration {
     }
 
     /// A migration with one text per engine.
-    pub const fn per_engine(
-        version: i64,
-        name: &'static str,
-        sqlite: &'static str,
-        postgres: &'static str,
-    ) -> Self {
+    pub const fn per_engine(version: i64, name: &'static str, sqlite: &'static str, postgres: &'static str) -> Self {
         Self { version, name, sql: sqlite, postgres: Some(postgres) }
     }
 
@@ -105,11 +100,7 @@ pub async fn run(db: &Db, sets: &[&Migrations]) -> Result<Vec<Applied>> {
     result
 }
 
-async fn apply_all(
-    backend: Backend,
-    conn: &mut sqlx::AnyConnection,
-    sets: &[&Migrations],
-) -> Result<Vec<Applied>> {
+async fn apply_all(backend: Backend, conn: &mut sqlx::AnyConnection, sets: &[&Migrations]) -> Result<Vec<Applied>> {
     sqlx::raw_sql(BOOKKEEPING).execute(&mut *conn).await?;
     let mut applied = Vec::new();
     for set in sets {
@@ -117,25 +108,26 @@ async fn apply_all(
             .bind(set.component)
             .fetch_all(&mut *conn)
             .await?;
-        let done: Vec<(i64, String)> =
-            rows.iter().map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))).collect();
+        let done: Vec<(i64, String)> = rows.iter().map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))).collect();
         for m in set.list {
             let checksum = m.checksum(backend);
             if let Some((_, recorded)) = done.iter().find(|(v, _)| *v == m.version) {
                 if *recorded != checksum {
                     return Err(Error::internal(anyhow::anyhow!(
                         "migration {}/{} ({}) was changed after it was applied; restore its original SQL and add a new migration instead",
-                        set.component, m.version, m.name
+                        set.component,
+                        m.version,
+                        m.name
                     )));
                 }
                 continue;
             }
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             sqlx::raw_sql(m.sql_for(backend)).execute(&mut *tx).await.map_err(|e| {
-                Error::internal(anyhow::Error::new(e).context(format!(
-                    "applying migration {}/{} ({})",
-                    set.component, m.version, m.name
-                )))
+                Error::internal(
+                    anyhow::Error::new(e)
+                        .context(format!("applying migration {}/{} ({})", set.component, m.version, m.name)),
+                )
             })?;
             sqlx::query(
                 "INSERT INTO saas_migrations (component, version, name, checksum, applied_at) VALUES ($1, $2, $3, $4, $5)",
@@ -161,7 +153,11 @@ mod tests {
 
     static V1: Migrations = Migrations {
         component: "demo",
-        list: &[Migration::portable(1, "items", "CREATE TABLE items (id TEXT PRIMARY KEY); CREATE INDEX items_id ON items (id)")],
+        list: &[Migration::portable(
+            1,
+            "items",
+            "CREATE TABLE items (id TEXT PRIMARY KEY); CREATE INDEX items_id ON items (id)",
+        )],
     };
     static V1_EDITED: Migrations = Migrations {
         component: "demo",
@@ -175,9 +171,7 @@ mod tests {
     #[tokio::test]
     async fn applies_once_and_detects_edits() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!("sqlite://{}/m.db", dir.path().display()), Default::default())
-            .await
-            .unwrap();
+        let db = Db::connect(&format!("sqlite://{}/m.db", dir.path().display()), Default::default()).await.unwrap();
         assert_eq!(run(&db, &[&V1]).await.unwrap().len(), 1);
         assert!(run(&db, &[&V1]).await.unwrap().is_empty());
         let err = run(&db, &[&V1_EDITED]).await.unwrap_err();
@@ -187,9 +181,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_migration_leaves_nothing_half_applied() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!("sqlite://{}/m.db", dir.path().display()), Default::default())
-            .await
-            .unwrap();
+        let db = Db::connect(&format!("sqlite://{}/m.db", dir.path().display()), Default::default()).await.unwrap();
         assert!(run(&db, &[&BROKEN]).await.is_err());
         let tables: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'ok_table'")
             .fetch_one(db.pool())

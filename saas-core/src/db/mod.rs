@@ -99,9 +99,8 @@ impl Db {
     /// Connects to `sqlite://PATH` (creating the file and its directory) or `postgres://…`.
     pub async fn connect(url: &str, settings: PoolSettings) -> Result<Self> {
         sqlx::any::install_default_drivers();
-        let backend = Backend::from_url(url).ok_or_else(|| {
-            crate::error::Error::internal(anyhow::anyhow!("unsupported database URL scheme"))
-        })?;
+        let backend = Backend::from_url(url)
+            .ok_or_else(|| crate::error::Error::internal(anyhow::anyhow!("unsupported database URL scheme")))?;
         let url = match backend {
             Backend::Sqlite => sqlite_url(url)?,
             Backend::Postgres => url.to_owned(),

@@ -37,12 +37,7 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// Delivers every event of `topics` (bounded contexts, e.g. `tenancy`) published from now
     /// on to `handler`, once per consumer `group`.
-    async fn subscribe(
-        &self,
-        group: &str,
-        topics: &[&str],
-        handler: Arc<dyn EventHandler>,
-    ) -> Result<Subscription>;
+    async fn subscribe(&self, group: &str, topics: &[&str], handler: Arc<dyn EventHandler>) -> Result<Subscription>;
 
     /// Checks that the bus is reachable; used by `/health/ready`.
     async fn ping(&self) -> Result<()>;

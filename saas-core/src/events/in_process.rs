@@ -1,4 +1,8 @@
-use std::{collections::HashMap, sync::{Arc, Mutex}, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -70,7 +74,8 @@ impl EventBus for InProcessBus {
                     format!("consumer group `{group}` is already subscribed on this bus"),
                 ));
             }
-            groups.insert(group.to_owned(), Group { topics: topics.iter().map(|t| t.to_string()).collect(), queue: tx });
+            groups
+                .insert(group.to_owned(), Group { topics: topics.iter().map(|t| t.to_string()).collect(), queue: tx });
         }
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
@@ -134,11 +139,31 @@ mod tests {
         let (tx_a, mut rx_a) = mpsc::unbounded_channel();
         let (tx_b, mut rx_b) = mpsc::unbounded_channel();
         let _a = bus
-            .subscribe("a", &["tenancy"], Arc::new(move |e: Envelope| { let tx = tx_a.clone(); async move { tx.send(e.event_type).unwrap(); Ok(()) } }))
+            .subscribe(
+                "a",
+                &["tenancy"],
+                Arc::new(move |e: Envelope| {
+                    let tx = tx_a.clone();
+                    async move {
+                        tx.send(e.event_type).unwrap();
+                        Ok(())
+                    }
+                }),
+            )
             .await
             .unwrap();
         let _b = bus
-            .subscribe("b", &["identity", "tenancy"], Arc::new(move |e: Envelope| { let tx = tx_b.clone(); async move { tx.send(e.event_type).unwrap(); Ok(()) } }))
+            .subscribe(
+                "b",
+                &["identity", "tenancy"],
+                Arc::new(move |e: Envelope| {
+                    let tx = tx_b.clone();
+                    async move {
+                        tx.send(e.event_type).unwrap();
+                        Ok(())
+                    }
+                }),
+            )
             .await
             .unwrap();
         bus.publish(&[event("tenancy.x.v1"), event("identity.y.v1")]).await.unwrap();
@@ -155,9 +180,19 @@ mod tests {
         let calls = Arc::new(AtomicU32::new(0));
         let c = calls.clone();
         let sub = bus
-            .subscribe("g", &["t"], Arc::new(move |_e: Envelope| { let c = c.clone(); async move {
-                if c.fetch_add(1, Ordering::SeqCst) < 2 { anyhow::bail!("transient") } Ok(())
-            } }))
+            .subscribe(
+                "g",
+                &["t"],
+                Arc::new(move |_e: Envelope| {
+                    let c = c.clone();
+                    async move {
+                        if c.fetch_add(1, Ordering::SeqCst) < 2 {
+                            anyhow::bail!("transient")
+                        }
+                        Ok(())
+                    }
+                }),
+            )
             .await
             .unwrap();
         bus.publish(&[event("t.ok.v1")]).await.unwrap();
@@ -166,7 +201,8 @@ mod tests {
         assert!(bus.dead_letters().is_empty());
         sub.stop().await;
 
-        let _sub = bus.subscribe("g2", &["t"], Arc::new(|_e: Envelope| async { anyhow::bail!("always") })).await.unwrap();
+        let _sub =
+            bus.subscribe("g2", &["t"], Arc::new(|_e: Envelope| async { anyhow::bail!("always") })).await.unwrap();
         bus.publish(&[event("t.bad.v1")]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(1800)).await;
         assert_eq!(bus.dead_letters().len(), 1);

@@ -7,7 +7,10 @@
 use sqlx::AnyConnection;
 
 use super::Envelope;
-use crate::{db::now_millis, error::{Error, Result}};
+use crate::{
+    db::now_millis,
+    error::{Error, Result},
+};
 
 /// Writes `event` to the outbox inside the transaction that `conn` belongs to.
 pub async fn append(conn: &mut AnyConnection, event: &Envelope) -> Result<()> {
@@ -27,7 +30,5 @@ pub async fn append(conn: &mut AnyConnection, event: &Envelope) -> Result<()> {
 
 /// Number of committed events not yet published.
 pub async fn pending(db: &crate::db::Db) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM saas_outbox WHERE published_at IS NULL")
-        .fetch_one(db.pool())
-        .await?)
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM saas_outbox WHERE published_at IS NULL").fetch_one(db.pool()).await?)
 }

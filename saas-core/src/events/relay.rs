@@ -133,7 +133,9 @@ impl OutboxRelay {
         }
         match self.drain().await {
             Ok(n) => tracing::info!(published = n, "outbox flushed on shutdown"),
-            Err(e) => tracing::error!(error = %e, "outbox flush on shutdown failed; the events stay pending for the next start"),
+            Err(e) => {
+                tracing::error!(error = %e, "outbox flush on shutdown failed; the events stay pending for the next start")
+            }
         }
     }
 }

@@ -38,7 +38,7 @@ pub async fn check_version(State(versions): State<ApiVersions>, req: Request, ne
     let Some(version) = version_of(req.uri().path()).map(str::to_owned) else {
         return next.run(req).await;
     };
-    if !versions.0.iter().any(|v| *v == version) {
+    if !versions.0.contains(&version) {
         return Error::not_found(
             "unsupported_api_version",
             format!("API version `{version}` is not served; served versions: {}", versions.0.join(", ")),

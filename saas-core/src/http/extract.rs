@@ -4,7 +4,10 @@
 //! [`Error`] with a stable code, and JSON that does not fit the type names the field.
 
 use axum::{
-    extract::{FromRequest, FromRequestParts, Request, rejection::{PathRejection, QueryRejection}},
+    extract::{
+        FromRequest, FromRequestParts, Request,
+        rejection::{PathRejection, QueryRejection},
+    },
     response::{IntoResponse, Response},
 };
 use axum_extra::typed_header::TypedHeaderRejection;
@@ -51,7 +54,11 @@ impl<T: Serialize> IntoResponse for Json<T> {
 
 /// 413 `payload_too_large`.
 pub fn payload_too_large() -> Error {
-    Error::new(http::StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than the server accepts")
+    Error::new(
+        http::StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "the request body is larger than the server accepts",
+    )
 }
 
 fn is_json(headers: &http::HeaderMap) -> bool {
@@ -82,7 +89,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
                         None if message.starts_with("unknown field") => (path, "unknown_field"),
                         None => (path, "invalid"),
                     };
-                    Err(Error::validation([FieldError::new(if field == "." { String::new() } else { field }, code, message)]))
+                    Err(Error::validation([FieldError::new(
+                        if field == "." { String::new() } else { field },
+                        code,
+                        message,
+                    )]))
                 }
                 _ => Err(malformed(inner)),
             }
@@ -166,7 +177,10 @@ impl<S: Send + Sync, H: axum_extra::headers::Header + Send> FromRequestParts<S> 
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
-        axum_extra::TypedHeader::<H>::from_request_parts(parts, state).await.map(|h| TypedHeader(h.0)).map_err(Error::from)
+        axum_extra::TypedHeader::<H>::from_request_parts(parts, state)
+            .await
+            .map(|h| TypedHeader(h.0))
+            .map_err(Error::from)
     }
 }
 

@@ -125,7 +125,9 @@ where
         .to_str()
         .ok()
         .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..=0x7e).contains(&b)))
-        .ok_or_else(|| Error::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable ASCII characters"))?
+        .ok_or_else(|| {
+            Error::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable ASCII characters")
+        })?
         .to_owned();
     let (parts, body) = req.into_parts();
     let body = http_body_util::Limited::new(body, layer.body_limit)
@@ -151,15 +153,24 @@ where
     if !layer.cache.set_if_absent(&cache_key, &marker, IN_FLIGHT_TTL).await? {
         let stored = layer.cache.get(&cache_key).await?;
         let reused = || {
-            Error::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", "this Idempotency-Key was used with a different request")
+            Error::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request",
+            )
         };
         return match stored.and_then(|b| serde_json::from_slice::<Record>(&b).ok()) {
-            Some(Record::Done { fingerprint: f, status, headers, body }) if f == fingerprint => replay(status, headers, &body),
+            Some(Record::Done { fingerprint: f, status, headers, body }) if f == fingerprint => {
+                replay(status, headers, &body)
+            }
             Some(Record::Done { .. }) => Err(reused()),
             Some(Record::InFlight { fingerprint: f }) if f != fingerprint => Err(reused()),
             // Still running (or it finished and expired between the two reads).
-            _ => Err(Error::conflict("idempotency_key_in_use", "a request with this Idempotency-Key is still being processed; retry later")
-                .with_retry_after(Duration::from_secs(1))),
+            _ => Err(Error::conflict(
+                "idempotency_key_in_use",
+                "a request with this Idempotency-Key is still being processed; retry later",
+            )
+            .with_retry_after(Duration::from_secs(1))),
         };
     }
 

@@ -110,12 +110,9 @@ impl HttpStack {
     /// Wraps `router` in the stack and makes unknown routes answer 404 problem+json.
     pub fn apply(self, router: Router) -> Router {
         let versions = api_version::ApiVersions::new(self.api_versions);
-        let router = router
-            .route_layer(middleware::from_fn(observe::metrics::tag_route))
-            .fallback(problem::route_not_found);
-        let inner = ServiceBuilder::new()
-            .option_layer(self.rate_limit)
-            .option_layer(self.idempotency);
+        let router =
+            router.route_layer(middleware::from_fn(observe::metrics::tag_route)).fallback(problem::route_not_found);
+        let inner = ServiceBuilder::new().option_layer(self.rate_limit).option_layer(self.idempotency);
         let outer = ServiceBuilder::new()
             .layer(SetSensitiveRequestHeadersLayer::new([http::header::AUTHORIZATION, http::header::COOKIE]))
             .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeTypedRequestId))
@@ -124,7 +121,9 @@ impl HttpStack {
             .layer(middleware::from_fn(observe::metrics::track_metrics))
             .layer(middleware::from_fn(problem::problem_for_errors))
             .layer(CatchPanicLayer::custom(|_| {
-                axum::response::IntoResponse::into_response(crate::error::Error::internal(anyhow::anyhow!("handler panicked")))
+                axum::response::IntoResponse::into_response(crate::error::Error::internal(anyhow::anyhow!(
+                    "handler panicked"
+                )))
             }))
             .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, self.timeout))
             .layer(middleware::from_fn_with_state(versions, api_version::check_version))

@@ -6,12 +6,14 @@ use http::{HeaderValue, StatusCode, header};
 
 use crate::error::{Error, PROBLEM_JSON, Problem, problem_response};
 
-/// Middleware: rewrites an error response that is not yet problem+json into one, keeping
-/// its status and headers such as `Allow` and `Retry-After`.
+/// Middleware: rewrites an error response without a JSON body (axum's and tower-http's
+/// empty or plain-text ones) into problem+json, keeping its status and headers such as
+/// `Allow` and `Retry-After`. JSON error bodies a handler chose (e.g. `/health/ready`'s
+/// 503 report) are left as they are.
 pub async fn problem_for_errors(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_problem(&response) {
+    if !(status.is_client_error() || status.is_server_error()) || has_json_body(&response) {
         return response;
     }
     let (code, detail) = describe(status);
@@ -28,8 +30,10 @@ pub async fn problem_for_errors(req: Request, next: Next) -> Response {
     rebuilt
 }
 
-fn is_problem(response: &Response) -> bool {
-    response.headers().get(header::CONTENT_TYPE) == Some(&HeaderValue::from_static(PROBLEM_JSON))
+fn has_json_body(response: &Response) -> bool {
+    let content_type = response.headers().get(header::CONTENT_TYPE);
+    content_type == Some(&HeaderValue::from_static(PROBLEM_JSON))
+        || content_type == Some(&HeaderValue::from_static("application/json"))
 }
 
 fn describe(status: StatusCode) -> (&'static str, &'static str) {
@@ -44,7 +48,9 @@ fn describe(status: StatusCode) -> (&'static str, &'static str) {
         415 => ("unsupported_media_type", "the request body has an unsupported content type"),
         429 => ("rate_limited", "too many requests"),
         503 => ("service_unavailable", "the service is temporarily unavailable"),
-        s if s >= 500 => ("internal_error", "an internal error occurred; quote the X-Request-Id response header when reporting it"),
+        s if s >= 500 => {
+            ("internal_error", "an internal error occurred; quote the X-Request-Id response header when reporting it")
+        }
         _ => ("client_error", "the request cannot be processed"),
     }
 }

@@ -11,7 +11,12 @@
 //! let router: axum::Router = saas_core::observe::health::router(health).into();
 //! ```
 
-use std::{collections::BTreeMap, future::Future, sync::Arc, time::{Duration, Instant}};
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{Json, extract::State, response::IntoResponse};
 use futures::future::BoxFuture;

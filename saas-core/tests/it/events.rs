@@ -2,7 +2,10 @@
 //! and consumers handle each event once even when the relay crashes mid-batch.
 
 use std::{
-    sync::{Arc, atomic::{AtomicUsize, Ordering}},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -52,7 +55,10 @@ impl EventHandler for Recorder {
     async fn handle(&self, event: &Envelope) -> anyhow::Result<()> {
         self.delivered.fetch_add(1, Ordering::SeqCst);
         if let Some(mut tx) = self.inbox.begin(event).await? {
-            sqlx::query("INSERT INTO handled_events (event_id) VALUES ($1)").bind(event.id.to_string()).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO handled_events (event_id) VALUES ($1)")
+                .bind(event.id.to_string())
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
         }
         let _ = &self.db;
@@ -61,14 +67,19 @@ impl EventHandler for Recorder {
 }
 
 async fn subscribe(db: &Db, bus: &InProcessBus) -> (Arc<Recorder>, Subscription) {
-    let recorder = Arc::new(Recorder { db: db.clone(), inbox: Inbox::new(db.clone(), "recorder"), delivered: AtomicUsize::new(0) });
+    let recorder = Arc::new(Recorder {
+        db: db.clone(),
+        inbox: Inbox::new(db.clone(), "recorder"),
+        delivered: AtomicUsize::new(0),
+    });
     let sub = bus.subscribe("recorder", &["test"], recorder.clone()).await.unwrap();
     (recorder, sub)
 }
 
 async fn handled(db: &Db) -> (i64, i64) {
     let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM handled_events").fetch_one(db.pool()).await.unwrap();
-    let distinct: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT event_id) FROM handled_events").fetch_one(db.pool()).await.unwrap();
+    let distinct: i64 =
+        sqlx::query_scalar("SELECT COUNT(DISTINCT event_id) FROM handled_events").fetch_one(db.pool()).await.unwrap();
     (total, distinct)
 }
 
@@ -101,7 +112,8 @@ async fn rolled_back_events_are_never_published(db: Db) {
     let relay = OutboxRelay::new(db.clone(), Arc::new(bus.clone()));
     assert_eq!(relay.drain().await.unwrap(), 1, "only the committed event is relayed");
     wait_for(&db, 1).await;
-    let ids: Vec<String> = sqlx::query_scalar("SELECT event_id FROM handled_events").fetch_all(db.pool()).await.unwrap();
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT event_id FROM handled_events").fetch_all(db.pool()).await.unwrap();
     assert_eq!(ids, vec![committed[0].id.to_string()]);
     assert_eq!(recorder.delivered.load(Ordering::SeqCst), 1);
     assert_eq!(outbox::pending(&db).await.unwrap(), 0);
@@ -120,7 +132,12 @@ impl EventBus for CrashingBus {
         self.inner.publish(&events[..self.forward.min(events.len())]).await?;
         std::future::pending().await
     }
-    async fn subscribe(&self, group: &str, topics: &[&str], handler: Arc<dyn EventHandler>) -> saas_core::Result<Subscription> {
+    async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[&str],
+        handler: Arc<dyn EventHandler>,
+    ) -> saas_core::Result<Subscription> {
         self.inner.subscribe(group, topics, handler).await
     }
     async fn ping(&self) -> saas_core::Result<()> {
@@ -138,7 +155,8 @@ async fn a_relay_killed_mid_batch_loses_nothing_and_duplicates_nothing(db: Db) {
     let tenant = TenantId::new();
     commit_events(&db, tenant, 25).await;
 
-    let crashing = OutboxRelay::new(db.clone(), Arc::new(CrashingBus { inner: bus.clone(), forward: 6 })).with_batch_size(10);
+    let crashing =
+        OutboxRelay::new(db.clone(), Arc::new(CrashingBus { inner: bus.clone(), forward: 6 })).with_batch_size(10);
     let task = tokio::spawn(crashing.run(tokio_util::sync::CancellationToken::new()));
     wait_for(&db, 6).await;
     task.abort(); // killed mid-batch

@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
-use axum::{Router, body::Body, routing::{get, post}};
+use axum::{
+    Router,
+    body::Body,
+    routing::{get, post},
+};
 use axum_extra::headers::UserAgent;
 use futures::stream;
 use http::{Request, StatusCode};
@@ -31,8 +35,22 @@ fn app() -> Router {
         .route("/v1/items/{id}", get(|Path(id): Path<u32>| async move { id.to_string() }))
         .route("/v1/search", get(|Query(q): Query<Search>| async move { q.limit.to_string() }))
         .route("/v1/agent", get(|TypedHeader(ua): TypedHeader<UserAgent>| async move { ua.to_string() }))
-        .route("/v1/panic", get(|| async { if true { panic!("secret panic detail") } "unreachable" }))
-        .route("/v1/sleepy", get(|| async { tokio::time::sleep(Duration::from_secs(5)).await; "late" }));
+        .route(
+            "/v1/panic",
+            get(|| async {
+                if true {
+                    panic!("secret panic detail")
+                }
+                "unreachable"
+            }),
+        )
+        .route(
+            "/v1/sleepy",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        );
     HttpStack::new().body_limit(1024).timeout(Duration::from_millis(200)).apply(routes)
 }
 
@@ -53,7 +71,8 @@ async fn expect_problem(req: Request<Body>, status: u16, code: &str) -> serde_js
 #[tokio::test]
 async fn malformed_and_mistyped_json() {
     expect_problem(post_json("/v1/items", r#"{"name": "a", "#), 400, "malformed_json").await;
-    let json = expect_problem(post_json("/v1/items", r#"{"name": "a", "quantity": -1}"#), 422, "validation_failed").await;
+    let json =
+        expect_problem(post_json("/v1/items", r#"{"name": "a", "quantity": -1}"#), 422, "validation_failed").await;
     assert_eq!(json["errors"][0]["field"], "quantity");
     let json = expect_problem(post_json("/v1/items", r#"{"name": "a"}"#), 422, "validation_failed").await;
     assert_eq!(json["errors"][0]["field"], "quantity");
@@ -108,7 +127,8 @@ async fn panics_and_timeouts_leak_nothing() {
 
 #[tokio::test]
 async fn good_requests_pass_and_carry_the_version() {
-    let (status, headers, body) = read(app().oneshot(post_json("/v1/items", r#"{"name":"a","quantity":2}"#)).await.unwrap()).await;
+    let (status, headers, body) =
+        read(app().oneshot(post_json("/v1/items", r#"{"name":"a","quantity":2}"#)).await.unwrap()).await;
     assert_eq!(status, 201);
     assert_eq!(&body[..], b"a");
     assert_eq!(headers["api-version"], "v1");

@@ -1,7 +1,10 @@
 //! Idempotency-Key: replays byte for byte, refuses concurrent duplicates and reused keys.
 
 use std::{
-    sync::{Arc, atomic::{AtomicU32, Ordering}},
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
     time::Duration,
 };
 
@@ -19,18 +22,31 @@ fn app(cache: Arc<dyn Cache>, calls: Arc<AtomicU32>) -> Router {
     let (c1, c2) = (calls.clone(), calls);
     let c3 = Arc::new(AtomicU32::new(0));
     let routes = Router::new()
-        .route("/v1/orders", post(move |body: String| async move {
-            let n = c1.fetch_add(1, Ordering::SeqCst) + 1;
-            (StatusCode::CREATED, [("x-order", n.to_string())], format!("{{\"order\":{n},\"echo\":{body}}}"))
-        }))
-        .route("/v1/slow", post(move || async move {
-            c2.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            StatusCode::CREATED
-        }))
-        .route("/v1/flaky", post(move || async move {
-            if c3.fetch_add(1, Ordering::SeqCst) == 0 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::CREATED }
-        }));
+        .route(
+            "/v1/orders",
+            post(move |body: String| async move {
+                let n = c1.fetch_add(1, Ordering::SeqCst) + 1;
+                (StatusCode::CREATED, [("x-order", n.to_string())], format!("{{\"order\":{n},\"echo\":{body}}}"))
+            }),
+        )
+        .route(
+            "/v1/slow",
+            post(move || async move {
+                c2.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                StatusCode::CREATED
+            }),
+        )
+        .route(
+            "/v1/flaky",
+            post(move || async move {
+                if c3.fetch_add(1, Ordering::SeqCst) == 0 {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::CREATED
+                }
+            }),
+        );
     HttpStack::new().idempotency(IdempotencyLayer::new(cache, Duration::from_secs(60))).apply(routes)
 }
 
@@ -57,7 +73,8 @@ async fn suite(cache: Arc<dyn Cache>) {
 
     let (s, _, _) = read(app.clone().oneshot(keyed("/v1/orders", "another-key", "1")).await.unwrap()).await;
     assert_eq!(s, 201);
-    let (s, _, _) = read(app.clone().oneshot(Request::post("/v1/orders").body(Body::from("1")).unwrap()).await.unwrap()).await;
+    let (s, _, _) =
+        read(app.clone().oneshot(Request::post("/v1/orders").body(Body::from("1")).unwrap()).await.unwrap()).await;
     assert_eq!(s, 201, "requests without a key are not deduplicated");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 
@@ -67,13 +84,10 @@ async fn suite(cache: Arc<dyn Cache>) {
 
     // Concurrent duplicates: one runs, the other is told to retry.
     let slow_key = uuid::Uuid::now_v7().to_string();
-    let (a, b) = tokio::join!(
-        app.clone().oneshot(keyed("/v1/slow", &slow_key, "")),
-        async {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            app.clone().oneshot(keyed("/v1/slow", &slow_key, "")).await
-        }
-    );
+    let (a, b) = tokio::join!(app.clone().oneshot(keyed("/v1/slow", &slow_key, "")), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        app.clone().oneshot(keyed("/v1/slow", &slow_key, "")).await
+    });
     let (sa, _, _) = read(a.unwrap()).await;
     let (sb, hb, bb) = read(b.unwrap()).await;
     assert_eq!(sa, 201);

@@ -15,9 +15,8 @@ use crate::read;
 async fn exhaust(limiter: Arc<dyn RateLimiter>) {
     let key = format!("test:{}", uuid::Uuid::now_v7());
     let other = format!("test:{}", uuid::Uuid::now_v7());
-    let layer = RateLimitLayer::new(limiter, Quota::per_minute(3)).key_by(move |req| {
-        Some(if req.headers().contains_key("x-other") { other.clone() } else { key.clone() })
-    });
+    let layer = RateLimitLayer::new(limiter, Quota::per_minute(3))
+        .key_by(move |req| Some(if req.headers().contains_key("x-other") { other.clone() } else { key.clone() }));
     let app = HttpStack::new().rate_limit(layer).apply(Router::new().route("/v1/ping", get(|| async { "pong" })));
     let get = |other: bool| {
         let mut req = Request::get("/v1/ping");
@@ -54,14 +53,16 @@ async fn memory_limiter_answers_429_after_the_burst() {
 #[tokio::test]
 #[ignore = "needs redis: run .ci/run or set SAAS_TEST_REDIS_URL"]
 async fn redis_limiter_answers_429_after_the_burst() {
-    let limiter = saas_core::http::rate_limit::RedisRateLimiter::connect(&saas_core::testing::redis_url()).await.unwrap();
+    let limiter =
+        saas_core::http::rate_limit::RedisRateLimiter::connect(&saas_core::testing::redis_url()).await.unwrap();
     exhaust(Arc::new(limiter)).await;
 }
 
 #[tokio::test]
 #[ignore = "needs redis: run .ci/run or set SAAS_TEST_REDIS_URL"]
 async fn redis_limiter_is_exact_under_concurrency() {
-    let limiter = saas_core::http::rate_limit::RedisRateLimiter::connect(&saas_core::testing::redis_url()).await.unwrap();
+    let limiter =
+        saas_core::http::rate_limit::RedisRateLimiter::connect(&saas_core::testing::redis_url()).await.unwrap();
     let key = format!("test:{}", uuid::Uuid::now_v7());
     let quota = Quota::per_minute(10);
     let decisions = futures::future::join_all((0..50).map(|_| limiter.check(&key, &quota))).await;

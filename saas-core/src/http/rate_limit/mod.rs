@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use layer::{KeyFn, RateLimit, RateLimitLayer, client_ip_key};
-pub use memory::MemoryRateLimiter;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisRateLimiter;
+pub use layer::{KeyFn, RateLimit, RateLimitLayer, client_ip_key};
+pub use memory::MemoryRateLimiter;
 
 use crate::error::Result;
 

@@ -55,7 +55,9 @@ impl RateLimiter for RedisRateLimiter {
             .arg(t * u64::from(quota.burst))
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(|e| Error::unavailable("rate_limiter_unavailable", "the rate limiter store is not reachable").with_source(e))?;
+            .map_err(|e| {
+                Error::unavailable("rate_limiter_unavailable", "the rate limiter store is not reachable").with_source(e)
+            })?;
         Ok(Decision {
             allowed: allowed == 1,
             limit: quota.burst,
