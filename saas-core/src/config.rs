@@ -4,7 +4,8 @@
 //! are the key in upper case with the section joined by `_`: `database.url` is
 //! `SAAS_DATABASE_URL`, `rate_limit.burst` is `SAAS_RATE_LIMIT_BURST`, `data_dir` is
 //! `SAAS_DATA_DIR`. A bus or cache URL can be given by the section name alone
-//! (`SAAS_EVENT_BUS=memory://`).
+//! (`SAAS_EVENT_BUS=memory://`). An unknown `SAAS_*` variable fails start-up (it is most
+//! likely a typo); `SAAS_CONFIG` (the file) and `SAAS_TEST_*` (the test suite) are exempt.
 //!
 //! Secret values (`database.url`, `cache.url`) may be literal or a reference resolved at
 //! start: `env:NAME` reads another environment variable, `file:/path` reads a file (trimmed),
@@ -152,7 +153,8 @@ pub struct RateLimitConfig {
     pub enabled: bool,
     /// Sustained requests per second per client. Default 50.
     pub requests_per_second: u32,
-    /// Requests a client may send at once above the sustained rate. Default 100.
+    /// Requests a client may send at once (the bucket size, sent as `RateLimit-Limit`).
+    /// Default 100.
     pub burst: u32,
     /// `memory` or `redis`; default `redis` when `cache.url` is Redis, else `memory`.
     pub store: Option<RateLimitStore>,
@@ -298,8 +300,14 @@ impl Config {
             None if Path::new("saas.toml").exists() => figment = figment.merge(Toml::file_exact("saas.toml")),
             None => {}
         }
-        // `SAAS_CONFIG` names the file itself; it is not a key.
-        let env = Env::prefixed("SAAS_").filter(|k| k.as_str() != "config").map(|k| env_key(k.as_str()).into());
+        // `SAAS_CONFIG` names the file itself, and `SAAS_TEST_*` is reserved for the test
+        // suite; neither is a key. Any other unknown `SAAS_*` variable is refused (typos).
+        let env = Env::prefixed("SAAS_")
+            .filter(|k| {
+                let k = k.as_str().to_ascii_lowercase();
+                k != "config" && !k.starts_with("test_")
+            })
+            .map(|k| env_key(k.as_str()).into());
         Self::from_figment(figment.merge(env))
     }
 
@@ -325,8 +333,11 @@ impl Config {
             return Err(ConfigError::new("database.url", "expected `sqlite://PATH` or `postgres://USER@HOST/DB`"));
         }
         let cache = self.cache_url();
-        if !(cache == "memory://" || cache.starts_with("redis://") || cache.starts_with("rediss://")) {
-            return Err(ConfigError::new("cache.url", "expected `memory://` or `redis://HOST:PORT`"));
+        if !(cache == "memory://" || cache.starts_with("redis://")) {
+            return Err(ConfigError::new(
+                "cache.url",
+                "expected `memory://` or `redis://HOST:PORT` (TLS `rediss://` is not supported by this build)",
+            ));
         }
         if self.event_bus.url != "memory://" {
             return Err(ConfigError::new(

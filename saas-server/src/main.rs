@@ -121,8 +121,11 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {
-    let database =
-        db::Db::connect(&config.database_url(), Default::default()).await.map_err(saas_core::Error::into_cause)?;
+    let settings = db::PoolSettings {
+        max_connections: config.database.max_connections,
+        acquire_timeout: std::time::Duration::from_secs(config.database.acquire_timeout_secs),
+    };
+    let database = db::Db::connect(&config.database_url(), settings).await.map_err(saas_core::Error::into_cause)?;
     let applied = db::migrate::run(&database, saas_server::MIGRATIONS).await.map_err(saas_core::Error::into_cause)?;
     if applied.is_empty() {
         println!("database is up to date ({})", database.backend().name());

@@ -1,7 +1,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{AsyncCommands, Script, aio::ConnectionManager};
+use redis::{
+    AsyncCommands, Script,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
 
 use super::Cache;
 use crate::error::{Error, Result};
@@ -25,7 +28,12 @@ impl RedisCache {
     /// Connects to `redis://host:port/db`.
     pub async fn connect(url: &str) -> Result<Self> {
         let client = redis::Client::open(url).map_err(unavailable)?;
-        let conn = ConnectionManager::new(client).await.map_err(unavailable)?;
+        // Fail fast: a Redis that does not answer must not stall start-up or requests.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(2))
+            .set_response_timeout(Duration::from_secs(2))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
         // INCRBY and set the expiry only on creation, in one atomic step.
         let increment = Script::new(
             "local v = redis.call('INCRBY', KEYS[1], ARGV[1])

@@ -24,8 +24,11 @@ struct Group {
 /// Each group has a bounded queue (publishers wait when it is full, so nothing is dropped)
 /// and one worker that handles events in order. A failing handler is retried with
 /// exponential back-off (5 attempts from 50 ms); an event that still fails is logged and kept
-/// in [`dead_letters`](Self::dead_letters). Events are not persisted here: durability comes
-/// from the outbox, which keeps an event until the bus has accepted it.
+/// in [`dead_letters`](Self::dead_letters) (in memory).
+///
+/// Durability: the outbox keeps an event until this bus has *queued* it. Events queued but
+/// not yet handled when the process dies are lost to in-process consumers; deployments that
+/// need delivery across crashes use a persistent bus (the Kafka adapter, not built yet).
 #[derive(Clone, Default)]
 pub struct InProcessBus {
     groups: Arc<Mutex<HashMap<String, Group>>>,

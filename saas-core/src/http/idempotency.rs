@@ -9,8 +9,10 @@
 //! - the same key with a different body → 422 `idempotency_key_reused`;
 //! - a first response of 5xx or 429 is not stored, so the client may retry.
 //!
-//! Keys are scoped by the caller's `Authorization` and tenant headers, method and path, so
-//! one client can never replay another's response.
+//! Keys are scoped by the caller's `Authorization`, `X-Tenant-ID` and `Host` headers, the
+//! method and the path, so one client can never replay another's response. A response
+//! that cannot be stored (larger than 1 MiB, or the cache is down) is still returned; the
+//! key is released or expires after a minute.
 
 use std::{
     sync::Arc,
@@ -180,15 +182,20 @@ where
     };
     let status = response.status();
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-        layer.cache.delete(&cache_key).await?;
+        release(layer, &cache_key).await;
+        return Ok(response);
+    }
+    let fits = http_body::Body::size_hint(response.body()).upper().is_some_and(|n| n <= MAX_STORED_BODY as u64);
+    if !fits {
+        release(layer, &cache_key).await;
         return Ok(response);
     }
     let (parts, body) = response.into_parts();
-    let bytes = match http_body_util::Limited::new(body, MAX_STORED_BODY).collect().await {
+    let bytes = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            layer.cache.delete(&cache_key).await?;
-            return Err(Error::internal(anyhow::anyhow!("response too large to store for Idempotency-Key")));
+        Err(e) => {
+            release(layer, &cache_key).await;
+            return Err(Error::internal(anyhow::anyhow!("reading the response body: {e}")));
         }
     };
     let headers = parts
@@ -198,8 +205,22 @@ where
         .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect();
     let record = Record::Done { fingerprint, status: status.as_u16(), headers, body: STANDARD.encode(&bytes) };
-    layer.cache.set(&cache_key, &serde_json::to_vec(&record).map_err(Error::internal)?, layer.ttl).await?;
+    let stored = match serde_json::to_vec(&record) {
+        Ok(json) => layer.cache.set(&cache_key, &json, layer.ttl).await,
+        Err(e) => Err(Error::internal(e)),
+    };
+    if let Err(e) = stored {
+        // The work is done: answer it. A retry within a minute gets 409, then runs again.
+        tracing::warn!(error = %e, "could not store the response for Idempotency-Key");
+    }
     Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// Frees a key whose response will not be stored, so a retry runs again.
+async fn release(layer: &IdempotencyLayer, cache_key: &str) {
+    if let Err(e) = layer.cache.delete(cache_key).await {
+        tracing::warn!(error = %e, "could not release an Idempotency-Key; it expires in a minute");
+    }
 }
 
 fn replay(status: u16, headers: Vec<(String, String)>, body: &str) -> Result<Response, Error> {

@@ -2,7 +2,8 @@
 //! runs behind.
 //!
 //! [`HttpStack`] applies, outermost first: request id (`X-Request-Id`, kept when the client
-//! sends one), tracing span, metrics, problem+json for every error, panic catcher, timeout, body limit, API version check, rate limit and `Idempotency-Key`.
+//! sends one), tracing span, metrics, problem+json for every error, panic catcher, timeout,
+//! API version check, body limit, then around each route rate limit and `Idempotency-Key`.
 //!
 //! ```
 //! use axum::{Router, routing::get};
@@ -19,7 +20,7 @@ pub mod rate_limit;
 
 use std::time::Duration;
 
-use axum::{Router, extract::DefaultBodyLimit, middleware};
+use axum::{Router, extract::DefaultBodyLimit};
 use http::{HeaderName, StatusCode};
 use tower::ServiceBuilder;
 use tower_http::{
@@ -103,32 +104,33 @@ impl HttpStack {
 
     /// Adds `Idempotency-Key` handling.
     pub fn idempotency(mut self, layer: IdempotencyLayer) -> Self {
-        self.idempotency = Some(layer.with_body_limit(self.body_limit));
+        self.idempotency = Some(layer);
         self
     }
 
     /// Wraps `router` in the stack and makes unknown routes answer 404 problem+json.
     pub fn apply(self, router: Router) -> Router {
-        let versions = api_version::ApiVersions::new(self.api_versions);
-        let router =
-            router.route_layer(middleware::from_fn(observe::metrics::tag_route)).fallback(problem::route_not_found);
-        let inner = ServiceBuilder::new().option_layer(self.rate_limit).option_layer(self.idempotency);
+        // `Router::layer` wraps each route (and the fallback), after routing: layers see the
+        // matched route, and need not clone the router per request.
+        let router = router.fallback(problem::route_not_found);
+        let idempotency = self.idempotency.map(|layer| layer.with_body_limit(self.body_limit));
+        let inner = ServiceBuilder::new().option_layer(self.rate_limit).option_layer(idempotency);
         let outer = ServiceBuilder::new()
             .layer(SetSensitiveRequestHeadersLayer::new([http::header::AUTHORIZATION, http::header::COOKIE]))
             .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeTypedRequestId))
             .layer(observe::trace_layer())
             .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
-            .layer(middleware::from_fn(observe::metrics::track_metrics))
-            .layer(middleware::from_fn(problem::problem_for_errors))
+            .layer(observe::metrics::MetricsLayer)
+            .layer(problem::ProblemJsonLayer)
             .layer(CatchPanicLayer::custom(|_| {
                 axum::response::IntoResponse::into_response(crate::error::Error::internal(anyhow::anyhow!(
                     "handler panicked"
                 )))
             }))
             .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, self.timeout))
-            .layer(middleware::from_fn_with_state(versions, api_version::check_version))
+            .layer(api_version::ApiVersionLayer::new(self.api_versions))
             .layer(DefaultBodyLimit::max(self.body_limit))
-            // Innermost: it changes the body type, which the router accepts and `from_fn` does not.
+            // Innermost: it changes the request body type, which the router accepts.
             .layer(RequestBodyLimitLayer::new(self.body_limit));
         router.layer(inner).layer(outer)
     }

@@ -1,17 +1,58 @@
 //! Makes every error response problem+json, including those axum and tower-http produce
 //! themselves (unknown route, wrong method, body too large, timeout, panic).
 
-use axum::{extract::Request, middleware::Next, response::Response};
-use http::{HeaderValue, StatusCode, header};
+use std::task::{Context, Poll};
+
+use axum::{body::Body, response::Response};
+use futures::future::BoxFuture;
+use http::{StatusCode, header};
+use tower::{Layer, Service};
 
 use crate::error::{Error, PROBLEM_JSON, Problem, problem_response};
 
-/// Middleware: rewrites an error response without a JSON body (axum's and tower-http's
-/// empty or plain-text ones) into problem+json, keeping its status and headers such as
-/// `Allow` and `Retry-After`. JSON error bodies a handler chose (e.g. `/health/ready`'s
-/// 503 report) are left as they are.
-pub async fn problem_for_errors(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
+/// Rewrites an error response without a JSON body (axum's and tower-http's empty or
+/// plain-text ones) into problem+json, keeping its status and headers such as `Allow` and
+/// `Retry-After`. JSON error bodies a handler chose (e.g. `/health/ready`'s 503 report)
+/// are left as they are.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProblemJsonLayer;
+
+impl<S> Layer<S> for ProblemJsonLayer {
+    type Service = ProblemJson<S>;
+
+    fn layer(&self, inner: S) -> ProblemJson<S> {
+        ProblemJson { inner }
+    }
+}
+
+/// The service of [`ProblemJsonLayer`].
+#[derive(Debug, Clone)]
+pub struct ProblemJson<S> {
+    inner: S,
+}
+
+impl<S, B, ResBody> Service<http::Request<B>> for ProblemJson<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let future = self.inner.call(req);
+        Box::pin(async move { Ok(to_problem(future.await?.map(Body::new))) })
+    }
+}
+
+fn to_problem(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || has_json_body(&response) {
         return response;
@@ -31,9 +72,11 @@ pub async fn problem_for_errors(req: Request, next: Next) -> Response {
 }
 
 fn has_json_body(response: &Response) -> bool {
-    let content_type = response.headers().get(header::CONTENT_TYPE);
-    content_type == Some(&HeaderValue::from_static(PROBLEM_JSON))
-        || content_type == Some(&HeaderValue::from_static("application/json"))
+    let Some(content_type) = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case(PROBLEM_JSON) || essence.eq_ignore_ascii_case("application/json")
 }
 
 fn describe(status: StatusCode) -> (&'static str, &'static str) {

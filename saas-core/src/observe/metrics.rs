@@ -6,12 +6,16 @@
 
 use std::{sync::OnceLock, time::Instant};
 
+use std::task::{Context, Poll};
+
 use axum::{
-    extract::{MatchedPath, Request},
-    middleware::Next,
+    extract::MatchedPath,
     response::{IntoResponse, Response},
 };
+use futures::future::BoxFuture;
+use metrics::SharedString;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tower::{Layer, Service};
 
 const DURATION_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
@@ -31,33 +35,68 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-/// Route template of a matched request, carried from the router to the metrics middleware.
-#[derive(Clone)]
-struct RouteLabel(String);
+/// Counts requests and times them, by method, route template and status.
+///
+/// Applied with `Router::layer`, it runs after routing, so the route template
+/// ([`MatchedPath`]) is known; requests no route matched are labelled `unmatched`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MetricsLayer;
 
-/// Route layer: remembers which route template served the request.
-pub async fn tag_route(req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
-    let mut response = next.run(req).await;
-    if let Some(route) = route {
-        response.extensions_mut().insert(RouteLabel(route));
+impl<S> Layer<S> for MetricsLayer {
+    type Service = Metrics<S>;
+
+    fn layer(&self, inner: S) -> Metrics<S> {
+        handle();
+        Metrics { inner }
     }
-    response
 }
 
-/// Middleware: counts requests and times them, by method, route and status.
-pub async fn track_metrics(req: Request, next: Next) -> Response {
-    handle();
-    let start = Instant::now();
-    let method = req.method().as_str().to_owned();
-    let response = next.run(req).await;
-    let route = response.extensions().get::<RouteLabel>().map(|r| r.0.clone()).unwrap_or_else(|| "unmatched".into());
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
-        .record(start.elapsed().as_secs_f64());
-    response
+/// The service of [`MetricsLayer`].
+#[derive(Debug, Clone)]
+pub struct Metrics<S> {
+    inner: S,
+}
+
+impl<S, B> Service<http::Request<B>> for Metrics<S>
+where
+    S: Service<http::Request<B>, Response = Response>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let start = Instant::now();
+        let method = method_label(req.method());
+        let route: SharedString = match req.extensions().get::<MatchedPath>() {
+            Some(path) => path.as_str().to_owned().into(),
+            None => SharedString::const_str("unmatched"),
+        };
+        let future = self.inner.call(req);
+        Box::pin(async move {
+            let response = future.await?;
+            let status: SharedString = response.status().as_str().to_owned().into();
+            metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+                .increment(1);
+            metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+                .record(start.elapsed().as_secs_f64());
+            Ok(response)
+        })
+    }
+}
+
+fn method_label(method: &http::Method) -> SharedString {
+    const KNOWN: [&str; 9] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT"];
+    match KNOWN.iter().find(|m| **m == method.as_str()) {
+        Some(m) => SharedString::const_str(m),
+        // Arbitrary extension methods would be unbounded label values.
+        None => SharedString::const_str("OTHER"),
+    }
 }
 
 /// `GET /metrics`: Prometheus text exposition format.

@@ -1,15 +1,27 @@
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
+    sync::Mutex,
+    time::Instant,
+};
 
 use async_trait::async_trait;
-use moka::{future::Cache, ops::compute::Op};
 
 use super::{Decision, Quota, RateLimiter, gcra};
 use crate::error::Result;
 
-/// GCRA state in this process; entries expire once they equal a fresh state.
-#[derive(Clone)]
+const SHARDS: usize = 64;
+
+/// GCRA state in this process: one theoretical arrival time per key, in sharded maps.
+///
+/// A key whose arrival time has passed is in the same state as a key never seen, so such
+/// entries are dropped whenever a shard fills up; memory stays bounded by `max_keys`. If
+/// a shard is full of live keys, one of them is dropped, which at worst grants that key
+/// a fresh burst.
 pub struct MemoryRateLimiter {
-    state: Cache<String, u64>,
+    shards: Box<[Mutex<HashMap<String, u64>>]>,
+    hasher: RandomState,
+    per_shard: usize,
     epoch: Instant,
 }
 
@@ -20,32 +32,75 @@ impl Default for MemoryRateLimiter {
 }
 
 impl MemoryRateLimiter {
-    /// Tracks up to one million keys (the least recently seen are dropped first).
+    /// Tracks up to one million keys.
     pub fn new() -> Self {
+        Self::with_max_keys(1_000_000)
+    }
+
+    /// Tracks up to `max_keys` keys.
+    pub fn with_max_keys(max_keys: usize) -> Self {
         Self {
-            // One hour covers the refill time of any sane quota.
-            state: Cache::builder().max_capacity(1_000_000).time_to_idle(Duration::from_secs(3600)).build(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            per_shard: (max_keys / SHARDS).max(1),
             epoch: Instant::now(),
         }
+    }
+
+    /// Decides synchronously; the lock is held for a hash lookup and a few additions.
+    pub fn check_now(&self, key: &str, quota: &Quota) -> Decision {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let shard = &self.shards[self.hasher.hash_one(key) as usize % SHARDS];
+        let mut map = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (decision, new_tat) = gcra(quota, now, map.get(key).copied());
+        if let Some(tat) = new_tat {
+            match map.get_mut(key) {
+                Some(slot) => *slot = tat,
+                None => {
+                    if map.len() >= self.per_shard {
+                        map.retain(|_, tat| *tat > now);
+                        if map.len() >= self.per_shard
+                            && let Some(victim) = map.keys().next().cloned()
+                        {
+                            map.remove(&victim);
+                        }
+                    }
+                    map.insert(key.to_owned(), tat);
+                }
+            }
+        }
+        decision
     }
 }
 
 #[async_trait]
 impl RateLimiter for MemoryRateLimiter {
     async fn check(&self, key: &str, quota: &Quota) -> Result<Decision> {
-        let now = self.epoch.elapsed().as_nanos() as u64;
-        let mut decision = None;
-        self.state
-            .entry_by_ref(key)
-            .and_compute_with(|current| {
-                let (d, new_tat) = gcra(quota, now, current.map(|e| e.into_value()));
-                decision = Some(d);
-                std::future::ready(match new_tat {
-                    Some(tat) => Op::Put(tat),
-                    None => Op::Nop,
-                })
-            })
-            .await;
-        Ok(decision.expect("compute closure ran"))
+        Ok(self.check_now(key, quota))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_stays_bounded_and_expired_keys_go_first() {
+        let limiter = MemoryRateLimiter::with_max_keys(SHARDS * 4);
+        let quota = Quota::per_second(1_000_000).burst(1);
+        for i in 0..10_000 {
+            assert!(limiter.check_now(&format!("k{i}"), &quota).allowed);
+        }
+        let stored: usize = limiter.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+        assert!(stored <= SHARDS * 4, "{stored} keys stored");
+    }
+
+    #[test]
+    fn keys_are_independent() {
+        let limiter = MemoryRateLimiter::new();
+        let quota = Quota::per_minute(1);
+        assert!(limiter.check_now("a", &quota).allowed);
+        assert!(!limiter.check_now("a", &quota).allowed);
+        assert!(limiter.check_now("b", &quota).allowed);
     }
 }
