@@ -4,7 +4,7 @@
 //! | module | what it gives you |
 //! |---|---|
 //! | [`id`] | typed, prefixed UUIDv7 ids (`ten_…`, `usr_…`) and [`define_id!`] for your own |
-//! | [`error`] | one [`Error`](error::Error) rendering RFC 9457 problem+json with a stable `code` |
+//! | [`error`] | one [`Error`] rendering RFC 9457 problem+json with a stable `code` |
 //! | [`config`] | layered configuration: defaults < `saas.toml` < `SAAS_*` env, validated |
 //! | [`db`] | SQLite / PostgreSQL pools, embedded migrations, [`TenantTx`](db::TenantTx) |
 //! | [`events`] | event envelope, bus port, in-process bus, transactional outbox, inbox |

@@ -2,7 +2,7 @@
 //!
 //! Adapters: [`MemoryCache`] (moka, in this process) and, with feature `redis`,
 //! [`RedisCache`] (shared by all instances). Both pass the same conformance suite
-//! ([`conformance::run`], feature `testing`).
+//! (`conformance::run`, feature `testing`).
 //!
 //! ```
 //! # async fn demo() -> saas_core::error::Result<()> {
