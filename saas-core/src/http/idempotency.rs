@@ -103,14 +103,15 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
+        let writes = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+        let Some(key) = req.headers().get(&IDEMPOTENCY_KEY).cloned().filter(|_| writes) else {
+            // Most requests: no key, nothing to do.
+            return Box::pin(self.inner.call(req));
+        };
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         Box::pin(async move {
-            let writes = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
-            let Some(key) = req.headers().get(&IDEMPOTENCY_KEY).cloned().filter(|_| writes) else {
-                return inner.call(req).await;
-            };
             Ok(match handle(&layer, key, req, &mut inner).await {
                 Ok(r) => r,
                 Err(e) => e.into_response(),

@@ -1,9 +1,10 @@
 //! HTTP building blocks: problem+json extractors, and the layer stack every saas-rs API
 //! runs behind.
 //!
-//! [`HttpStack`] applies, outermost first: request id (`X-Request-Id`, kept when the client
-//! sends one), tracing span, metrics, problem+json for every error, panic catcher, timeout,
-//! API version check, body limit, then around each route rate limit and `Idempotency-Key`.
+//! [`HttpStack`] applies, outermost first: the [`edge`] (request id in `X-Request-Id`, kept
+//! when the client sends one; tracing span; API version check; panic catcher; timeout;
+//! problem+json for every error; metrics), the body limit, then rate limit and
+//! `Idempotency-Key`.
 //!
 //! ```
 //! use axum::{Router, routing::get};
@@ -13,6 +14,7 @@
 //! ```
 
 pub mod api_version;
+pub mod edge;
 pub mod extract;
 pub mod idempotency;
 pub mod problem;
@@ -21,34 +23,16 @@ pub mod rate_limit;
 use std::time::Duration;
 
 use axum::{Router, extract::DefaultBodyLimit};
-use http::{HeaderName, StatusCode};
+use http::HeaderName;
 use tower::ServiceBuilder;
-use tower_http::{
-    catch_panic::CatchPanicLayer,
-    limit::RequestBodyLimitLayer,
-    request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId as RequestIdHeader, SetRequestIdLayer},
-    sensitive_headers::SetSensitiveRequestHeadersLayer,
-    timeout::TimeoutLayer,
-};
+use tower_http::limit::RequestBodyLimitLayer;
 
 pub use extract::{Json, Path, Query, TypedHeader};
 pub use idempotency::IdempotencyLayer;
 pub use rate_limit::RateLimitLayer;
 
-use crate::{id::RequestId, observe};
-
 /// The request id header.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Makes `req_…` ids for requests that arrive without `X-Request-Id`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MakeTypedRequestId;
-
-impl MakeRequestId for MakeTypedRequestId {
-    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestIdHeader> {
-        http::HeaderValue::from_str(&RequestId::new().to_string()).ok().map(RequestIdHeader::new)
-    }
-}
 
 /// The layer stack of a saas-rs API; see the [module docs](self).
 #[derive(Clone)]
@@ -116,19 +100,7 @@ impl HttpStack {
         let idempotency = self.idempotency.map(|layer| layer.with_body_limit(self.body_limit));
         let inner = ServiceBuilder::new().option_layer(self.rate_limit).option_layer(idempotency);
         let outer = ServiceBuilder::new()
-            .layer(SetSensitiveRequestHeadersLayer::new([http::header::AUTHORIZATION, http::header::COOKIE]))
-            .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeTypedRequestId))
-            .layer(observe::trace_layer())
-            .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
-            .layer(observe::metrics::MetricsLayer)
-            .layer(problem::ProblemJsonLayer)
-            .layer(CatchPanicLayer::custom(|_| {
-                axum::response::IntoResponse::into_response(crate::error::Error::internal(anyhow::anyhow!(
-                    "handler panicked"
-                )))
-            }))
-            .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, self.timeout))
-            .layer(api_version::ApiVersionLayer::new(self.api_versions))
+            .layer(edge::EdgeLayer::new(self.api_versions, self.timeout))
             .layer(DefaultBodyLimit::max(self.body_limit))
             // Innermost: it changes the request body type, which the router accepts.
             .layer(RequestBodyLimitLayer::new(self.body_limit));

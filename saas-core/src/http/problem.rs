@@ -1,12 +1,8 @@
 //! Makes every error response problem+json, including those axum and tower-http produce
 //! themselves (unknown route, wrong method, body too large, timeout, panic).
 
-use std::task::{Context, Poll};
-
-use axum::{body::Body, response::Response};
-use futures::future::BoxFuture;
+use axum::response::Response;
 use http::{StatusCode, header};
-use tower::{Layer, Service};
 
 use crate::error::{Error, PROBLEM_JSON, Problem, problem_response};
 
@@ -14,53 +10,12 @@ use crate::error::{Error, PROBLEM_JSON, Problem, problem_response};
 /// plain-text ones) into problem+json, keeping its status and headers such as `Allow` and
 /// `Retry-After`. JSON error bodies a handler chose (e.g. `/health/ready`'s 503 report)
 /// are left as they are.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProblemJsonLayer;
-
-impl<S> Layer<S> for ProblemJsonLayer {
-    type Service = ProblemJson<S>;
-
-    fn layer(&self, inner: S) -> ProblemJson<S> {
-        ProblemJson { inner }
-    }
-}
-
-/// The service of [`ProblemJsonLayer`].
-#[derive(Debug, Clone)]
-pub struct ProblemJson<S> {
-    inner: S,
-}
-
-impl<S, B, ResBody> Service<http::Request<B>> for ProblemJson<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    ResBody::Error: Into<axum::BoxError>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let future = self.inner.call(req);
-        Box::pin(async move { Ok(to_problem(future.await?.map(Body::new))) })
-    }
-}
-
-fn to_problem(response: Response) -> Response {
+pub(crate) fn to_problem(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || has_json_body(&response) {
         return response;
     }
     let (code, detail) = describe(status);
-    if status.is_server_error() {
-        tracing::error!(%status, "request failed without a problem body");
-    }
     let (parts, _) = response.into_parts();
     let mut rebuilt = problem_response(&Problem::new(status, code, Some(detail.to_owned())));
     for (name, value) in &parts.headers {

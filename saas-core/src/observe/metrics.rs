@@ -6,16 +6,9 @@
 
 use std::{sync::OnceLock, time::Instant};
 
-use std::task::{Context, Poll};
-
-use axum::{
-    extract::MatchedPath,
-    response::{IntoResponse, Response},
-};
-use futures::future::BoxFuture;
+use axum::{extract::MatchedPath, response::IntoResponse};
 use metrics::SharedString;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tower::{Layer, Service};
 
 const DURATION_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
@@ -35,58 +28,28 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-/// Counts requests and times them, by method, route template and status.
-///
-/// Applied with `Router::layer`, it runs after routing, so the route template
-/// ([`MatchedPath`]) is known; requests no route matched are labelled `unmatched`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MetricsLayer;
-
-impl<S> Layer<S> for MetricsLayer {
-    type Service = Metrics<S>;
-
-    fn layer(&self, inner: S) -> Metrics<S> {
-        handle();
-        Metrics { inner }
-    }
+/// The method and route labels of one request.
+pub(crate) struct RequestLabels {
+    method: SharedString,
+    route: SharedString,
 }
 
-/// The service of [`MetricsLayer`].
-#[derive(Debug, Clone)]
-pub struct Metrics<S> {
-    inner: S,
-}
-
-impl<S, B> Service<http::Request<B>> for Metrics<S>
-where
-    S: Service<http::Request<B>, Response = Response>,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let start = Instant::now();
-        let method = method_label(req.method());
-        let route: SharedString = match req.extensions().get::<MatchedPath>() {
+impl RequestLabels {
+    pub(crate) fn of<B>(req: &http::Request<B>) -> Self {
+        let route = match req.extensions().get::<MatchedPath>() {
             Some(path) => path.as_str().to_owned().into(),
             None => SharedString::const_str("unmatched"),
         };
-        let future = self.inner.call(req);
-        Box::pin(async move {
-            let response = future.await?;
-            let status: SharedString = response.status().as_str().to_owned().into();
-            metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
-                .increment(1);
-            metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
-                .record(start.elapsed().as_secs_f64());
-            Ok(response)
-        })
+        Self { method: method_label(req.method()), route }
+    }
+
+    /// Counts the request and records its duration.
+    pub(crate) fn record(self, status: http::StatusCode, start: Instant) {
+        let status: SharedString = status.as_str().to_owned().into();
+        metrics::counter!("http_requests_total", "method" => self.method.clone(), "route" => self.route.clone(), "status" => status)
+            .increment(1);
+        metrics::histogram!("http_request_duration_seconds", "method" => self.method, "route" => self.route)
+            .record(start.elapsed().as_secs_f64());
     }
 }
 
