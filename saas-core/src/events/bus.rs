@@ -29,7 +29,10 @@ where
 
 /// The event bus port: in-process by default, Kafka when the system is split.
 ///
-/// Delivery is at least once. Events of one tenant keep their order.
+/// Adapters deliver what they accepted at least once (the in-process bus only while the
+/// process lives) and keep the order in which one publisher published. Several outbox
+/// relays running side by side may interleave batches, so consumers must not rely on a
+/// global order across instances.
 #[async_trait]
 pub trait EventBus: Send + Sync + 'static {
     /// Publishes events; returns once the bus has accepted all of them.

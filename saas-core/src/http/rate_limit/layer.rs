@@ -71,6 +71,7 @@ impl<S> Service<Request> for RateLimit<S>
 where
     S: Service<Request, Response = Response> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = Response;
     type Error = S::Error;
@@ -81,12 +82,24 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
+        let Some(key) = (self.layer.key)(&req) else { return Box::pin(self.inner.call(req)) };
+        // In-process stores decide without awaiting: no clone of the inner service needed.
+        if let Some(decision) = self.layer.limiter.check_now(&key, &self.layer.quota) {
+            if !decision.allowed {
+                return Box::pin(std::future::ready(Ok(too_many(&decision))));
+            }
+            let future = self.inner.call(req);
+            return Box::pin(async move {
+                let mut response = future.await?;
+                set_headers(response.headers_mut(), &decision);
+                Ok(response)
+            });
+        }
         // The clone that was polled ready serves this request.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         Box::pin(async move {
-            let Some(key) = (layer.key)(&req) else { return inner.call(req).await };
             let decision = match layer.limiter.check(&key, &layer.quota).await {
                 Ok(d) => d,
                 Err(e) => {
@@ -95,15 +108,19 @@ where
                 }
             };
             if !decision.allowed {
-                let mut response = Error::too_many_requests(decision.retry_after).into_response();
-                set_headers(response.headers_mut(), &decision);
-                return Ok(response);
+                return Ok(too_many(&decision));
             }
             let mut response = inner.call(req).await?;
             set_headers(response.headers_mut(), &decision);
             Ok(response)
         })
     }
+}
+
+fn too_many(decision: &Decision) -> Response {
+    let mut response = Error::too_many_requests(decision.retry_after).into_response();
+    set_headers(response.headers_mut(), decision);
+    response
 }
 
 fn ceil_secs(d: Duration) -> u64 {

@@ -48,7 +48,7 @@ impl MemoryRateLimiter {
     }
 
     /// Decides synchronously; the lock is held for a hash lookup and a few additions.
-    pub fn check_now(&self, key: &str, quota: &Quota) -> Decision {
+    pub fn decide(&self, key: &str, quota: &Quota) -> Decision {
         let now = self.epoch.elapsed().as_nanos() as u64;
         let shard = &self.shards[self.hasher.hash_one(key) as usize % SHARDS];
         let mut map = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -76,7 +76,11 @@ impl MemoryRateLimiter {
 #[async_trait]
 impl RateLimiter for MemoryRateLimiter {
     async fn check(&self, key: &str, quota: &Quota) -> Result<Decision> {
-        Ok(self.check_now(key, quota))
+        Ok(self.decide(key, quota))
+    }
+
+    fn check_now(&self, key: &str, quota: &Quota) -> Option<Decision> {
+        Some(self.decide(key, quota))
     }
 }
 
@@ -89,7 +93,7 @@ mod tests {
         let limiter = MemoryRateLimiter::with_max_keys(SHARDS * 4);
         let quota = Quota::per_second(1_000_000).burst(1);
         for i in 0..10_000 {
-            assert!(limiter.check_now(&format!("k{i}"), &quota).allowed);
+            assert!(limiter.decide(&format!("k{i}"), &quota).allowed);
         }
         let stored: usize = limiter.shards.iter().map(|s| s.lock().unwrap().len()).sum();
         assert!(stored <= SHARDS * 4, "{stored} keys stored");
@@ -99,8 +103,8 @@ mod tests {
     fn keys_are_independent() {
         let limiter = MemoryRateLimiter::new();
         let quota = Quota::per_minute(1);
-        assert!(limiter.check_now("a", &quota).allowed);
-        assert!(!limiter.check_now("a", &quota).allowed);
-        assert!(limiter.check_now("b", &quota).allowed);
+        assert!(limiter.decide("a", &quota).allowed);
+        assert!(!limiter.decide("a", &quota).allowed);
+        assert!(limiter.decide("b", &quota).allowed);
     }
 }

@@ -111,6 +111,12 @@ pub(crate) fn gcra(quota: &Quota, now: u64, stored_tat: Option<u64>) -> (Decisio
 pub trait RateLimiter: Send + Sync + 'static {
     /// Counts one request of `key` against `quota`.
     async fn check(&self, key: &str, quota: &Quota) -> Result<Decision>;
+
+    /// The same, for stores that decide without waiting (in process); `None` means "use
+    /// [`check`](Self::check)".
+    fn check_now(&self, _key: &str, _quota: &Quota) -> Option<Decision> {
+        None
+    }
 }
 
 #[cfg(test)]
