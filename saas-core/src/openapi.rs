@@ -30,7 +30,8 @@ pub fn base_document(title: &str, version: &str) -> OpenApi {
         .build()
 }
 
-/// Paths that are served but deliberately not part of the document.
+/// Paths that are served but deliberately not part of the document (with what is below
+/// them, e.g. the docs page's assets under `/docs/`).
 pub const UNDOCUMENTED_PATHS: [&str; 2] = ["/openapi.json", "/docs"];
 
 /// Adds `GET /openapi.json` (the document) and `/docs` (Swagger UI) to `router`.

@@ -81,6 +81,23 @@ async fn every_documented_route_is_served_and_the_document_is_committed() {
         assert!(response.status().is_success(), "{path} is served");
     }
 
+    // The other direction: every route that served a request in this test binary (the
+    // route labels of `/metrics`) is documented, or one of the deliberate exceptions.
+    let metrics = client.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+    let served: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("http_requests_total{"))
+        .filter_map(|l| l.split("route=\"").nth(1)?.split('"').next())
+        .filter(|route| *route != "unmatched")
+        .collect();
+    assert!(served.contains("/health/ready") && served.len() >= 4, "{served:?}");
+    for route in served {
+        let exempt = saas_core::openapi::UNDOCUMENTED_PATHS
+            .iter()
+            .any(|p| route == *p || route.strip_prefix(p).is_some_and(|rest| rest.starts_with('/')));
+        assert!(paths.contains_key(route) || exempt, "{route} is served but missing from /openapi.json");
+    }
+
     // The committed document (docs/openapi.json) must match the code; regenerate with
     // UPDATE_OPENAPI=1 cargo test -p saas-e2e.
     let committed_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
