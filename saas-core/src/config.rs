@@ -286,11 +286,12 @@ fn env_key(key: &str) -> String {
 }
 
 impl Config {
-    /// Loads defaults, then `file` (or `./saas.toml` if it exists), then `SAAS_*` variables,
-    /// resolves secret references and validates the result.
+    /// Loads defaults, then `file` (else the file `SAAS_CONFIG` names, else `./saas.toml` if
+    /// it exists), then `SAAS_*` variables, resolves secret references and validates.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        match file {
+        let from_env = std::env::var_os("SAAS_CONFIG").map(std::path::PathBuf::from);
+        match file.or(from_env.as_deref()) {
             Some(path) => {
                 if !path.exists() {
                     return Err(ConfigError::new("--config", format!("file {} not found", path.display())));
@@ -507,6 +508,22 @@ mod tests {
             jail.set_env("SAAS_CACHE_URL", "env:MISSING_SECRET_VAR");
             let e = Config::load(None).unwrap_err();
             assert!(e.message.contains("MISSING_SECRET_VAR"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn saas_config_names_the_file_and_saas_test_variables_are_ignored() {
+        Jail::expect_with(|jail| {
+            jail.create_file("custom.toml", "[rate_limit]\nburst = 3\n")?;
+            jail.set_env("SAAS_CONFIG", "custom.toml");
+            jail.set_env("SAAS_TEST_DATABASE_URL", "postgres://elsewhere/x");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.rate_limit.burst, 3, "read from the file SAAS_CONFIG names");
+            assert_eq!(c.database_url(), "sqlite://saas-data/saas.db", "SAAS_TEST_* is not a key");
+            jail.set_env("SAAS_DATABSE_URL", "sqlite://typo.db");
+            let e = Config::load(None).unwrap_err();
+            assert!(e.to_string().contains("databse_url"), "a typo is refused: {e}");
             Ok(())
         });
     }

@@ -32,8 +32,15 @@ impl RedisCache {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(2))
             .set_response_timeout(Duration::from_secs(2))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
+            .set_number_of_retries(2)
+            .set_exponent_base(2)
+            .set_factor(100)
+            .set_max_delay(1000);
+        let connecting = ConnectionManager::new_with_config(client, config);
+        let conn = tokio::time::timeout(Duration::from_secs(10), connecting)
+            .await
+            .map_err(|_| Error::unavailable("cache_unavailable", "the cache did not answer within 10 s"))?
+            .map_err(unavailable)?;
         // INCRBY and set the expiry only on creation, in one atomic step.
         let increment = Script::new(
             "local v = redis.call('INCRBY', KEYS[1], ARGV[1])
@@ -98,6 +105,14 @@ impl Cache for RedisCache {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn an_unreachable_redis_fails_fast() {
+        let start = std::time::Instant::now();
+        let error = super::RedisCache::connect("redis://127.0.0.1:1").await.err().expect("nothing listens on port 1");
+        assert_eq!(error.code(), "cache_unavailable");
+        assert!(start.elapsed() < std::time::Duration::from_secs(15), "gave up after {:?}", start.elapsed());
+    }
+
     #[tokio::test]
     #[ignore = "needs redis: set SAAS_TEST_REDIS_URL or run .ci/run"]
     async fn passes_the_conformance_suite() {

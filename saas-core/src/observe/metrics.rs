@@ -62,10 +62,11 @@ fn method_label(method: &http::Method) -> SharedString {
     }
 }
 
-/// `GET /metrics`: Prometheus text exposition format.
+/// Prometheus metrics, in the text exposition format.
 #[utoipa::path(
     get,
     path = "/metrics",
+    operation_id = "metrics",
     tag = "operations",
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String))
 )]

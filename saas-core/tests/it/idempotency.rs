@@ -37,6 +37,7 @@ fn app(cache: Arc<dyn Cache>, calls: Arc<AtomicU32>) -> Router {
                 StatusCode::CREATED
             }),
         )
+        .route("/v1/big", post(|| async { vec![b'x'; 2 * 1024 * 1024] }))
         .route(
             "/v1/flaky",
             post(move || async move {
@@ -94,6 +95,22 @@ async fn suite(cache: Arc<dyn Cache>) {
     assert_eq!(sb, 409);
     assert!(String::from_utf8_lossy(&bb).contains("idempotency_key_in_use"));
     assert!(hb.contains_key("retry-after"));
+
+    // A response too large to store is still answered, and the key is released.
+    let big_key = uuid::Uuid::now_v7().to_string();
+    for _ in 0..2 {
+        let (s, h, b) = read(app.clone().oneshot(keyed("/v1/big", &big_key, "")).await.unwrap()).await;
+        assert_eq!((s.as_u16(), b.len()), (200, 2 * 1024 * 1024));
+        assert!(!h.contains_key("idempotent-replayed"));
+    }
+
+    // A response too large to store is still answered, and the key is released.
+    let big_key = uuid::Uuid::now_v7().to_string();
+    for _ in 0..2 {
+        let (s, h, b) = read(app.clone().oneshot(keyed("/v1/big", &big_key, "")).await.unwrap()).await;
+        assert_eq!((s.as_u16(), b.len()), (200, 2 * 1024 * 1024));
+        assert!(!h.contains_key("idempotent-replayed"));
+    }
 
     // A 5xx first answer is not stored: the retry runs again.
     let flaky_key = uuid::Uuid::now_v7().to_string();
