@@ -24,6 +24,15 @@ pub fn handle() -> &'static PrometheusHandle {
         // Another recorder may already be installed (e.g. by the application); then its
         // metrics go there and this handle renders only what it saw.
         let _ = metrics::set_global_recorder(recorder);
+        // Histogram samples queue up until drained into their buckets; without this they
+        // would grow with every request between scrapes (or forever, with no scraper).
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                upkeep.run_upkeep();
+            }
+        });
         handle
     })
 }
