@@ -9,7 +9,8 @@
 //!    [`saas_core::http::HttpStack`] (request id, trace span with JSON logging, metrics,
 //!    problem+json, timeout, body limit, API version, rate limit with a high limit,
 //!    idempotency) on loopback, loaded in alternating rounds by the load generator in
-//!    [`load`]. Prints requests/s, p50 and p99 per round, the medians and their ratio.
+//!    [`load`]. Prints requests/s, p50 and p99 and the server thread's CPU time per request
+//!    for each round, then the medians and their ratios.
 //! 2. Memory: starts the release `saas serve` binary (next to this one), reads its resident
 //!    set size idle, then after loading `/health/ready`.
 
@@ -64,12 +65,17 @@ fn stacked() -> Router {
 
 /// Serves `router` on a loopback port from a runtime with one worker thread, so server and
 /// load generator each get one of the two cores.
-fn serve(router: Router) -> anyhow::Result<SocketAddr> {
+fn serve(router: Router, thread_name: &'static str) -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(thread_name)
+            .enable_all()
+            .build()
+            .expect("runtime");
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
             axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await.expect("serve");
@@ -91,8 +97,8 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::sink)
         .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
         .init();
-    let bare_addr = serve(bare())?;
-    let stack_addr = serve(stacked())?;
+    let bare_addr = serve(bare(), "bare-server")?;
+    let stack_addr = serve(stacked(), "stack-server")?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let duration = Duration::from_secs(args.duration);
 
@@ -102,11 +108,15 @@ fn main() -> anyhow::Result<()> {
         load::run(bare_addr, "/v1/ping", args.connections, Duration::from_secs(1)).await?;
         load::run(stack_addr, "/v1/ping", args.connections, Duration::from_secs(1)).await?;
         let (mut bare_rps, mut stack_rps, mut bare_p99, mut stack_p99) = (vec![], vec![], vec![], vec![]);
+        let (mut bare_cpu, mut stack_cpu) = (vec![], vec![]);
         for round in 1..=args.rounds {
-            for (name, addr) in [("bare axum", bare_addr), ("saas stack", stack_addr)] {
+            for (name, addr, thread) in [("bare axum", bare_addr, "bare-server"), ("saas stack", stack_addr, "stack-server")] {
+                let cpu_before = rss::thread_cpu(thread);
                 let r = load::run(addr, "/v1/ping", args.connections, duration).await?;
+                let cpu = rss::thread_cpu(thread).saturating_sub(cpu_before);
+                let cpu_per_request = cpu.as_secs_f64() * 1e6 / r.requests.max(1) as f64;
                 println!(
-                    "round {round} {name:<10} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}",
+                    "round {round} {name:<10} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  server CPU {cpu_per_request:>5.1} µs/req  errors {}",
                     r.rps(),
                     r.p50_ms(),
                     r.p99_ms(),
@@ -115,9 +125,11 @@ fn main() -> anyhow::Result<()> {
                 if name == "bare axum" {
                     bare_rps.push(r.rps());
                     bare_p99.push(r.p99_ms());
+                    bare_cpu.push(cpu_per_request);
                 } else {
                     stack_rps.push(r.rps());
                     stack_p99.push(r.p99_ms());
+                    stack_cpu.push(cpu_per_request);
                 }
             }
         }
@@ -125,6 +137,8 @@ fn main() -> anyhow::Result<()> {
         println!("median     bare axum  {b:>9.0} req/s  p99 {:>7.3} ms", median(bare_p99));
         println!("median     saas stack {s:>9.0} req/s  p99 {:>7.3} ms", median(stack_p99));
         println!("throughput ratio stack/bare: {:.3} (goal >= 0.90)", s / b);
+        let (bc, sc) = (median(bare_cpu), median(stack_cpu));
+        println!("server CPU per request: bare {bc:.1} µs, stack {sc:.1} µs, ratio bare/stack {:.3}", bc / sc);
         anyhow::Ok(())
     })?;
 

@@ -16,6 +16,25 @@ fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
 }
 
+/// CPU time (user + system) used so far by this process's thread named `name`.
+pub(crate) fn thread_cpu(name: &str) -> Duration {
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let path = task.path();
+        if std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == name)
+            && let Ok(stat) = std::fs::read_to_string(path.join("stat"))
+        {
+            // Fields after the `(comm)`: state is field 3; utime and stime are 14 and 15.
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            ticks += fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            ticks += fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    // Clock ticks are 1/100 s on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
 pub(crate) async fn measure(duration: Duration, connections: usize) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?.with_file_name("saas");
     anyhow::ensure!(exe.exists(), "{} not found: run `cargo build --release -p saas-server` first", exe.display());
