@@ -294,7 +294,10 @@ impl Config {
         match file.or(from_env.as_deref()) {
             Some(path) => {
                 if !path.exists() {
-                    return Err(ConfigError::new("--config", format!("file {} not found", path.display())));
+                    return Err(ConfigError::new(
+                        "--config or SAAS_CONFIG",
+                        format!("file {} not found", path.display()),
+                    ));
                 }
                 figment = figment.merge(Toml::file_exact(path));
             }

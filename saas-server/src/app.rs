@@ -41,11 +41,7 @@ impl App {
     /// the routes. Fails with a message naming the backend that cannot be reached.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db_url = config.database_url();
-        let settings = PoolSettings {
-            max_connections: config.database.max_connections,
-            acquire_timeout: Duration::from_secs(config.database.acquire_timeout_secs),
-        };
-        let db = Db::connect(&db_url, settings)
+        let db = Db::connect(&db_url, PoolSettings::from(&config.database))
             .await
             .map_err(saas_core::Error::into_cause)
             .context("cannot open the database (database.url)")?;

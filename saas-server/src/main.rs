@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
-    /// Configuration file (default: ./saas.toml when present).
-    #[arg(long, global = true, env = "SAAS_CONFIG")]
+    /// Configuration file (default: the file `SAAS_CONFIG` names, else ./saas.toml when present).
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Directory for embedded data (overrides `data_dir`).
     #[arg(long, global = true)]
@@ -121,11 +121,9 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {
-    let settings = db::PoolSettings {
-        max_connections: config.database.max_connections,
-        acquire_timeout: std::time::Duration::from_secs(config.database.acquire_timeout_secs),
-    };
-    let database = db::Db::connect(&config.database_url(), settings).await.map_err(saas_core::Error::into_cause)?;
+    let database = db::Db::connect(&config.database_url(), db::PoolSettings::from(&config.database))
+        .await
+        .map_err(saas_core::Error::into_cause)?;
     let applied = db::migrate::run(&database, saas_server::MIGRATIONS).await.map_err(saas_core::Error::into_cause)?;
     if applied.is_empty() {
         println!("database is up to date ({})", database.backend().name());

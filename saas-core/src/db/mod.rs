@@ -88,6 +88,15 @@ impl Default for PoolSettings {
     }
 }
 
+impl From<&crate::config::DatabaseConfig> for PoolSettings {
+    fn from(config: &crate::config::DatabaseConfig) -> Self {
+        Self {
+            max_connections: config.max_connections,
+            acquire_timeout: Duration::from_secs(config.acquire_timeout_secs),
+        }
+    }
+}
+
 /// A pooled database handle; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -137,6 +146,15 @@ impl Db {
     /// A transaction bound to `tenant` (see [`TenantTx`]).
     pub async fn tenant_tx(&self, tenant: TenantId) -> Result<TenantTx> {
         TenantTx::begin(self, tenant).await
+    }
+
+    /// Binds the transaction `conn` belongs to to `tenant` for row-level security
+    /// (`app.tenant_id`, transaction-local); nothing to do on SQLite.
+    pub(crate) async fn bind_tenant(&self, conn: &mut sqlx::AnyConnection, tenant: TenantId) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT set_config('app.tenant_id', $1, true)").bind(tenant.to_string()).execute(conn).await?;
+        }
+        Ok(())
     }
 
     /// Runs `SELECT 1`; used by `/health/ready`.

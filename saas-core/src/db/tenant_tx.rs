@@ -2,7 +2,7 @@ use std::ops::{Deref, DerefMut};
 
 use sqlx::{Any, AnyConnection, Transaction};
 
-use super::{Backend, Db};
+use super::Db;
 use crate::{error::Result, id::TenantId};
 
 /// A database transaction bound to one tenant.
@@ -25,12 +25,7 @@ pub struct TenantTx {
 impl TenantTx {
     pub(super) async fn begin(db: &Db, tenant: TenantId) -> Result<Self> {
         let mut tx = db.pool.begin().await?;
-        if db.backend == Backend::Postgres {
-            sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-                .bind(tenant.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
+        db.bind_tenant(&mut tx, tenant).await?;
         Ok(Self { tx, tenant })
     }
 

@@ -136,39 +136,24 @@ mod tests {
         Envelope::new(t, None, serde_json::json!({}))
     }
 
+    /// A handler that sends each event's type to `tx`.
+    fn forward_types(tx: mpsc::UnboundedSender<String>) -> Arc<dyn EventHandler> {
+        Arc::new(move |e: Envelope| {
+            let tx = tx.clone();
+            async move {
+                tx.send(e.event_type).unwrap();
+                Ok(())
+            }
+        })
+    }
+
     #[tokio::test]
     async fn each_group_gets_each_event_of_its_topics() {
         let bus = InProcessBus::new();
         let (tx_a, mut rx_a) = mpsc::unbounded_channel();
         let (tx_b, mut rx_b) = mpsc::unbounded_channel();
-        let _a = bus
-            .subscribe(
-                "a",
-                &["tenancy"],
-                Arc::new(move |e: Envelope| {
-                    let tx = tx_a.clone();
-                    async move {
-                        tx.send(e.event_type).unwrap();
-                        Ok(())
-                    }
-                }),
-            )
-            .await
-            .unwrap();
-        let _b = bus
-            .subscribe(
-                "b",
-                &["identity", "tenancy"],
-                Arc::new(move |e: Envelope| {
-                    let tx = tx_b.clone();
-                    async move {
-                        tx.send(e.event_type).unwrap();
-                        Ok(())
-                    }
-                }),
-            )
-            .await
-            .unwrap();
+        let _a = bus.subscribe("a", &["tenancy"], forward_types(tx_a)).await.unwrap();
+        let _b = bus.subscribe("b", &["identity", "tenancy"], forward_types(tx_b)).await.unwrap();
         bus.publish(&[event("tenancy.x.v1"), event("identity.y.v1")]).await.unwrap();
         assert_eq!(rx_a.recv().await.unwrap(), "tenancy.x.v1");
         assert_eq!(rx_b.recv().await.unwrap(), "tenancy.x.v1");

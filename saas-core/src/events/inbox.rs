@@ -2,7 +2,7 @@ use sqlx::{Any, Transaction};
 
 use super::Envelope;
 use crate::{
-    db::{Backend, Db, now_millis},
+    db::{Db, now_millis},
     error::Result,
 };
 
@@ -38,11 +38,8 @@ impl Inbox {
     /// the transaction is bound to the event's tenant for row-level security.
     pub async fn begin(&self, event: &Envelope) -> Result<Option<Transaction<'static, Any>>> {
         let mut tx = self.db.begin().await?;
-        if let (Backend::Postgres, Some(tenant)) = (self.db.backend(), event.tenant) {
-            sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-                .bind(tenant.to_string())
-                .execute(&mut *tx)
-                .await?;
+        if let Some(tenant) = event.tenant {
+            self.db.bind_tenant(&mut tx, tenant).await?;
         }
         let inserted = sqlx::query(
             "INSERT INTO saas_inbox (consumer, event_id, handled_at) VALUES ($1, $2, $3) ON CONFLICT (consumer, event_id) DO NOTHING",

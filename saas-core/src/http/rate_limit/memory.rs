@@ -48,7 +48,7 @@ impl MemoryRateLimiter {
     }
 
     /// Decides synchronously; the lock is held for a hash lookup and a few additions.
-    pub fn decide(&self, key: &str, quota: &Quota) -> Decision {
+    fn decide(&self, key: &str, quota: &Quota) -> Decision {
         let now = self.epoch.elapsed().as_nanos() as u64;
         let shard = &self.shards[self.hasher.hash_one(key) as usize % SHARDS];
         let mut map = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
