@@ -71,6 +71,8 @@ pub struct Config {
     pub idempotency: IdempotencyConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Tenant resolution and platform administration.
+    pub tenancy: TenancyConfig,
 }
 
 /// `[server]`
@@ -188,6 +190,54 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// Where a request's tenant can come from; see `[tenancy] resolution`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantSource {
+    /// The verified access token's tenant claim (filled in by saas-auth).
+    Token,
+    /// The first label of the `Host` under `tenancy.base_domain` (`acme.example.com`).
+    Subdomain,
+    /// The `X-Tenant-ID` header, holding the tenant's id or slug.
+    Header,
+    /// A `/t/{tenant}` path prefix, id or slug, stripped before routing.
+    Path,
+}
+
+/// `[tenancy]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenancyConfig {
+    /// Sources of a request's tenant, in the order they are read. Every source present
+    /// must name the same tenant (else 400). Default `["token", "subdomain", "header", "path"]`.
+    pub resolution: Vec<TenantSource>,
+    /// Base domain under which tenants get subdomains, e.g. `example.com`. Subdomain
+    /// resolution is off while unset.
+    pub base_domain: Option<String>,
+    /// Seconds a resolved tenant is cached. Changes made through this server invalidate
+    /// the entry at once; the TTL bounds staleness across servers sharing a memory cache.
+    /// Default 30.
+    pub cache_ttl_secs: u64,
+    /// A platform-admin bearer token (secret; `env:`/`file:` references work), as an
+    /// alternative to `saas admin bootstrap`. At least 32 characters.
+    #[serde(serialize_with = "redact")]
+    pub platform_admin_token: Option<SecretString>,
+    /// Slugs nobody may take, in addition to the built-in list (`www`, `api`, `admin`, …).
+    pub reserved_slugs: Vec<String>,
+}
+
+impl Default for TenancyConfig {
+    fn default() -> Self {
+        Self {
+            resolution: vec![TenantSource::Token, TenantSource::Subdomain, TenantSource::Header, TenantSource::Path],
+            base_domain: None,
+            cache_ttl_secs: 30,
+            platform_admin_token: None,
+            reserved_slugs: Vec::new(),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -201,6 +251,7 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             idempotency: IdempotencyConfig::default(),
             log: LogConfig::default(),
+            tenancy: TenancyConfig::default(),
         }
     }
 }
@@ -268,8 +319,8 @@ fn redact<S: serde::Serializer>(value: &Option<SecretString>, s: S) -> Result<S:
 
 /// Sections whose keys `SAAS_<SECTION>_<KEY>` maps to; longest first so `event_bus` wins
 /// over a hypothetical `event`.
-const SECTIONS: [&str; 9] =
-    ["rate_limit", "idempotency", "event_bus", "database", "outbox", "server", "cache", "http", "log"];
+const SECTIONS: [&str; 10] =
+    ["rate_limit", "idempotency", "event_bus", "database", "tenancy", "outbox", "server", "cache", "http", "log"];
 
 /// Maps `database_url` to `database.url` and `event_bus` to `event_bus.url`.
 fn env_key(key: &str) -> String {
@@ -327,6 +378,8 @@ impl Config {
         })?;
         config.database.url = resolve_secret("database.url", config.database.url.take())?;
         config.cache.url = resolve_secret("cache.url", config.cache.url.take())?;
+        config.tenancy.platform_admin_token =
+            resolve_secret("tenancy.platform_admin_token", config.tenancy.platform_admin_token.take())?;
         config.validate()?;
         Ok(config)
     }
@@ -361,13 +414,45 @@ impl Config {
             ("outbox.batch_size", u64::from(self.outbox.batch_size)),
             ("outbox.poll_interval_ms", self.outbox.poll_interval_ms),
             ("idempotency.ttl_secs", self.idempotency.ttl_secs),
+            ("tenancy.cache_ttl_secs", self.tenancy.cache_ttl_secs),
         ] {
             if value == 0 {
                 return Err(ConfigError::new(key, "expected a number greater than 0"));
             }
         }
+        self.validate_tenancy()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::new("log.level", format!("expected a tracing filter such as `info`: {e}")));
+        }
+        Ok(())
+    }
+
+    fn validate_tenancy(&self) -> Result<(), ConfigError> {
+        let tenancy = &self.tenancy;
+        if tenancy.resolution.is_empty() {
+            return Err(ConfigError::new("tenancy.resolution", "expected at least one of token, subdomain, header, path"));
+        }
+        if let Some((i, dup)) =
+            tenancy.resolution.iter().enumerate().find(|(i, s)| tenancy.resolution[..*i].contains(s))
+        {
+            return Err(ConfigError::new(format!("tenancy.resolution[{i}]"), format!("`{dup:?}` is listed twice")));
+        }
+        if let Some(domain) = &tenancy.base_domain {
+            let valid = !domain.is_empty()
+                && domain.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                });
+            if !valid {
+                return Err(ConfigError::new(
+                    "tenancy.base_domain",
+                    "expected a lowercase domain name such as `example.com`, without scheme or port",
+                ));
+            }
+        }
+        if tenancy.platform_admin_token.as_ref().is_some_and(|t| t.expose_secret().len() < 32) {
+            return Err(ConfigError::new("tenancy.platform_admin_token", "expected at least 32 characters"));
         }
         Ok(())
     }
@@ -487,6 +572,31 @@ mod tests {
             let shown = c.to_redacted_toml();
             assert!(!shown.contains("s3cret"), "{shown}");
             assert!(shown.contains("url = \"[redacted]\""), "{shown}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tenancy_settings_are_validated() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SAAS_TENANCY_RESOLUTION", "[header, subdomain]");
+            jail.set_env("SAAS_TENANCY_BASE_DOMAIN", "example.com");
+            jail.set_env("SAAS_TENANCY_PLATFORM_ADMIN_TOKEN", "env:ADMIN_TOKEN");
+            jail.set_env("ADMIN_TOKEN", "x".repeat(40));
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.tenancy.resolution, [TenantSource::Header, TenantSource::Subdomain]);
+            assert!(!c.to_redacted_toml().contains("xxxx"));
+
+            jail.set_env("ADMIN_TOKEN", "short");
+            assert_eq!(Config::load(None).unwrap_err().key, "tenancy.platform_admin_token");
+            jail.set_env("ADMIN_TOKEN", "y".repeat(40));
+            jail.set_env("SAAS_TENANCY_RESOLUTION", "[header, header]");
+            assert_eq!(Config::load(None).unwrap_err().key, "tenancy.resolution[1]");
+            jail.set_env("SAAS_TENANCY_RESOLUTION", "[cookie]");
+            assert!(Config::load(None).unwrap_err().key.starts_with("tenancy.resolution"));
+            jail.set_env("SAAS_TENANCY_RESOLUTION", "[header]");
+            jail.set_env("SAAS_TENANCY_BASE_DOMAIN", "https://Example.com");
+            assert_eq!(Config::load(None).unwrap_err().key, "tenancy.base_domain");
             Ok(())
         });
     }

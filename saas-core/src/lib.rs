@@ -11,6 +11,8 @@
 //! | [`cache`] | cache port with memory and Redis adapters |
 //! | [`http`] | problem+json extractors and the layer stack (request id, rate limit, idempotency…) |
 //! | [`observe`] | JSON logs, Prometheus metrics, health endpoints |
+//! | [`tenant`] | [`TenantContext`](tenant::TenantContext), the tenant a request acts for |
+//! | [`page`] | cursor pagination (`?limit=&cursor=`) |
 //! | [`openapi`] | the OpenAPI document and offline docs page |
 //!
 //! # Features
@@ -30,6 +32,8 @@ pub mod http;
 pub mod id;
 pub mod observe;
 pub mod openapi;
+pub mod page;
+pub mod tenant;
 #[cfg(feature = "testing")]
 pub mod testing;
 

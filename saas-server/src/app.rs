@@ -9,7 +9,7 @@ use saas_core::{
         Db, PoolSettings,
         migrate::{self, Migrations},
     },
-    events::{EventBus, InProcessBus, OutboxRelay},
+    events::{EventBus, InProcessBus, OutboxRelay, Subscription},
     http::{
         HttpStack, IdempotencyLayer, RateLimitLayer,
         rate_limit::{self, MemoryRateLimiter, Quota, RateLimiter},
@@ -17,13 +17,19 @@ use saas_core::{
     observe::health::{self, Health},
     openapi,
 };
+use saas_tenancy::{
+    TenantLayer, Tenants,
+    admin::PlatformAdmins,
+    api::TenancyState,
+    slug::SlugPolicy,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 /// Every migration set the all-in-one server applies, in order.
-pub static MIGRATIONS: &[&Migrations] = &[&saas_core::events::MIGRATIONS];
+pub static MIGRATIONS: &[&Migrations] = &[&saas_core::events::MIGRATIONS, &saas_tenancy::MIGRATIONS];
 
 /// The all-in-one server: every domain, its stores and workers, behind one HTTP stack.
 pub struct App {
@@ -32,6 +38,8 @@ pub struct App {
     cache: Arc<dyn Cache>,
     bus: Arc<dyn EventBus>,
     relay: OutboxRelay,
+    subscriptions: Vec<Subscription>,
+    tenants: Tenants,
     router: Router,
     openapi: OpenApi,
 }
@@ -75,10 +83,31 @@ impl App {
                 })
         };
 
+        let tenants = Tenants::new(db.clone(), cache.clone())
+            .with_slug_policy(SlugPolicy::new(config.tenancy.reserved_slugs.iter().cloned()))
+            .with_cache_ttl(Duration::from_secs(config.tenancy.cache_ttl_secs));
+        let tenancy = TenancyState {
+            tenants: tenants.clone(),
+            admins: PlatformAdmins::new(db.clone(), config.tenancy.platform_admin_token.as_ref()),
+            owners: None,
+        };
+        let subscriptions = vec![
+            saas_tenancy::purge::erase_tenancy_rows(&bus, db.clone())
+                .await
+                .map_err(saas_core::Error::into_cause)
+                .context("cannot subscribe to tenant deletions")?,
+        ];
+
         let (routes, openapi) =
             OpenApiRouter::with_openapi(openapi::base_document("saas-rs", env!("CARGO_PKG_VERSION")))
                 .merge(health::router(health))
+                .merge(saas_tenancy::api::router(tenancy))
                 .split_for_parts();
+        let routes = routes.layer(TenantLayer::new(
+            tenants.clone(),
+            &config.tenancy.resolution,
+            config.tenancy.base_domain.as_deref(),
+        ));
 
         let mut stack = HttpStack::new()
             .body_limit(config.http.body_limit_bytes)
@@ -102,8 +131,8 @@ impl App {
             });
             stack = stack.rate_limit(layer);
         }
-        let router = stack.apply(openapi::serve_docs(routes, openapi.clone()));
-        Ok(Self { config, db, cache, bus, relay, router, openapi })
+        let router = saas_tenancy::strip_path_prefix(stack.apply(openapi::serve_docs(routes, openapi.clone())));
+        Ok(Self { config, db, cache, bus, relay, subscriptions, tenants, router, openapi })
     }
 
     /// The OpenAPI document of every served route.
@@ -124,6 +153,11 @@ impl App {
     /// The cache.
     pub fn cache(&self) -> Arc<dyn Cache> {
         self.cache.clone()
+    }
+
+    /// The tenant lifecycle.
+    pub fn tenants(&self) -> &Tenants {
+        &self.tenants
     }
 
     /// The outbox relay (runs inside [`serve`](Self::serve)).
@@ -164,6 +198,9 @@ impl App {
         tracing::info!("HTTP server stopped; flushing the outbox");
         relay_stop.cancel();
         relay.await?;
+        for subscription in self.subscriptions {
+            subscription.stop().await;
+        }
         self.db.close().await;
         tracing::info!("shut down cleanly");
         Ok(())

@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use saas_core::{config::Config, db, observe};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,24 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Platform administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create the first platform-admin token and print it once (only its hash is stored).
+    Bootstrap {
+        /// A name for the token, e.g. who holds it.
+        #[arg(long, default_value = "bootstrap")]
+        name: String,
+        /// Create another token even if one exists already.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -72,6 +91,10 @@ async fn main() -> ExitCode {
         Command::Migrate => {
             observe::init_tracing(&config.log);
             migrate(config).await
+        }
+        Command::Admin { command: AdminCommand::Bootstrap { name, force } } => {
+            observe::init_tracing(&config.log);
+            bootstrap(config, &name, force).await
         }
         Command::Config { command: ConfigCommand::Check } => {
             print!("{}", config.to_redacted_toml());
@@ -120,10 +143,28 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-async fn migrate(config: Config) -> anyhow::Result<()> {
-    let database = db::Db::connect(&config.database_url(), db::PoolSettings::from(&config.database))
+async fn connect(config: &Config) -> anyhow::Result<db::Db> {
+    db::Db::connect(&config.database_url(), db::PoolSettings::from(&config.database))
         .await
-        .map_err(saas_core::Error::into_cause)?;
+        .map_err(saas_core::Error::into_cause)
+        .context("cannot open the database (database.url)")
+}
+
+async fn bootstrap(config: Config, name: &str, force: bool) -> anyhow::Result<()> {
+    let database = connect(&config).await?;
+    db::migrate::run(&database, saas_server::MIGRATIONS).await.map_err(saas_core::Error::into_cause)?;
+    let admins = saas_tenancy::admin::PlatformAdmins::new(database.clone(), None);
+    let token = admins.bootstrap(name, force).await.map_err(|e| {
+        if e.status().is_server_error() { e.into_cause() } else { anyhow::anyhow!("{}", e.detail().to_owned()) }
+    })?;
+    eprintln!("platform-admin token `{name}` created; it is shown only now, store it safely:");
+    println!("{}", secrecy::ExposeSecret::expose_secret(&token));
+    database.close().await;
+    Ok(())
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let database = connect(&config).await?;
     let applied = db::migrate::run(&database, saas_server::MIGRATIONS).await.map_err(saas_core::Error::into_cause)?;
     if applied.is_empty() {
         println!("database is up to date ({})", database.backend().name());

@@ -1,8 +1,73 @@
 //! Tenant management for saas-rs (bounded context *Tenant Management*).
 //!
-//! **Status: not built yet.** This crate will hold the `Tenant`, `ResourceQuota` and `Feature`
-//! aggregates; tenant lifecycle (provision, suspend, reactivate, delete); the `TenantLayer`
-//! and `Tenant` extractor that resolve the tenant from subdomain, header, path or token;
-//! tenant-scoped database access with PostgreSQL row-level security; quotas and feature flags.
+//! | piece | what it does |
+//! |---|---|
+//! | [`Tenants`] | the lifecycle: provision, get, list, update, suspend, reactivate, delete; every change and its [event](events) in one transaction |
+//! | [`TenantLayer`] | finds the request's tenant (token claim, subdomain, `X-Tenant-ID`, `/t/{tenant}`) and puts a [`TenantContext`](saas_core::tenant::TenantContext) into the request |
+//! | [`api::router`] | `POST /v1/signup`, `GET /v1/tenant`, platform administration under `/v1/tenants` |
+//! | [`admin`] | platform-admin tokens (`saas admin bootstrap`) and the [`PlatformAdmin`](admin::PlatformAdmin) extractor |
+//! | [`purge`] | erasing a deleted tenant's rows in every domain |
 //!
-//! The shared kernel it builds on (ids, errors, `TenantTx`, events) is in `saas-core`.
+//! Adding tenancy to an axum app:
+//!
+//! ```no_run
+//! # async fn demo(db: saas_core::db::Db, cache: std::sync::Arc<dyn saas_core::cache::Cache>) {
+//! use axum::{Router, routing::get};
+//! use saas_core::{config::TenantSource, tenant::TenantContext};
+//! use saas_tenancy::{TenantLayer, Tenants};
+//!
+//! async fn hello(tenant: TenantContext) -> String {
+//!     format!("hello, {}", tenant.slug)
+//! }
+//!
+//! let tenants = Tenants::new(db, cache);
+//! let app: Router = Router::new()
+//!     .route("/v1/hello", get(hello))
+//!     .layer(TenantLayer::new(tenants, &[TenantSource::Header, TenantSource::Subdomain], Some("example.com")));
+//! # }
+//! ```
+
+pub mod admin;
+pub mod api;
+pub mod events;
+pub mod purge;
+pub mod resolve;
+pub mod signup;
+pub mod slug;
+
+mod service;
+mod store;
+mod tenant;
+
+use saas_core::db::migrate::{Migration, Migrations};
+
+pub use resolve::{TenantLayer, X_TENANT_ID, strip_path_prefix};
+pub use service::{DEFAULT_PLAN, NewTenant, TenantPatch, Tenants};
+pub use tenant::{Tenant, TenantRef, TenantStatus, TenantView};
+
+/// Tables of saas-tenancy; part of `saas migrate`.
+pub static MIGRATIONS: Migrations = Migrations {
+    component: "saas-tenancy",
+    list: &[Migration::portable(
+        1,
+        "tenants and platform-admin tokens",
+        "CREATE TABLE tenants (
+            id TEXT PRIMARY KEY,
+            slug TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            plan TEXT NOT NULL,
+            status TEXT NOT NULL,
+            suspended_reason TEXT,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            deleted_at BIGINT,
+            purged_at BIGINT
+        );
+        CREATE TABLE platform_admin_tokens (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at BIGINT NOT NULL
+        );",
+    )],
+};

@@ -1,0 +1,278 @@
+//! HTTP routes: `POST /v1/signup`, the tenant's own `GET /v1/tenant`, and the platform
+//! administration under `/v1/tenants` (platform-admin bearer token).
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{FromRef, State},
+    http::StatusCode,
+};
+use saas_core::{
+    error::{Error, FieldError, Problem, Result},
+    http::{Json, Path, Query},
+    id::TenantId,
+    page::{Page, PageQuery},
+    tenant::TenantContext,
+};
+use serde::Deserialize;
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    admin::{PlatformAdmin, PlatformAdmins},
+    service::{NewTenant, TenantPatch, Tenants},
+    signup::{OwnerRegistrar, SignupRequest, SignupResponse},
+    tenant::{Tenant, TenantStatus, TenantView},
+};
+
+/// What the tenancy routes need.
+#[derive(Clone)]
+pub struct TenancyState {
+    /// The tenant lifecycle.
+    pub tenants: Tenants,
+    /// Platform-admin token verification.
+    pub admins: PlatformAdmins,
+    /// Creates the owner at sign-up (saas-auth); `None` refuses sign-ups with an owner.
+    pub owners: Option<Arc<dyn OwnerRegistrar>>,
+}
+
+impl FromRef<TenancyState> for PlatformAdmins {
+    fn from_ref(state: &TenancyState) -> Self {
+        state.admins.clone()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    modifiers(&PlatformAdminScheme),
+    tags((name = "tenancy", description = "Sign-up, the current tenant, and platform administration of tenants"))
+)]
+struct TenancyDoc;
+
+struct PlatformAdminScheme;
+
+impl Modify for PlatformAdminScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "platform_admin",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A token from `saas admin bootstrap` or `tenancy.platform_admin_token`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The tenancy routes, documented.
+pub fn router(state: TenancyState) -> OpenApiRouter {
+    OpenApiRouter::with_openapi(TenancyDoc::openapi())
+        .routes(routes!(signup))
+        .routes(routes!(current_tenant))
+        .routes(routes!(list_tenants, create_tenant))
+        .routes(routes!(get_tenant, update_tenant, delete_tenant))
+        .routes(routes!(suspend_tenant))
+        .routes(routes!(reactivate_tenant))
+        .with_state(state)
+}
+
+/// Signs up: creates a tenant and, through the owner registrar, its first owner, in one
+/// transaction.
+#[utoipa::path(
+    post, path = "/v1/signup", tag = "tenancy",
+    request_body = SignupRequest,
+    responses(
+        (status = 201, description = "The tenant (and owner) were created", body = SignupResponse),
+        (status = 409, description = "The slug is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn signup(
+    State(state): State<TenancyState>,
+    Json(request): Json<SignupRequest>,
+) -> Result<(StatusCode, Json<SignupResponse>)> {
+    if request.owner.is_some() && state.owners.is_none() {
+        return Err(Error::validation([FieldError::new(
+            "owner",
+            "unsupported",
+            "this server creates no user accounts (saas-auth is not installed); sign up without `owner`",
+        )]));
+    }
+    let new = NewTenant { slug: request.slug, name: request.name, plan: None };
+    let mut tx = state.tenants.db().begin().await?;
+    let tenant = state.tenants.provision_in(&mut tx, new, "signup").await?;
+    let owner = match (&request.owner, &state.owners) {
+        (Some(owner), Some(registrar)) => Some(registrar.register_owner(&mut tx, &tenant, owner).await?),
+        _ => None,
+    };
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(SignupResponse { tenant: tenant.into(), owner })))
+}
+
+/// The tenant this request acts for.
+#[utoipa::path(
+    get, path = "/v1/tenant", tag = "tenancy",
+    params(("X-Tenant-ID" = Option<String>, Header, description = "Tenant id or slug (or use the subdomain or `/t/{tenant}` prefix)")),
+    responses(
+        (status = 200, body = TenantView),
+        (status = 400, description = "No tenant named, or sources disagree", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The tenant is suspended", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn current_tenant(State(state): State<TenancyState>, tenant: TenantContext) -> Result<Json<TenantView>> {
+    Ok(Json(state.tenants.get(tenant.id).await?.into()))
+}
+
+/// Query of `GET /v1/tenants`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// Items per page, 1 to 100 (default 20).
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Only tenants in this status (deleted ones are listed only this way).
+    status: Option<TenantStatus>,
+}
+
+/// Lists tenants in creation order.
+#[utoipa::path(
+    get, path = "/v1/tenants", tag = "tenancy", security(("platform_admin" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, body = Page<Tenant>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list_tenants(
+    _: PlatformAdmin,
+    State(state): State<TenancyState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Page<Tenant>>> {
+    let page = PageQuery { limit: query.limit, cursor: query.cursor };
+    Ok(Json(state.tenants.list(&page, query.status).await?))
+}
+
+/// Provisions a tenant.
+#[utoipa::path(
+    post, path = "/v1/tenants", tag = "tenancy", security(("platform_admin" = [])),
+    request_body = NewTenant,
+    responses(
+        (status = 201, body = Tenant),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The slug is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn create_tenant(
+    _: PlatformAdmin,
+    State(state): State<TenancyState>,
+    Json(new): Json<NewTenant>,
+) -> Result<(StatusCode, Json<Tenant>)> {
+    Ok((StatusCode::CREATED, Json(state.tenants.provision(new).await?)))
+}
+
+/// Reads a tenant.
+#[utoipa::path(
+    get, path = "/v1/tenants/{id}", tag = "tenancy", security(("platform_admin" = [])),
+    params(("id" = String, Path, description = "Tenant id")),
+    responses(
+        (status = 200, body = Tenant),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn get_tenant(_: PlatformAdmin, State(state): State<TenancyState>, Path(id): Path<TenantId>) -> Result<Json<Tenant>> {
+    Ok(Json(state.tenants.get(id).await?))
+}
+
+/// Changes a tenant's name or plan.
+#[utoipa::path(
+    patch, path = "/v1/tenants/{id}", tag = "tenancy", security(("platform_admin" = [])),
+    params(("id" = String, Path, description = "Tenant id")),
+    request_body = TenantPatch,
+    responses(
+        (status = 200, body = Tenant),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn update_tenant(
+    _: PlatformAdmin,
+    State(state): State<TenancyState>,
+    Path(id): Path<TenantId>,
+    Json(patch): Json<TenantPatch>,
+) -> Result<Json<Tenant>> {
+    Ok(Json(state.tenants.update(id, patch).await?))
+}
+
+/// Deletes a tenant: it answers 404 from now on and every domain erases its data.
+#[utoipa::path(
+    delete, path = "/v1/tenants/{id}", tag = "tenancy", security(("platform_admin" = [])),
+    params(("id" = String, Path, description = "Tenant id")),
+    responses(
+        (status = 204, description = "Deleted; erasure follows"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn delete_tenant(_: PlatformAdmin, State(state): State<TenancyState>, Path(id): Path<TenantId>) -> Result<StatusCode> {
+    state.tenants.delete(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/tenants/{id}/suspend` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SuspendRequest {
+    /// Why, 1 to 500 characters; shown to platform admins only.
+    #[schema(example = "unpaid invoice")]
+    reason: String,
+}
+
+/// Suspends an active tenant: every request naming it gets 403 until it is reactivated.
+#[utoipa::path(
+    post, path = "/v1/tenants/{id}/suspend", tag = "tenancy", security(("platform_admin" = [])),
+    params(("id" = String, Path, description = "Tenant id")),
+    request_body = SuspendRequest,
+    responses(
+        (status = 200, body = Tenant),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The tenant is not active", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn suspend_tenant(
+    _: PlatformAdmin,
+    State(state): State<TenancyState>,
+    Path(id): Path<TenantId>,
+    Json(request): Json<SuspendRequest>,
+) -> Result<Json<Tenant>> {
+    Ok(Json(state.tenants.suspend(id, &request.reason).await?))
+}
+
+/// Reactivates a suspended tenant.
+#[utoipa::path(
+    post, path = "/v1/tenants/{id}/reactivate", tag = "tenancy", security(("platform_admin" = [])),
+    params(("id" = String, Path, description = "Tenant id")),
+    responses(
+        (status = 200, body = Tenant),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The tenant is not suspended", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn reactivate_tenant(
+    _: PlatformAdmin,
+    State(state): State<TenancyState>,
+    Path(id): Path<TenantId>,
+) -> Result<Json<Tenant>> {
+    Ok(Json(state.tenants.reactivate(id).await?))
+}

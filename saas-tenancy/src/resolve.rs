@@ -1,0 +1,250 @@
+//! Which tenant a request acts for: [`TenantLayer`].
+//!
+//! The layer reads every configured source (token claim, subdomain, `X-Tenant-ID`, `/t/{tenant}`
+//! path prefix), resolves what they name through the cache, and then:
+//!
+//! | case | answer |
+//! |---|---|
+//! | no source names a tenant | passes; [`TenantContext`] extractors answer 400 `tenant_required` |
+//! | sources name different tenants | 400 `tenant_mismatch` |
+//! | unknown or deleted tenant | 404 `tenant_not_found` (the same answer, so existence is not revealed) |
+//! | suspended tenant | 403 `tenant_suspended` |
+//! | active tenant | inserts [`TenantContext`], records `tenant_id` on the request span |
+//!
+//! The path prefix is stripped before routing by [`strip_path_prefix`], which wraps the
+//! whole router.
+
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use axum::{
+    Router,
+    body::Body,
+    response::{IntoResponse, Response},
+};
+use futures::future::BoxFuture;
+use http::{Request, Uri, header};
+use saas_core::{config::TenantSource, error::Error, id::TenantId, tenant::TenantContext};
+use tower::{Layer, Service};
+
+use crate::{
+    service::{Tenants, not_found},
+    tenant::{TenantRef, TenantStatus},
+};
+
+/// The header naming the tenant, by id or slug.
+pub const X_TENANT_ID: &str = "x-tenant-id";
+
+/// Reads the tenant id claim of an already verified access token; supplied by saas-auth.
+pub trait TokenTenant: Send + Sync + 'static {
+    /// The tenant the request's token belongs to, if it carries a valid token.
+    fn tenant_of(&self, parts: &http::request::Parts) -> Option<TenantId>;
+}
+
+/// The tenant named by a `/t/{tenant}` prefix that [`strip_path_prefix`] removed.
+#[derive(Debug, Clone)]
+struct PathTenant(String);
+
+/// Resolves the request's tenant; see the [module docs](self).
+#[derive(Clone)]
+pub struct TenantLayer {
+    tenants: Tenants,
+    sources: Arc<[TenantSource]>,
+    base_domain: Option<Arc<str>>,
+    token: Option<Arc<dyn TokenTenant>>,
+}
+
+impl TenantLayer {
+    /// Reads `sources` in order; subdomains count only under `base_domain`.
+    pub fn new(tenants: Tenants, sources: &[TenantSource], base_domain: Option<&str>) -> Self {
+        Self {
+            tenants,
+            sources: sources.into(),
+            base_domain: base_domain.map(|d| Arc::from(format!(".{}", d.trim_start_matches('.')))),
+            token: None,
+        }
+    }
+
+    /// Reads the token claim through `token` (the `token` source).
+    pub fn with_token(mut self, token: Arc<dyn TokenTenant>) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// What each configured source names, in order.
+    fn references(&self, parts: &http::request::Parts) -> Result<Vec<(TenantSource, TenantRef)>, Error> {
+        let mut found = Vec::new();
+        for &source in self.sources.iter() {
+            let reference = match source {
+                TenantSource::Token => self.token.as_ref().and_then(|t| t.tenant_of(parts)).map(TenantRef::Id),
+                TenantSource::Subdomain => self.subdomain(parts).map(TenantRef::parse),
+                TenantSource::Header => match parts.headers.get(X_TENANT_ID) {
+                    None => None,
+                    Some(value) => {
+                        let text = value.to_str().ok().map(str::trim).filter(|t| !t.is_empty() && t.len() <= 100);
+                        Some(TenantRef::parse(text.ok_or_else(|| {
+                            Error::bad_request("invalid_tenant_header", "`X-Tenant-ID` must be a tenant id or slug")
+                        })?))
+                    }
+                },
+                TenantSource::Path => parts.extensions.get::<PathTenant>().map(|p| TenantRef::parse(&p.0)),
+            };
+            found.extend(reference.map(|r| (source, r)));
+        }
+        Ok(found)
+    }
+
+    /// The first label of `Host` when it is directly under the base domain.
+    fn subdomain<'a>(&self, parts: &'a http::request::Parts) -> Option<&'a str> {
+        let base = self.base_domain.as_deref()?;
+        let host = parts.headers.get(header::HOST)?.to_str().ok()?;
+        let host = host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+        let label = host.strip_suffix(base)?;
+        (!label.is_empty() && !label.contains('.')).then_some(label)
+    }
+
+    async fn resolve(&self, parts: &http::request::Parts) -> Result<Option<TenantContext>, Error> {
+        let references = self.references(parts)?;
+        let mut resolved: Option<(TenantSource, crate::Tenant)> = None;
+        for (source, reference) in references {
+            // Reserved names (`www`, `api`) as subdomains are the platform's own hosts.
+            if let (TenantSource::Subdomain, TenantRef::Slug(slug)) = (source, &reference) {
+                if crate::slug::RESERVED_SLUGS.contains(&slug.as_str()) {
+                    continue;
+                }
+            }
+            if let Some((first, tenant)) = &resolved {
+                if reference_matches(&reference, tenant) {
+                    continue;
+                }
+                if self.tenants.resolve(&reference).await?.is_some_and(|t| t.id == tenant.id) {
+                    continue;
+                }
+                return Err(Error::bad_request(
+                    "tenant_mismatch",
+                    format!("the {} and the {} name different tenants", name(*first), name(source)),
+                ));
+            }
+            let tenant = self.tenants.resolve(&reference).await?.ok_or_else(not_found)?;
+            resolved = Some((source, tenant));
+        }
+        let Some((_, tenant)) = resolved else { return Ok(None) };
+        match tenant.status {
+            TenantStatus::Active => Ok(Some(tenant.context())),
+            TenantStatus::Deleted => Err(not_found()),
+            TenantStatus::Suspended => Err(Error::forbidden("tenant_suspended", "this tenant is suspended")),
+        }
+    }
+}
+
+fn reference_matches(reference: &TenantRef, tenant: &crate::Tenant) -> bool {
+    match reference {
+        TenantRef::Id(id) => *id == tenant.id,
+        TenantRef::Slug(slug) => *slug == tenant.slug,
+    }
+}
+
+fn name(source: TenantSource) -> &'static str {
+    match source {
+        TenantSource::Token => "access token",
+        TenantSource::Subdomain => "subdomain",
+        TenantSource::Header => "X-Tenant-ID header",
+        TenantSource::Path => "path prefix",
+    }
+}
+
+impl<S> Layer<S> for TenantLayer {
+    type Service = TenantResolution<S>;
+
+    fn layer(&self, inner: S) -> TenantResolution<S> {
+        TenantResolution { layer: self.clone(), inner }
+    }
+}
+
+/// The service of [`TenantLayer`].
+#[derive(Clone)]
+pub struct TenantResolution<S> {
+    layer: TenantLayer,
+    inner: S,
+}
+
+impl<S> Service<Request<Body>> for TenantResolution<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        // The clone serves the next request; this call takes the one that was made ready.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            match layer.resolve(&parts).await {
+                Err(error) => Ok(error.into_response()),
+                Ok(context) => {
+                    if let Some(context) = context {
+                        tracing::Span::current().record("tenant_id", tracing::field::display(context.id));
+                        parts.extensions.insert(context);
+                    }
+                    inner.call(Request::from_parts(parts, body)).await
+                }
+            }
+        })
+    }
+}
+
+/// Serves `router` with `/t/{tenant}/…` also reachable: the prefix is removed before
+/// routing and its tenant handed to [`TenantLayer`] (the `path` source).
+pub fn strip_path_prefix(router: Router) -> Router {
+    Router::new().fallback_service(tower::util::MapRequestLayer::new(strip).layer(router))
+}
+
+fn strip(mut req: Request<Body>) -> Request<Body> {
+    let Some(rest) = req.uri().path().strip_prefix("/t/") else { return req };
+    let (tenant, path) = rest.split_once('/').map_or((rest, ""), |(t, p)| (t, p));
+    if tenant.is_empty() {
+        return req;
+    }
+    let (tenant, path) = (tenant.to_owned(), format!("/{path}"));
+    let path_and_query = match req.uri().query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    let mut uri = req.uri().clone().into_parts();
+    match path_and_query.parse() {
+        Ok(pq) => uri.path_and_query = Some(pq),
+        Err(_) => return req,
+    }
+    if let Ok(uri) = Uri::from_parts(uri) {
+        *req.uri_mut() = uri;
+        req.extensions_mut().insert(PathTenant(tenant));
+    }
+    req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_path_prefix_is_stripped_with_the_query_kept() {
+        let req = strip(Request::get("/t/acme/v1/tenant?x=1").body(Body::empty()).unwrap());
+        assert_eq!(req.uri(), "/v1/tenant?x=1");
+        assert_eq!(req.extensions().get::<PathTenant>().unwrap().0, "acme");
+        let req = strip(Request::get("/v1/tenant").body(Body::empty()).unwrap());
+        assert_eq!(req.uri(), "/v1/tenant");
+        assert!(req.extensions().get::<PathTenant>().is_none());
+    }
+}

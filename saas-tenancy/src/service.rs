@@ -1,0 +1,298 @@
+//! [`Tenants`]: the tenant lifecycle, with every change and its event in one transaction.
+
+use std::{sync::Arc, time::Duration};
+
+use saas_core::{
+    cache::{Cache, CacheExt},
+    db::Db,
+    error::{Error, FieldError, Result},
+    events::{Envelope, outbox},
+    id::TenantId,
+    page::{Page, PageQuery},
+};
+use serde::Deserialize;
+use sqlx::AnyConnection;
+use time::OffsetDateTime;
+
+use crate::{
+    events::{self, TenantProvisioned, TenantSuspended, TenantUpdated},
+    slug::SlugPolicy,
+    store,
+    tenant::{Tenant, TenantRef, TenantStatus},
+};
+
+/// The plan of a tenant provisioned without one.
+pub const DEFAULT_PLAN: &str = "free";
+
+/// What provisioning needs.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    /// Unique slug: 3 to 63 of `a-z`, `0-9`, `-`, starting with a letter; not reserved.
+    #[schema(example = "acme")]
+    pub slug: String,
+    /// Display name, 1 to 200 characters.
+    #[schema(example = "Acme Corporation")]
+    pub name: String,
+    /// Plan (default `free`).
+    #[serde(default)]
+    pub plan: Option<String>,
+}
+
+/// A partial update; absent fields keep their value.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPatch {
+    /// New display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// New plan.
+    #[serde(default)]
+    pub plan: Option<String>,
+}
+
+/// The tenant lifecycle: provision, read, list, update, suspend, reactivate, delete.
+///
+/// Every change writes its [event](crate::events) to the outbox in the same transaction and
+/// drops the tenant's entries from the resolution cache.
+///
+/// ```no_run
+/// # async fn demo(db: saas_core::db::Db, cache: std::sync::Arc<dyn saas_core::cache::Cache>) -> saas_core::Result<()> {
+/// use saas_tenancy::{NewTenant, Tenants};
+///
+/// let tenants = Tenants::new(db, cache);
+/// let acme = tenants.provision(NewTenant { slug: "acme".into(), name: "Acme".into(), plan: None }).await?;
+/// tenants.suspend(acme.id, "unpaid invoice").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Tenants {
+    db: Db,
+    cache: Arc<dyn Cache>,
+    slugs: SlugPolicy,
+    cache_ttl: Duration,
+}
+
+impl Tenants {
+    /// Tenants stored in `db`, resolved tenants cached in `cache` for 30 s.
+    pub fn new(db: Db, cache: Arc<dyn Cache>) -> Self {
+        Self { db, cache, slugs: SlugPolicy::default(), cache_ttl: Duration::from_secs(30) }
+    }
+
+    /// Uses `policy` for slugs (extra reserved names).
+    pub fn with_slug_policy(mut self, policy: SlugPolicy) -> Self {
+        self.slugs = policy;
+        self
+    }
+
+    /// Caches resolved tenants for `ttl`.
+    pub fn with_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// The database the tenants live in.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Provisions a tenant in a transaction of its own.
+    pub async fn provision(&self, new: NewTenant) -> Result<Tenant> {
+        let mut tx = self.db.begin().await?;
+        let tenant = self.provision_in(&mut tx, new, "admin").await?;
+        tx.commit().await?;
+        Ok(tenant)
+    }
+
+    /// Provisions a tenant inside the caller's transaction (sign-up creates the owner in
+    /// the same one). `via` is recorded in the event (`signup`, `admin`).
+    pub async fn provision_in(&self, conn: &mut AnyConnection, new: NewTenant, via: &str) -> Result<Tenant> {
+        let mut errors = Vec::new();
+        let slug = self.slugs.parse("slug", &new.slug).map_err(|e| errors.extend_from_slice(e.field_errors())).ok();
+        let name = valid_name(&new.name).map_err(|e| errors.push(e)).ok();
+        let plan = valid_plan(new.plan.as_deref().unwrap_or(DEFAULT_PLAN)).map_err(|e| errors.push(e)).ok();
+        let (Some(slug), Some(name), Some(plan)) = (slug, name, plan) else { return Err(Error::validation(errors)) };
+        let now = OffsetDateTime::now_utc();
+        let tenant = Tenant {
+            id: TenantId::new(),
+            slug: slug.to_string(),
+            name,
+            plan,
+            status: TenantStatus::Active,
+            suspended_reason: None,
+            created_at: now,
+            updated_at: now,
+        };
+        store::insert(conn, &tenant).await?;
+        let data = TenantProvisioned {
+            slug: tenant.slug.clone(),
+            name: tenant.name.clone(),
+            plan: tenant.plan.clone(),
+            via: via.to_owned(),
+        };
+        outbox::append(conn, &event(events::TENANT_PROVISIONED, tenant.id, &data)).await?;
+        Ok(tenant)
+    }
+
+    /// The tenant with `id`; 404 `tenant_not_found` when there is none or it was deleted.
+    pub async fn get(&self, id: TenantId) -> Result<Tenant> {
+        let mut conn = self.db.pool().acquire().await?;
+        match store::find(&mut conn, &TenantRef::Id(id)).await? {
+            Some(t) if t.status != TenantStatus::Deleted => Ok(t),
+            _ => Err(not_found()),
+        }
+    }
+
+    /// The tenant `by` names, in any status, read through the resolution cache.
+    pub async fn resolve(&self, by: &TenantRef) -> Result<Option<Tenant>> {
+        let key = cache_key(by);
+        if let Some(tenant) = self.cache.get_json::<Tenant>(&key).await? {
+            return Ok(Some(tenant));
+        }
+        let mut conn = self.db.pool().acquire().await?;
+        let found = store::find(&mut conn, by).await?;
+        if let Some(tenant) = &found {
+            self.cache.set_json(&key, tenant, self.cache_ttl).await?;
+        }
+        Ok(found)
+    }
+
+    /// A page of tenants in creation order, optionally of one status (deleted tenants are
+    /// listed only when `status` asks for them).
+    pub async fn list(&self, query: &PageQuery, status: Option<TenantStatus>) -> Result<Page<Tenant>> {
+        let limit = query.limit()?;
+        let after = query.after()?;
+        let mut conn = self.db.pool().acquire().await?;
+        let items = store::list(&mut conn, after.as_deref(), status, limit + 1).await?;
+        Ok(Page::from_overfetch(items, limit, |t| t.id.to_string()))
+    }
+
+    /// Changes the name and/or plan.
+    pub async fn update(&self, id: TenantId, patch: TenantPatch) -> Result<Tenant> {
+        let current = self.get(id).await?;
+        let mut errors = Vec::new();
+        let name = patch.name.as_deref().map(valid_name).transpose().map_err(|e| errors.push(e)).ok().flatten();
+        let plan = patch.plan.as_deref().map(valid_plan).transpose().map_err(|e| errors.push(e)).ok().flatten();
+        if !errors.is_empty() {
+            return Err(Error::validation(errors));
+        }
+        let name = name.unwrap_or(current.name);
+        let plan = plan.unwrap_or(current.plan);
+        let mut tx = self.db.begin().await?;
+        if !store::update_details(&mut tx, id, &name, &plan).await? {
+            return Err(not_found());
+        }
+        let data = TenantUpdated { name, plan };
+        outbox::append(&mut tx, &event(events::TENANT_UPDATED, id, &data)).await?;
+        tx.commit().await?;
+        self.changed(id).await
+    }
+
+    /// Suspends an active tenant: every request naming it gets 403 until [`reactivate`](Self::reactivate).
+    pub async fn suspend(&self, id: TenantId, reason: &str) -> Result<Tenant> {
+        let reason = reason.trim();
+        if reason.is_empty() || reason.chars().count() > 500 {
+            return Err(Error::validation([FieldError::new("reason", "length", "expected 1 to 500 characters")]));
+        }
+        let data = TenantSuspended { reason: reason.to_owned() };
+        self.transition(id, TenantStatus::Active, TenantStatus::Suspended, Some(reason), events::TENANT_SUSPENDED, &data)
+            .await
+    }
+
+    /// Reactivates a suspended tenant.
+    pub async fn reactivate(&self, id: TenantId) -> Result<Tenant> {
+        let data = serde_json::json!({});
+        self.transition(id, TenantStatus::Suspended, TenantStatus::Active, None, events::TENANT_REACTIVATED, &data)
+            .await
+    }
+
+    /// Soft-deletes a tenant (active or suspended): it answers 404 from now on, and every
+    /// domain erases its rows when it handles the [`TENANT_DELETED`](events::TENANT_DELETED)
+    /// event. The slug stays taken.
+    pub async fn delete(&self, id: TenantId) -> Result<()> {
+        let current = self.get(id).await?;
+        let mut tx = self.db.begin().await?;
+        if !store::transition(&mut tx, id, current.status, TenantStatus::Deleted, None).await? {
+            return Err(Error::conflict("tenant_changed", "the tenant changed meanwhile; try again"));
+        }
+        outbox::append(&mut tx, &event(events::TENANT_DELETED, id, &serde_json::json!({}))).await?;
+        tx.commit().await?;
+        self.forget(&current).await;
+        Ok(())
+    }
+
+    async fn transition(
+        &self,
+        id: TenantId,
+        from: TenantStatus,
+        to: TenantStatus,
+        reason: Option<&str>,
+        event_type: &str,
+        data: &impl serde::Serialize,
+    ) -> Result<Tenant> {
+        let current = self.get(id).await?;
+        if current.status != from {
+            return Err(Error::conflict(
+                "invalid_tenant_status",
+                format!("the tenant is {}, not {}", current.status.as_str(), from.as_str()),
+            ));
+        }
+        let mut tx = self.db.begin().await?;
+        if !store::transition(&mut tx, id, from, to, reason).await? {
+            return Err(Error::conflict("tenant_changed", "the tenant changed meanwhile; try again"));
+        }
+        outbox::append(&mut tx, &event(event_type, id, data)).await?;
+        tx.commit().await?;
+        self.changed(id).await
+    }
+
+    /// Re-reads a changed tenant and drops its cache entries.
+    async fn changed(&self, id: TenantId) -> Result<Tenant> {
+        let tenant = self.get(id).await?;
+        self.forget(&tenant).await;
+        Ok(tenant)
+    }
+
+    async fn forget(&self, tenant: &Tenant) {
+        for key in [cache_key(&TenantRef::Id(tenant.id)), cache_key(&TenantRef::Slug(tenant.slug.clone()))] {
+            // A failed delete leaves a stale entry for at most the TTL; the change itself
+            // is committed, so it must not turn into an error now.
+            if let Err(e) = self.cache.delete(&key).await {
+                tracing::warn!(error = %e.into_cause(), key, "cannot drop a tenant from the cache");
+            }
+        }
+    }
+}
+
+fn cache_key(by: &TenantRef) -> String {
+    match by {
+        TenantRef::Id(id) => format!("tenancy:tenant:{id}"),
+        TenantRef::Slug(slug) => format!("tenancy:tenant:slug:{slug}"),
+    }
+}
+
+fn event(event_type: &str, tenant: TenantId, data: &impl serde::Serialize) -> Envelope {
+    let data = serde_json::to_value(data).unwrap_or_default();
+    Envelope::new(event_type, Some(tenant), data).with_subject(tenant.to_string())
+}
+
+pub(crate) fn not_found() -> Error {
+    Error::not_found("tenant_not_found", "no such tenant")
+}
+
+fn valid_name(name: &str) -> Result<String, FieldError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(FieldError::new("name", "length", "expected 1 to 200 printable characters"));
+    }
+    Ok(name.to_owned())
+}
+
+fn valid_plan(plan: &str) -> Result<String, FieldError> {
+    let ok = (1..=64).contains(&plan.len())
+        && plan.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !ok {
+        return Err(FieldError::new("plan", "format", "expected 1 to 64 of a-z, 0-9, `-` and `_`"));
+    }
+    Ok(plan.to_owned())
+}
