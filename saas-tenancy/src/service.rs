@@ -12,7 +12,6 @@ use saas_core::{
 };
 use serde::Deserialize;
 use sqlx::AnyConnection;
-use time::OffsetDateTime;
 
 use crate::{
     events::{self, TenantProvisioned, TenantSuspended, TenantUpdated},
@@ -112,7 +111,7 @@ impl Tenants {
         let name = valid_name(&new.name).map_err(|e| errors.push(e)).ok();
         let plan = valid_plan(new.plan.as_deref().unwrap_or(DEFAULT_PLAN)).map_err(|e| errors.push(e)).ok();
         let (Some(slug), Some(name), Some(plan)) = (slug, name, plan) else { return Err(Error::validation(errors)) };
-        let now = OffsetDateTime::now_utc();
+        let now = store::now();
         let tenant = Tenant {
             id: TenantId::new(),
             slug: slug.to_string(),

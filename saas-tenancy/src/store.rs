@@ -138,6 +138,11 @@ pub(crate) fn millis(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+/// Now, at the millisecond precision the tables keep, so a returned tenant equals a re-read one.
+pub(crate) fn now() -> OffsetDateTime {
+    time_of(now_millis())
+}
+
 fn time_of(millis: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
