@@ -92,8 +92,8 @@ async fn main() -> ExitCode {
             observe::init_tracing(&config.log);
             migrate(config).await
         }
+        // No log subscriber: logs go to stdout, which carries only the token here.
         Command::Admin { command: AdminCommand::Bootstrap { name, force } } => {
-            observe::init_tracing(&config.log);
             bootstrap(config, &name, force).await
         }
         Command::Config { command: ConfigCommand::Check } => {

@@ -147,3 +147,20 @@ fn migrate_applies_then_reports_up_to_date() {
     let second = run();
     assert!(String::from_utf8_lossy(&second.stdout).contains("database is up to date"));
 }
+
+#[test]
+fn admin_bootstrap_prints_a_token_once_then_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = saas().args(["admin", "bootstrap", "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let token = String::from_utf8(first.stdout).unwrap();
+    assert!(token.trim().starts_with("sap_") && token.trim().len() > 40, "{token}");
+    assert!(String::from_utf8_lossy(&first.stderr).contains("shown only now"));
+
+    let second = saas().args(["admin", "bootstrap", "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(second.stdout.is_empty(), "no second token");
+    assert!(String::from_utf8_lossy(&second.stderr).contains("--force"));
+    let forced = saas().args(["admin", "bootstrap", "--force", "--name", "backup", "--data-dir"]).arg(dir.path()).output();
+    assert!(forced.unwrap().status.success());
+}

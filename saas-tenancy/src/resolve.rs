@@ -6,7 +6,8 @@
 //! | case | answer |
 //! |---|---|
 //! | no source names a tenant | passes; [`TenantContext`] extractors answer 400 `tenant_required` |
-//! | sources name different tenants | 400 `tenant_mismatch` |
+//! | subdomain, header and path name different tenants | 400 `tenant_mismatch` |
+//! | the access token's tenant differs from another source | 404 `tenant_not_found` (another tenant's data is never confirmed to exist) |
 //! | unknown or deleted tenant | 404 `tenant_not_found` (the same answer, so existence is not revealed) |
 //! | suspended tenant | 403 `tenant_suspended` |
 //! | active tenant | inserts [`TenantContext`], records `tenant_id` on the request span |
@@ -122,6 +123,11 @@ impl TenantLayer {
                 }
                 if self.tenants.resolve(&reference).await?.is_some_and(|t| t.id == tenant.id) {
                     continue;
+                }
+                // A token of one tenant naming another is an attempt to reach the other
+                // tenant's data: answer as if it did not exist.
+                if *first == TenantSource::Token || source == TenantSource::Token {
+                    return Err(not_found());
                 }
                 return Err(Error::bad_request(
                     "tenant_mismatch",

@@ -281,3 +281,27 @@ async fn deleting_a_tenant_erases_its_rows_in_every_subscribed_domain_once() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(erasures.load(std::sync::atomic::Ordering::SeqCst), 1, "erased once despite two deliveries");
 }
+
+struct Claim(saas_core::id::TenantId);
+
+impl saas_tenancy::resolve::TokenTenant for Claim {
+    fn tenant_of(&self, parts: &http::request::Parts) -> Option<saas_core::id::TenantId> {
+        parts.headers.contains_key("authorization").then_some(self.0)
+    }
+}
+
+#[tokio::test]
+async fn a_token_of_one_tenant_cannot_reach_another() {
+    let (db, _dir) = sqlite().await;
+    let tenants = tenants(&db).await;
+    let acme = tenants.provision(new("acme")).await.unwrap();
+    tenants.provision(new("globex")).await.unwrap();
+    let layer = TenantLayer::new(tenants.clone(), &[TenantSource::Token, TenantSource::Header], None)
+        .with_token(Arc::new(Claim(acme.id)));
+    let app = Router::new().route("/v1/whoami", get(|t: TenantContext| async move { t.slug })).layer(layer);
+    let token = ("authorization", "Bearer x");
+    assert_eq!(call(&app, "/v1/whoami", &[token]).await, (StatusCode::OK, "acme".into()));
+    assert_eq!(call(&app, "/v1/whoami", &[token, ("x-tenant-id", "acme")]).await.0, StatusCode::OK);
+    let swapped = call(&app, "/v1/whoami", &[token, ("x-tenant-id", "globex")]).await;
+    assert_eq!(swapped, (StatusCode::NOT_FOUND, "tenant_not_found".into()), "404, not 403 or 400");
+}

@@ -229,3 +229,154 @@ async fn redis_client() -> redis::aio::ConnectionManager {
     let client = redis::Client::open(saas_core::testing::redis_url()).unwrap();
     redis::aio::ConnectionManager::new(client).await.unwrap()
 }
+
+const ADMIN_TOKEN: &str = "test-platform-admin-token-0123456789abcdef";
+
+/// A server with a configured platform-admin token and subdomains under `example.test`;
+/// on the given database and cache URLs, else embedded.
+async fn start_with_tenancy(backends: Option<(&str, &str)>) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = embedded_config(&dir);
+    if let Some((database, cache)) = backends {
+        config.database.url = Some(SecretString::from(database));
+        config.cache.url = Some(SecretString::from(cache));
+    }
+    config.tenancy.platform_admin_token = Some(SecretString::from(ADMIN_TOKEN));
+    config.tenancy.base_domain = Some("example.test".into());
+    config.rate_limit.enabled = false;
+    start(config, dir).await
+}
+
+/// Sends `request` and returns the status and the JSON body (`null` when empty).
+async fn json(request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.unwrap();
+    (status, if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).unwrap() })
+}
+
+#[tokio::test]
+async fn two_tenants_sign_up_and_each_sees_only_itself() {
+    two_tenants_sign_up(start_with_tenancy(None).await).await;
+}
+
+#[tokio::test]
+async fn platform_admins_manage_tenants_and_suspension_blocks_every_route() {
+    platform_admins_manage_tenants(start_with_tenancy(None).await).await;
+}
+
+#[tokio::test]
+#[ignore = "needs postgres and redis: run .ci/run"]
+async fn tenancy_on_postgres_and_redis() {
+    let redis = saas_core::testing::redis_url();
+    // Each run has a fresh database but shares Redis: forget tenants cached by earlier runs.
+    let forget_cached_tenants = || async {
+        let mut client = redis_client().await;
+        let keys: Vec<String> = redis::cmd("KEYS").arg("tenancy:tenant:*").query_async(&mut client).await.unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(keys).query_async(&mut client).await.unwrap();
+        }
+    };
+    forget_cached_tenants().await;
+    let db = saas_core::testing::TestDatabase::postgres().await;
+    two_tenants_sign_up(start_with_tenancy(Some((&db.url, &redis))).await).await;
+    forget_cached_tenants().await;
+    let db = saas_core::testing::TestDatabase::postgres().await;
+    platform_admins_manage_tenants(start_with_tenancy(Some((&db.url, &redis))).await).await;
+}
+
+async fn two_tenants_sign_up(server: Running) {
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", server.url);
+    let mut ids = Vec::new();
+    for slug in ["acme", "globex"] {
+        let (status, body) =
+            json(client.post(url("/v1/signup")).json(&serde_json::json!({"slug": slug, "name": slug}))).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["tenant"]["slug"], slug);
+        assert!(body["tenant"].get("status").is_none() && body["owner"].is_null(), "{body}");
+        ids.push(body["tenant"]["id"].as_str().unwrap().to_owned());
+    }
+
+    let (status, body) = json(client.post(url("/v1/signup")).json(&serde_json::json!({"slug": "acme", "name": "x"}))).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("slug_taken")));
+    let (status, body) = json(client.post(url("/v1/signup")).json(&serde_json::json!({"slug": "api", "name": ""}))).await;
+    assert_eq!(status, 422);
+    assert_eq!(body["errors"].as_array().unwrap().len(), 2, "{body}");
+    let with_owner = serde_json::json!({"slug": "initech", "name": "Initech", "owner": {"email": "a@b.c", "password": "correct horse"}});
+    let (status, body) = json(client.post(url("/v1/signup")).json(&with_owner)).await;
+    assert_eq!((status, body["errors"][0]["field"].as_str()), (422, Some("owner")), "{body}");
+    assert!(!body.to_string().contains("correct horse"));
+
+    // Each tenant, named by header, subdomain or path prefix, sees itself.
+    for (slug, id) in ["acme", "globex"].iter().zip(&ids) {
+        for request in [
+            client.get(url("/v1/tenant")).header("x-tenant-id", *slug),
+            client.get(url("/v1/tenant")).header("x-tenant-id", id),
+            client.get(url("/v1/tenant")).header("host", format!("{slug}.example.test")),
+            client.get(url(&format!("/t/{slug}/v1/tenant"))),
+        ] {
+            let (status, body) = json(request).await;
+            assert_eq!((status, body["id"].as_str()), (200, Some(id.as_str())), "{body}");
+        }
+    }
+    // Swapping one source for the other tenant's is refused without revealing anything.
+    let (status, body) =
+        json(client.get(url("/v1/tenant")).header("host", "acme.example.test").header("x-tenant-id", "globex")).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("tenant_mismatch")));
+    let (status, body) = json(client.get(url("/v1/tenant")).header("x-tenant-id", "umbrella")).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("tenant_not_found")));
+    let (status, body) = json(client.get(url("/v1/tenant"))).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("tenant_required")));
+    server.shutdown().await;
+}
+
+async fn platform_admins_manage_tenants(server: Running) {
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", server.url);
+    let admin = |request: reqwest::RequestBuilder| request.bearer_auth(ADMIN_TOKEN);
+
+    for request in [client.get(url("/v1/tenants")), client.get(url("/v1/tenants")).bearer_auth("sap_guess")] {
+        let (status, body) = json(request).await;
+        assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+    }
+    let (status, tenant) =
+        json(admin(client.post(url("/v1/tenants"))).json(&serde_json::json!({"slug": "acme", "name": "Acme", "plan": "pro"})))
+            .await;
+    assert_eq!((status, tenant["plan"].as_str()), (201, Some("pro")), "{tenant}");
+    let id = tenant["id"].as_str().unwrap();
+    let one = url(&format!("/v1/tenants/{id}"));
+    let (status, listed) = json(admin(client.get(url("/v1/tenants?limit=10")))).await;
+    assert_eq!((status, listed["data"][0]["id"].as_str(), &listed["next_cursor"]), (200, Some(id), &serde_json::Value::Null));
+    let (status, body) = json(admin(client.get(url("/v1/tenants?limit=1000")))).await;
+    assert_eq!((status, body["errors"][0]["field"].as_str()), (422, Some("limit")));
+    let (status, body) = json(admin(client.get(url("/v1/tenants/not-an-id")))).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = json(admin(client.patch(&one)).json(&serde_json::json!({"name": "Acme Corp"}))).await;
+    assert_eq!((status, body["name"].as_str(), body["plan"].as_str()), (200, Some("Acme Corp"), Some("pro")));
+
+    let tenant_routes = [url("/v1/tenant"), url("/v1/signup"), url("/health/live")];
+    let as_acme = |u: &String| client.get(u).header("x-tenant-id", "acme");
+    assert_eq!(json(as_acme(&tenant_routes[0])).await.0, 200);
+
+    let (status, body) = json(admin(client.post(format!("{one}/suspend"))).json(&serde_json::json!({"reason": "unpaid"}))).await;
+    assert_eq!((status, body["status"].as_str(), body["suspended_reason"].as_str()), (200, Some("suspended"), Some("unpaid")));
+    for route in &tenant_routes {
+        let (status, body) = json(as_acme(route)).await;
+        assert_eq!((status, body["code"].as_str()), (403, Some("tenant_suspended")), "{route}");
+        assert!(!body.to_string().contains("unpaid"), "the reason is for admins only");
+    }
+    let (status, body) = json(admin(client.post(format!("{one}/suspend"))).json(&serde_json::json!({"reason": "again"}))).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("invalid_tenant_status")));
+
+    let (status, _) = json(admin(client.post(format!("{one}/reactivate")))).await;
+    assert_eq!(status, 200);
+    assert_eq!(json(as_acme(&tenant_routes[0])).await.0, 200, "works again");
+
+    let (status, body) = json(admin(client.delete(&one))).await;
+    assert_eq!((status, body), (204, serde_json::Value::Null));
+    let (status, body) = json(as_acme(&tenant_routes[0])).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("tenant_not_found")));
+    assert_eq!(json(admin(client.get(&one))).await.0, 404);
+    server.shutdown().await;
+}
