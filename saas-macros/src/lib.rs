@@ -1,9 +1,161 @@
 //! Procedural macros for saas-rs.
 //!
-//! **Status: not built yet.** This crate will hold:
-//! - `#[derive(DomainEvent)]`: event name with version, bounded context, JSON Schema and tenant;
-//! - `#[derive(TenantScoped)]`: tenant-owned rows with the isolation guarantees of `saas-tenancy`;
-//! - `#[require_permission("invoices:write")]` and `permissions! { … }` for `saas-auth`.
+//! - [`TenantScoped`](derive@TenantScoped): tenant-owned rows with tenant-safe store methods.
 //!
-//! It is part of the workspace so the layout is final; its macros arrive with the tenancy,
-//! identity and events work (see the roadmap in the repository README).
+//! Still to come: `#[derive(DomainEvent)]` (event name with version, bounded context,
+//! tenant) and `#[require_permission("invoices:write")]` for `saas-auth`.
+
+use proc_macro::TokenStream;
+use quote::quote;
+use syn::{Data, DeriveInput, Fields, LitStr, parse_macro_input};
+
+/// Implements `saas_core::db::TenantScoped` for a struct of tenant-owned rows.
+///
+/// The struct needs a `tenant_id: TenantId` field and a key field: `id`, or the field marked
+/// `#[tenant_scoped(key)]`. The table is named by `#[tenant_scoped(table = "…")]`. Every
+/// other field is a column of the same name; its type must be one sqlx's `Any` driver reads
+/// and writes (`String`, `i64`, `f64`, `bool`, `Option` of those, saas ids). Declare `bool`
+/// columns `BOOLEAN` on PostgreSQL and `INTEGER` on SQLite.
+///
+/// ```
+/// use saas_core::{db::TenantScoped, id::TenantId};
+/// use saas_macros::TenantScoped;
+///
+/// saas_core::define_id!(NoteId, "note", "A note.");
+///
+/// #[derive(TenantScoped)]
+/// #[tenant_scoped(table = "notes")]
+/// struct Note {
+///     id: NoteId,
+///     tenant_id: TenantId,
+///     body: String,
+///     pinned: bool,
+/// }
+///
+/// assert_eq!(Note::TABLE, "notes");
+/// assert_eq!(Note::COLUMNS, ["body", "pinned"]);
+/// ```
+///
+/// A struct without a tenant is refused at compile time:
+///
+/// ```compile_fail
+/// #[derive(saas_macros::TenantScoped)]
+/// #[tenant_scoped(table = "notes")]
+/// struct Note { id: String, body: String }
+/// ```
+#[proc_macro_derive(TenantScoped, attributes(tenant_scoped))]
+pub fn derive_tenant_scoped(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    tenant_scoped(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+/// The `saas_core::db::scoped` function that reads a column of type `ty`: booleans need
+/// their own, because SQLite stores them as integers.
+fn reader(ty: &syn::Type) -> proc_macro2::Ident {
+    let name = match quote!(#ty).to_string().replace(' ', "").as_str() {
+        "bool" => "bool_column",
+        "Option<bool>" => "optional_bool_column",
+        _ => "column",
+    };
+    proc_macro2::Ident::new(name, proc_macro2::Span::call_site())
+}
+
+fn tenant_scoped(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
+    let name = &input.ident;
+    let mut table = None;
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("tenant_scoped")) {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("table") {
+                table = Some(meta.value()?.parse::<LitStr>()?.value());
+                Ok(())
+            } else {
+                Err(meta.error("expected `table = \"…\"`"))
+            }
+        })?;
+    }
+    let table = table.ok_or_else(|| syn::Error::new_spanned(name, "add #[tenant_scoped(table = \"…\")]"))?;
+    if !table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || table.is_empty() {
+        return Err(syn::Error::new_spanned(name, "the table name may hold only letters, digits and `_`"));
+    }
+    let Data::Struct(data) = &input.data else {
+        return Err(syn::Error::new_spanned(name, "TenantScoped is derived for structs with named fields"));
+    };
+    let Fields::Named(fields) = &data.fields else {
+        return Err(syn::Error::new_spanned(name, "TenantScoped is derived for structs with named fields"));
+    };
+
+    let mut key = None;
+    let mut tenant = None;
+    let mut columns = Vec::new();
+    let mut readers = Vec::new();
+    for field in &fields.named {
+        let ident = field.ident.clone().expect("named field");
+        let mut marked_key = false;
+        for attr in field.attrs.iter().filter(|a| a.path().is_ident("tenant_scoped")) {
+            attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("key") {
+                    marked_key = true;
+                    Ok(())
+                } else {
+                    Err(meta.error("expected `key`"))
+                }
+            })?;
+        }
+        if ident == "tenant_id" {
+            tenant = Some(ident);
+        } else if marked_key {
+            if key.is_some() {
+                return Err(syn::Error::new_spanned(field, "only one field can be the key"));
+            }
+            key = Some(ident);
+        } else {
+            readers.push(reader(&field.ty));
+            columns.push(ident);
+        }
+    }
+    if tenant.is_none() {
+        return Err(syn::Error::new_spanned(name, "a tenant-scoped struct needs a `tenant_id: TenantId` field"));
+    }
+    let key = match key {
+        Some(key) => key,
+        None => {
+            let at = columns.iter().position(|c| c == "id").ok_or_else(|| {
+                syn::Error::new_spanned(name, "no key: add an `id` field or mark one #[tenant_scoped(key)]")
+            })?;
+            readers.remove(at);
+            columns.remove(at)
+        }
+    };
+    let key_name = key.to_string();
+    let column_names: Vec<String> = columns.iter().map(ToString::to_string).collect();
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    Ok(quote! {
+        impl #impl_generics ::saas_core::db::TenantScoped for #name #ty_generics #where_clause {
+            const TABLE: &'static str = #table;
+            const KEY: &'static str = #key_name;
+            const COLUMNS: &'static [&'static str] = &[#(#column_names),*];
+
+            fn tenant_id(&self) -> ::saas_core::id::TenantId {
+                self.tenant_id
+            }
+
+            fn key(&self) -> ::std::string::String {
+                ::std::string::ToString::to_string(&self.#key)
+            }
+
+            fn bind_columns<'q>(&'q self, query: ::saas_core::db::scoped::AnyQuery<'q>) -> ::saas_core::db::scoped::AnyQuery<'q> {
+                query #(.bind(&self.#columns))*
+            }
+
+            fn from_row(
+                row: &::saas_core::reexport::sqlx::any::AnyRow,
+            ) -> ::std::result::Result<Self, ::saas_core::reexport::sqlx::Error> {
+                ::std::result::Result::Ok(Self {
+                    tenant_id: ::saas_core::db::scoped::column(row, "tenant_id")?,
+                    #key: ::saas_core::db::scoped::column(row, #key_name)?,
+                    #(#columns: ::saas_core::db::scoped::#readers(row, #column_names)?,)*
+                })
+            }
+        }
+    })
+}

@@ -7,6 +7,8 @@
 //! - [`migrate`]: each crate embeds its own migrations; [`migrate::run`] applies them.
 //! - [`TenantTx`]: a transaction bound to one tenant. On PostgreSQL it sets `app.tenant_id`
 //!   for row-level security policies; stores also bind the tenant in every query.
+//! - [`TenantScoped`]: tenant-safe store methods for a type of tenant-owned rows, and
+//!   [`rls_policy!`](crate::rls_policy) for its table's PostgreSQL policy.
 //!
 //! ```no_run
 //! # async fn demo() -> saas_core::error::Result<()> {
@@ -21,6 +23,7 @@
 //! ```
 
 pub mod migrate;
+pub mod scoped;
 mod tenant_tx;
 
 use std::{path::Path, str::FromStr, time::Duration};
@@ -30,6 +33,7 @@ use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions},
 };
 
+pub use scoped::TenantScoped;
 pub use tenant_tx::TenantTx;
 
 use crate::{error::Result, id::TenantId};

@@ -17,12 +17,16 @@ pub fn redis_url() -> String {
     std::env::var("SAAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-/// A database of its own for one test, dropped when this value is dropped.
+pub mod isolation;
+
+/// A database of its own for one test, dropped when this value is dropped (with the
+/// roles [`connect_as_app_role`](Self::connect_as_app_role) created).
 pub struct TestDatabase {
     /// URL of the new database.
     pub url: String,
     name: String,
     admin: String,
+    roles: std::sync::Mutex<Vec<String>>,
 }
 
 impl TestDatabase {
@@ -36,24 +40,53 @@ impl TestDatabase {
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(db.pool()).await.expect("CREATE DATABASE");
         db.close().await;
         let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
-        Self { url: format!("{base}/{name}"), name, admin }
+        Self { url: format!("{base}/{name}"), name, admin, roles: Default::default() }
     }
 
-    /// Connects to it.
+    /// Connects to it as the admin (a superuser, which bypasses row-level security: use it
+    /// to migrate, never to prove isolation).
     pub async fn connect(&self) -> Db {
         Db::connect(&self.url, PoolSettings::default()).await.expect("connect to the test database")
+    }
+
+    /// Creates a login role as the application should run: `NOSUPERUSER NOBYPASSRLS`, not
+    /// the owner of any table, allowed to read and write the tables that exist now (migrate
+    /// first). Returns a pool connected as that role.
+    pub async fn connect_as_app_role(&self) -> Db {
+        let role = format!("saas_app_{}", uuid::Uuid::new_v4().simple());
+        let owner = self.connect().await;
+        for statement in [
+            format!("CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"),
+            format!("GRANT USAGE ON SCHEMA public TO {role}"),
+            format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"),
+            format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+        ] {
+            sqlx::query(&statement).execute(owner.pool()).await.expect("create the application role");
+        }
+        owner.close().await;
+        self.roles.lock().expect("roles").push(role.clone());
+        let (scheme, rest) = self.url.split_once("://").expect("URL has a scheme");
+        let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+        Db::connect(&format!("{scheme}://{role}@{host}"), PoolSettings::default())
+            .await
+            .expect("connect as the application role (trust authentication)")
     }
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let (admin, name) = (self.admin.clone(), self.name.clone());
+        let roles = std::mem::take(&mut *self.roles.lock().unwrap_or_else(|e| e.into_inner()));
         // Drop runs outside async; a short-lived runtime on its own thread does the cleanup.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             rt.block_on(async {
                 let db = Db::connect(&admin, PoolSettings { max_connections: 1, ..Default::default() }).await.ok()?;
                 sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(db.pool()).await.ok()?;
+                // The role's privileges were in the dropped database; nothing else refers to it.
+                for role in roles {
+                    sqlx::query(&format!("DROP ROLE IF EXISTS {role}")).execute(db.pool()).await.ok()?;
+                }
                 db.close().await;
                 Some(())
             })
