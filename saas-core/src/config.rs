@@ -31,6 +31,8 @@ use figment::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use crate::db::Backend;
+
 /// A configuration value that is missing, malformed or inconsistent.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: `{key}`: {message}")]
@@ -92,6 +94,11 @@ pub struct DatabaseConfig {
     /// `sqlite://path` or `postgres://user:pass@host/db`. Default: `saas.db` in `data_dir`.
     #[serde(serialize_with = "redact")]
     pub url: Option<SecretString>,
+    /// The URL migrations run with (secret), when the tables' owner is not the role the
+    /// server queries as. On PostgreSQL, `url` should name a `NOSUPERUSER NOBYPASSRLS`
+    /// role that owns no table, and this one the owner. Default: `url`.
+    #[serde(serialize_with = "redact")]
+    pub migrate_url: Option<SecretString>,
     /// Maximum pooled connections. Default 10.
     pub max_connections: u32,
     /// Seconds to wait for a free connection before answering 503. Default 5.
@@ -264,7 +271,7 @@ impl Default for ServerConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: None, max_connections: 10, acquire_timeout_secs: 5 }
+        Self { url: None, migrate_url: None, max_connections: 10, acquire_timeout_secs: 5 }
     }
 }
 
@@ -378,6 +385,7 @@ impl Config {
         })?;
         config.database.url = resolve_secret("database.url", config.database.url.take())?;
         config.cache.url = resolve_secret("cache.url", config.cache.url.take())?;
+        config.database.migrate_url = resolve_secret("database.migrate_url", config.database.migrate_url.take())?;
         config.tenancy.platform_admin_token =
             resolve_secret("tenancy.platform_admin_token", config.tenancy.platform_admin_token.take())?;
         config.validate()?;
@@ -388,6 +396,11 @@ impl Config {
         let db = self.database_url();
         if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
             return Err(ConfigError::new("database.url", "expected `sqlite://PATH` or `postgres://USER@HOST/DB`"));
+        }
+        if let Some(migrate) = &self.database.migrate_url {
+            if Backend::from_url(migrate.expose_secret()) != Backend::from_url(&db) {
+                return Err(ConfigError::new("database.migrate_url", "expected a URL of the same engine as `database.url`"));
+            }
         }
         let cache = self.cache_url();
         if !(cache == "memory://" || cache.starts_with("redis://")) {
@@ -462,6 +475,14 @@ impl Config {
         match &self.database.url {
             Some(url) => url.expose_secret().to_owned(),
             None => format!("sqlite://{}", self.data_dir.join("saas.db").display()),
+        }
+    }
+
+    /// The URL migrations run with: `database.migrate_url`, else the database URL.
+    pub fn migrate_url(&self) -> String {
+        match &self.database.migrate_url {
+            Some(url) => url.expose_secret().to_owned(),
+            None => self.database_url(),
         }
     }
 
@@ -572,6 +593,20 @@ mod tests {
             let shown = c.to_redacted_toml();
             assert!(!shown.contains("s3cret"), "{shown}");
             assert!(shown.contains("url = \"[redacted]\""), "{shown}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_migration_url_is_a_secret_of_the_same_engine() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SAAS_DATABASE_URL", "postgres://app@db/saas");
+            jail.set_env("SAAS_DATABASE_MIGRATE_URL", "postgres://owner:hunter2@db/saas");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.migrate_url(), "postgres://owner:hunter2@db/saas");
+            assert!(!c.to_redacted_toml().contains("hunter2"));
+            jail.set_env("SAAS_DATABASE_MIGRATE_URL", "sqlite://x.db");
+            assert_eq!(Config::load(None).unwrap_err().key, "database.migrate_url");
             Ok(())
         });
     }

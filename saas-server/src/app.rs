@@ -53,10 +53,14 @@ impl App {
             .await
             .map_err(saas_core::Error::into_cause)
             .context("cannot open the database (database.url)")?;
-        migrate::run(&db, MIGRATIONS)
-            .await
-            .map_err(saas_core::Error::into_cause)
-            .context("cannot migrate the database")?;
+        migrate_with_owner(&config, &db).await?;
+        if let Some(role) = db.role_bypassing_rls().await.map_err(saas_core::Error::into_cause)? {
+            tracing::warn!(
+                role,
+                "the database role bypasses row-level security, so tenant isolation rests on the stores alone; \
+                 connect as a NOSUPERUSER NOBYPASSRLS role that owns no table (see the operations chapter)"
+            );
+        }
         let cache = cache::connect(&config.cache_url(), config.cache.max_entries)
             .await
             .map_err(saas_core::Error::into_cause)
@@ -208,3 +212,24 @@ impl App {
 }
 
 use std::future::IntoFuture;
+
+/// Applies [`MIGRATIONS`] as `database.migrate_url` when set (the tables' owner), else on `db`.
+pub async fn migrate_with_owner(config: &Config, db: &Db) -> anyhow::Result<Vec<migrate::Applied>> {
+    let owner = match &config.database.migrate_url {
+        None => None,
+        Some(_) => Some(
+            Db::connect(&config.migrate_url(), PoolSettings { max_connections: 1, ..PoolSettings::from(&config.database) })
+                .await
+                .map_err(saas_core::Error::into_cause)
+                .context("cannot open the database (database.migrate_url)")?,
+        ),
+    };
+    let applied = migrate::run(owner.as_ref().unwrap_or(db), MIGRATIONS)
+        .await
+        .map_err(saas_core::Error::into_cause)
+        .context("cannot migrate the database");
+    if let Some(owner) = owner {
+        owner.close().await;
+    }
+    applied
+}

@@ -23,4 +23,4 @@
 
 mod app;
 
-pub use app::{App, MIGRATIONS};
+pub use app::{App, MIGRATIONS, migrate_with_owner};

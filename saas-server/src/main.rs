@@ -152,7 +152,7 @@ async fn connect(config: &Config) -> anyhow::Result<db::Db> {
 
 async fn bootstrap(config: Config, name: &str, force: bool) -> anyhow::Result<()> {
     let database = connect(&config).await?;
-    db::migrate::run(&database, saas_server::MIGRATIONS).await.map_err(saas_core::Error::into_cause)?;
+    saas_server::migrate_with_owner(&config, &database).await?;
     let admins = saas_tenancy::admin::PlatformAdmins::new(database.clone(), None);
     let token = admins.bootstrap(name, force).await.map_err(|e| {
         if e.status().is_server_error() { e.into_cause() } else { anyhow::anyhow!("{}", e.detail().to_owned()) }
@@ -165,7 +165,7 @@ async fn bootstrap(config: Config, name: &str, force: bool) -> anyhow::Result<()
 
 async fn migrate(config: Config) -> anyhow::Result<()> {
     let database = connect(&config).await?;
-    let applied = db::migrate::run(&database, saas_server::MIGRATIONS).await.map_err(saas_core::Error::into_cause)?;
+    let applied = saas_server::migrate_with_owner(&config, &database).await?;
     if applied.is_empty() {
         println!("database is up to date ({})", database.backend().name());
     }

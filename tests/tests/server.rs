@@ -285,6 +285,37 @@ async fn tenancy_on_postgres_and_redis() {
     platform_admins_manage_tenants(start_with_tenancy(Some((&db.url, &redis))).await).await;
 }
 
+#[tokio::test]
+#[ignore = "needs postgres: run .ci/run"]
+async fn the_server_queries_as_a_role_under_row_level_security() {
+    let database = saas_core::testing::TestDatabase::postgres().await;
+    let app_role = database.app_role_url().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = embedded_config(&dir);
+    config.database.url = Some(SecretString::from(app_role));
+    config.database.migrate_url = Some(SecretString::from(database.url.clone()));
+    config.tenancy.platform_admin_token = Some(SecretString::from(ADMIN_TOKEN));
+    let app = App::build(config).await.unwrap();
+    assert_eq!(app.db().role_bypassing_rls().await.unwrap(), None, "the server's role is under RLS");
+    let owner = database.connect().await;
+    assert!(owner.role_bypassing_rls().await.unwrap().is_some(), "the owner (a superuser here) is not");
+    let owns: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_tables WHERE tableowner = current_user")
+        .fetch_one(app.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(owns, 0, "the server's role owns no table");
+    let signup = tower::ServiceExt::oneshot(
+        app.router(),
+        http::Request::post("/v1/signup")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(r#"{"slug":"acme","name":"Acme"}"#))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(signup.status(), 201, "the role can write what migrations created");
+}
+
 async fn two_tenants_sign_up(server: Running) {
     let client = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", server.url);

@@ -161,6 +161,20 @@ impl Db {
         Ok(())
     }
 
+    /// On PostgreSQL, the name of the connected role when it bypasses row-level security
+    /// (a superuser or `BYPASSRLS` role); `None` when policies apply to it, and on SQLite.
+    pub async fn role_bypassing_rls(&self) -> Result<Option<String>> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let bypass: Option<String> = sqlx::query_scalar(
+            "SELECT rolname::text FROM pg_roles WHERE rolname = current_user AND (rolsuper OR rolbypassrls)",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(bypass)
+    }
+
     /// Runs `SELECT 1`; used by `/health/ready`.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -49,10 +49,10 @@ impl TestDatabase {
         Db::connect(&self.url, PoolSettings::default()).await.expect("connect to the test database")
     }
 
-    /// Creates a login role as the application should run: `NOSUPERUSER NOBYPASSRLS`, not
-    /// the owner of any table, allowed to read and write the tables that exist now (migrate
-    /// first). Returns a pool connected as that role.
-    pub async fn connect_as_app_role(&self) -> Db {
+    /// Creates a login role as the application should run, `NOSUPERUSER NOBYPASSRLS` and
+    /// owner of no table, allowed to read and write the tables that exist now and those the
+    /// admin creates later (the setup the operations chapter describes); returns its URL.
+    pub async fn app_role_url(&self) -> String {
         let role = format!("saas_app_{}", uuid::Uuid::new_v4().simple());
         let owner = self.connect().await;
         for statement in [
@@ -60,6 +60,8 @@ impl TestDatabase {
             format!("GRANT USAGE ON SCHEMA public TO {role}"),
             format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"),
             format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+            format!("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}"),
+            format!("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {role}"),
         ] {
             sqlx::query(&statement).execute(owner.pool()).await.expect("create the application role");
         }
@@ -67,7 +69,12 @@ impl TestDatabase {
         self.roles.lock().expect("roles").push(role.clone());
         let (scheme, rest) = self.url.split_once("://").expect("URL has a scheme");
         let host = rest.split_once('@').map_or(rest, |(_, host)| host);
-        Db::connect(&format!("{scheme}://{role}@{host}"), PoolSettings::default())
+        format!("{scheme}://{role}@{host}")
+    }
+
+    /// A pool connected as a new [application role](Self::app_role_url).
+    pub async fn connect_as_app_role(&self) -> Db {
+        Db::connect(&self.app_role_url().await, PoolSettings::default())
             .await
             .expect("connect as the application role (trust authentication)")
     }
