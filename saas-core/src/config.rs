@@ -20,6 +20,7 @@
 //! The full reference is in the book's configuration chapter (`docs/src/configuration.md`).
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
 };
@@ -231,6 +232,89 @@ pub struct TenancyConfig {
     pub platform_admin_token: Option<SecretString>,
     /// Slugs nobody may take, in addition to the built-in list (`www`, `api`, `admin`, …).
     pub reserved_slugs: Vec<String>,
+    /// Where quota usage is counted: `sql` (default; the database) or `redis` (`cache.url`).
+    pub quota_store: QuotaStore,
+    /// Resource quotas by name, e.g. `[tenancy.quotas.api_calls] period = "month"`.
+    pub quotas: BTreeMap<String, QuotaConfig>,
+    /// Feature flags by name, e.g. `[tenancy.features.reports] default = false`.
+    pub features: BTreeMap<String, FeatureConfig>,
+    /// Per-plan quota limits and feature values, e.g.
+    /// `[tenancy.plans.pro] quotas = { seats = 50 }, features = { reports = true }`.
+    pub plans: BTreeMap<String, PlanConfig>,
+}
+
+/// Where quota usage is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaStore {
+    /// Rows in the database (default).
+    #[default]
+    Sql,
+    /// Counters in Redis (`cache.url` must be Redis).
+    Redis,
+}
+
+/// Length of a quota's period: usage starts again from zero at each period's start (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaPeriod {
+    /// Each minute.
+    Minute,
+    /// Each hour.
+    Hour,
+    /// Each day.
+    Day,
+    /// Each calendar month.
+    Month,
+}
+
+/// `[tenancy.quotas.<name>]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// When usage resets; absent for quotas that are held and released (seats, storage).
+    pub period: Option<QuotaPeriod>,
+    /// The limit of plans that do not set one; absent means unlimited.
+    pub default_limit: Option<u64>,
+}
+
+/// Who a percentage rollout is stable for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutBy {
+    /// The same answer for every user of a tenant (default).
+    #[default]
+    Tenant,
+    /// The same answer for one user, whatever the request.
+    User,
+}
+
+/// `[tenancy.features.<name>]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureConfig {
+    /// The value everyone gets unless a rollout, plan or override says otherwise: a boolean,
+    /// a number or a variant name (string).
+    pub default: serde_json::Value,
+    /// Percentage (0 to 100) of tenants or users who get `rollout_value` instead of the default.
+    #[serde(default)]
+    pub rollout_percent: Option<f64>,
+    /// The value of the rollout; default `true`.
+    #[serde(default)]
+    pub rollout_value: Option<serde_json::Value>,
+    /// Whether the rollout picks tenants (default) or users.
+    #[serde(default)]
+    pub rollout_by: RolloutBy,
+}
+
+/// `[tenancy.plans.<plan>]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlanConfig {
+    /// Quota limits of the plan, by quota name.
+    pub quotas: BTreeMap<String, u64>,
+    /// Feature values of the plan, by feature name.
+    pub features: BTreeMap<String, serde_json::Value>,
 }
 
 impl Default for TenancyConfig {
@@ -241,6 +325,10 @@ impl Default for TenancyConfig {
             cache_ttl_secs: 30,
             platform_admin_token: None,
             reserved_slugs: Vec::new(),
+            quota_store: QuotaStore::Sql,
+            quotas: BTreeMap::new(),
+            features: BTreeMap::new(),
+            plans: BTreeMap::new(),
         }
     }
 }
@@ -399,7 +487,10 @@ impl Config {
         }
         if let Some(migrate) = &self.database.migrate_url {
             if Backend::from_url(migrate.expose_secret()) != Backend::from_url(&db) {
-                return Err(ConfigError::new("database.migrate_url", "expected a URL of the same engine as `database.url`"));
+                return Err(ConfigError::new(
+                    "database.migrate_url",
+                    "expected a URL of the same engine as `database.url`",
+                ));
             }
         }
         let cache = self.cache_url();
@@ -443,7 +534,10 @@ impl Config {
     fn validate_tenancy(&self) -> Result<(), ConfigError> {
         let tenancy = &self.tenancy;
         if tenancy.resolution.is_empty() {
-            return Err(ConfigError::new("tenancy.resolution", "expected at least one of token, subdomain, header, path"));
+            return Err(ConfigError::new(
+                "tenancy.resolution",
+                "expected at least one of token, subdomain, header, path",
+            ));
         }
         if let Some((i, dup)) =
             tenancy.resolution.iter().enumerate().find(|(i, s)| tenancy.resolution[..*i].contains(s))
@@ -466,6 +560,36 @@ impl Config {
         }
         if tenancy.platform_admin_token.as_ref().is_some_and(|t| t.expose_secret().len() < 32) {
             return Err(ConfigError::new("tenancy.platform_admin_token", "expected at least 32 characters"));
+        }
+        if tenancy.quota_store == QuotaStore::Redis && !self.cache_url().starts_with("redis") {
+            return Err(ConfigError::new("tenancy.quota_store", "`redis` needs `cache.url` to be a redis:// URL"));
+        }
+        for (name, feature) in &tenancy.features {
+            let key = format!("tenancy.features.{name}");
+            check_flag_value(&format!("{key}.default"), &feature.default, None)?;
+            if let Some(value) = &feature.rollout_value {
+                check_flag_value(&format!("{key}.rollout_value"), value, Some(&feature.default))?;
+            }
+            if feature.rollout_percent.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
+                return Err(ConfigError::new(format!("{key}.rollout_percent"), "expected 0 to 100"));
+            }
+        }
+        for (plan, limits) in &tenancy.plans {
+            for quota in limits.quotas.keys() {
+                if !tenancy.quotas.contains_key(quota) {
+                    return Err(ConfigError::new(
+                        format!("tenancy.plans.{plan}.quotas.{quota}"),
+                        "no such quota: define it under [tenancy.quotas]",
+                    ));
+                }
+            }
+            for (feature, value) in &limits.features {
+                let key = format!("tenancy.plans.{plan}.features.{feature}");
+                let Some(definition) = tenancy.features.get(feature) else {
+                    return Err(ConfigError::new(key, "no such feature: define it under [tenancy.features]"));
+                };
+                check_flag_value(&key, value, Some(&definition.default))?;
+            }
         }
         Ok(())
     }
@@ -535,9 +659,38 @@ fn toml_string(config: &Config) -> String {
 }
 
 fn toml_value(v: &serde_json::Value) -> String {
+    use serde_json::Value;
     match v {
-        serde_json::Value::String(s) => format!("{s:?}"),
+        Value::String(s) => format!("{s:?}"),
+        Value::Array(items) => format!("[{}]", items.iter().map(toml_value).collect::<Vec<_>>().join(", ")),
+        // Inline tables; nulls (unset options) are left out, as TOML has no null.
+        Value::Object(map) => format!(
+            "{{ {} }}",
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| format!("{k:?} = {}", toml_value(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         other => other.to_string(),
+    }
+}
+
+/// A flag value is a boolean, a number or a variant name, of the same kind as `like`.
+fn check_flag_value(key: &str, value: &serde_json::Value, like: Option<&serde_json::Value>) -> Result<(), ConfigError> {
+    use serde_json::Value;
+    let kind = |v: &Value| match v {
+        Value::Bool(_) => Some("a boolean"),
+        Value::Number(_) => Some("a number"),
+        Value::String(s) if !s.is_empty() => Some("a variant name"),
+        _ => None,
+    };
+    match (kind(value), like.and_then(kind)) {
+        (None, _) => Err(ConfigError::new(key, "expected a boolean, a number or a variant name")),
+        (Some(found), Some(expected)) if found != expected => {
+            Err(ConfigError::new(key, format!("expected {expected}, like the feature's default")))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -607,6 +760,45 @@ mod tests {
             assert!(!c.to_redacted_toml().contains("hunter2"));
             jail.set_env("SAAS_DATABASE_MIGRATE_URL", "sqlite://x.db");
             assert_eq!(Config::load(None).unwrap_err().key, "database.migrate_url");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn quotas_features_and_plans_are_checked_against_each_other() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "saas.toml",
+                r#"
+                [tenancy.quotas.api_calls]
+                period = "month"
+                default_limit = 1000
+                [tenancy.quotas.seats]
+                [tenancy.features.reports]
+                default = false
+                rollout_percent = 10
+                [tenancy.plans.pro]
+                quotas = { seats = 50, api_calls = 100000 }
+                features = { reports = true }
+                "#,
+            )?;
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.tenancy.quotas["api_calls"].period, Some(QuotaPeriod::Month));
+            assert_eq!(c.tenancy.plans["pro"].quotas["seats"], 50);
+            // What `saas config check` prints reads back as the same configuration.
+            jail.create_file("printed.toml", &c.to_redacted_toml())?;
+            let again = Config::load(Some(Path::new("printed.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(again.tenancy.plans["pro"].features["reports"], serde_json::json!(true));
+
+            jail.create_file("saas.toml", "[tenancy.plans.pro]\nquotas = { sets = 5 }\n")?;
+            assert_eq!(Config::load(None).unwrap_err().key, "tenancy.plans.pro.quotas.sets");
+            jail.create_file(
+                "saas.toml",
+                "[tenancy.features.reports]\ndefault = false\n[tenancy.plans.pro]\nfeatures = { reports = 3 }\n",
+            )?;
+            assert_eq!(Config::load(None).unwrap_err().key, "tenancy.plans.pro.features.reports");
+            jail.create_file("saas.toml", "[tenancy.features.reports]\ndefault = false\nrollout_percent = 101\n")?;
+            assert_eq!(Config::load(None).unwrap_err().key, "tenancy.features.reports.rollout_percent");
             Ok(())
         });
     }

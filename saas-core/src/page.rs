@@ -41,11 +41,9 @@ impl PageQuery {
     pub fn limit(&self) -> Result<u32, Error> {
         match self.limit.unwrap_or(DEFAULT_LIMIT) {
             limit @ 1..=MAX_LIMIT => Ok(limit),
-            _ => Err(Error::validation([FieldError::new(
-                "limit",
-                "out_of_range",
-                format!("expected 1 to {MAX_LIMIT}"),
-            )])),
+            _ => {
+                Err(Error::validation([FieldError::new("limit", "out_of_range", format!("expected 1 to {MAX_LIMIT}"))]))
+            }
         }
     }
 

@@ -32,10 +32,9 @@ pub struct TenantContext {
     pub plan: String,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for TenantContext {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
+impl TenantContext {
+    /// The tenant resolved for the request `parts` belong to, or 400 `tenant_required`.
+    pub fn of(parts: &Parts) -> Result<Self, Error> {
         parts.extensions.get::<TenantContext>().cloned().ok_or_else(|| {
             Error::bad_request(
                 "tenant_required",
@@ -43,6 +42,14 @@ impl<S: Send + Sync> FromRequestParts<S> for TenantContext {
                  the tenant's subdomain or the `/t/{tenant}` path prefix",
             )
         })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TenantContext {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
+        Self::of(parts)
     }
 }
 

@@ -4,7 +4,7 @@ use anyhow::Context;
 use axum::Router;
 use saas_core::{
     cache::{self, Cache},
-    config::{Config, RateLimitStore},
+    config::{Config, QuotaStore, RateLimitStore},
     db::{
         Db, PoolSettings,
         migrate::{self, Migrations},
@@ -21,6 +21,8 @@ use saas_tenancy::{
     TenantLayer, Tenants,
     admin::PlatformAdmins,
     api::TenancyState,
+    feature::Features,
+    quota::{QuotaCounter, Quotas, RedisCounter, SqlCounter},
     slug::SlugPolicy,
 };
 use tokio::net::TcpListener;
@@ -90,10 +92,21 @@ impl App {
         let tenants = Tenants::new(db.clone(), cache.clone())
             .with_slug_policy(SlugPolicy::new(config.tenancy.reserved_slugs.iter().cloned()))
             .with_cache_ttl(Duration::from_secs(config.tenancy.cache_ttl_secs));
+        let counter: Arc<dyn QuotaCounter> = match config.tenancy.quota_store {
+            QuotaStore::Sql => Arc::new(SqlCounter::new(db.clone())),
+            QuotaStore::Redis => Arc::new(
+                RedisCounter::connect(&config.cache_url())
+                    .await
+                    .map_err(saas_core::Error::into_cause)
+                    .context("cannot connect the quota store to Redis (cache.url)")?,
+            ),
+        };
         let tenancy = TenancyState {
             tenants: tenants.clone(),
             admins: PlatformAdmins::new(db.clone(), config.tenancy.platform_admin_token.as_ref()),
             owners: None,
+            quotas: Quotas::new(db.clone(), &config.tenancy, counter),
+            features: Features::new(db.clone(), &config.tenancy),
         };
         let subscriptions = vec![
             saas_tenancy::purge::erase_tenancy_rows(&bus, db.clone())
@@ -218,10 +231,13 @@ pub async fn migrate_with_owner(config: &Config, db: &Db) -> anyhow::Result<Vec<
     let owner = match &config.database.migrate_url {
         None => None,
         Some(_) => Some(
-            Db::connect(&config.migrate_url(), PoolSettings { max_connections: 1, ..PoolSettings::from(&config.database) })
-                .await
-                .map_err(saas_core::Error::into_cause)
-                .context("cannot open the database (database.migrate_url)")?,
+            Db::connect(
+                &config.migrate_url(),
+                PoolSettings { max_connections: 1, ..PoolSettings::from(&config.database) },
+            )
+            .await
+            .map_err(saas_core::Error::into_cause)
+            .context("cannot open the database (database.migrate_url)")?,
         ),
     };
     let applied = migrate::run(owner.as_ref().unwrap_or(db), MIGRATIONS)

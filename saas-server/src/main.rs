@@ -93,9 +93,7 @@ async fn main() -> ExitCode {
             migrate(config).await
         }
         // No log subscriber: logs go to stdout, which carries only the token here.
-        Command::Admin { command: AdminCommand::Bootstrap { name, force } } => {
-            bootstrap(config, &name, force).await
-        }
+        Command::Admin { command: AdminCommand::Bootstrap { name, force } } => bootstrap(config, &name, force).await,
         Command::Config { command: ConfigCommand::Check } => {
             print!("{}", config.to_redacted_toml());
             eprintln!("configuration is valid");

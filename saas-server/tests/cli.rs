@@ -161,6 +161,7 @@ fn admin_bootstrap_prints_a_token_once_then_refuses() {
     assert_eq!(second.status.code(), Some(1));
     assert!(second.stdout.is_empty(), "no second token");
     assert!(String::from_utf8_lossy(&second.stderr).contains("--force"));
-    let forced = saas().args(["admin", "bootstrap", "--force", "--name", "backup", "--data-dir"]).arg(dir.path()).output();
+    let forced =
+        saas().args(["admin", "bootstrap", "--force", "--name", "backup", "--data-dir"]).arg(dir.path()).output();
     assert!(forced.unwrap().status.success());
 }

@@ -37,7 +37,8 @@ impl PlatformAdmins {
     /// Refuses when one exists already, unless `force`: bootstrapping is for the first admin.
     pub async fn bootstrap(&self, name: &str, force: bool) -> Result<SecretString> {
         let mut tx = self.db.begin().await?;
-        let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM platform_admin_tokens").fetch_one(&mut *tx).await?;
+        let existing: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM platform_admin_tokens").fetch_one(&mut *tx).await?;
         if existing > 0 && !force {
             return Err(Error::conflict(
                 "already_bootstrapped",

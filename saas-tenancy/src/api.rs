@@ -10,7 +10,7 @@ use axum::{
 use saas_core::{
     error::{Error, FieldError, Problem, Result},
     http::{Json, Path, Query},
-    id::TenantId,
+    id::{TenantId, UserId},
     page::{Page, PageQuery},
     tenant::TenantContext,
 };
@@ -23,6 +23,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     admin::{PlatformAdmin, PlatformAdmins},
+    feature::Features,
+    quota::{QuotaUsage, Quotas},
     service::{NewTenant, TenantPatch, Tenants},
     signup::{OwnerRegistrar, SignupRequest, SignupResponse},
     tenant::{Tenant, TenantStatus, TenantView},
@@ -37,6 +39,10 @@ pub struct TenancyState {
     pub admins: PlatformAdmins,
     /// Creates the owner at sign-up (saas-auth); `None` refuses sign-ups with an owner.
     pub owners: Option<Arc<dyn OwnerRegistrar>>,
+    /// Quota limits and usage.
+    pub quotas: Quotas,
+    /// Feature flags.
+    pub features: Features,
 }
 
 impl FromRef<TenancyState> for PlatformAdmins {
@@ -78,6 +84,12 @@ pub fn router(state: TenancyState) -> OpenApiRouter {
         .routes(routes!(get_tenant, update_tenant, delete_tenant))
         .routes(routes!(suspend_tenant))
         .routes(routes!(reactivate_tenant))
+        .routes(routes!(own_quotas))
+        .routes(routes!(own_features))
+        .routes(routes!(tenant_quotas))
+        .routes(routes!(set_quota_override))
+        .routes(routes!(tenant_features))
+        .routes(routes!(set_feature_override))
         .with_state(state)
 }
 
@@ -188,7 +200,11 @@ async fn create_tenant(
         (status = 404, body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn get_tenant(_: PlatformAdmin, State(state): State<TenancyState>, Path(id): Path<TenantId>) -> Result<Json<Tenant>> {
+async fn get_tenant(
+    _: PlatformAdmin,
+    State(state): State<TenancyState>,
+    Path(id): Path<TenantId>,
+) -> Result<Json<Tenant>> {
     Ok(Json(state.tenants.get(id).await?))
 }
 
@@ -223,7 +239,11 @@ async fn update_tenant(
         (status = 404, body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn delete_tenant(_: PlatformAdmin, State(state): State<TenancyState>, Path(id): Path<TenantId>) -> Result<StatusCode> {
+async fn delete_tenant(
+    _: PlatformAdmin,
+    State(state): State<TenancyState>,
+    Path(id): Path<TenantId>,
+) -> Result<StatusCode> {
     state.tenants.delete(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -275,4 +295,141 @@ async fn reactivate_tenant(
     Path(id): Path<TenantId>,
 ) -> Result<Json<Tenant>> {
     Ok(Json(state.tenants.reactivate(id).await?))
+}
+
+/// The current tenant's quotas: limit and usage of each.
+#[utoipa::path(
+    get, path = "/v1/tenant/quotas", tag = "tenancy",
+    params(("X-Tenant-ID" = Option<String>, Header, description = "Tenant id or slug (or use the subdomain or `/t/{tenant}` prefix)")),
+    responses(
+        (status = 200, body = Vec<QuotaUsage>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn own_quotas(State(state): State<TenancyState>, tenant: TenantContext) -> Result<Json<Vec<QuotaUsage>>> {
+    Ok(Json(state.quotas.usage(&tenant).await?))
+}
+
+/// The current tenant's feature flags, evaluated (for the signed-in user, once saas-auth
+/// identifies one).
+#[utoipa::path(
+    get, path = "/v1/tenant/features", tag = "tenancy",
+    params(("X-Tenant-ID" = Option<String>, Header, description = "Tenant id or slug (or use the subdomain or `/t/{tenant}` prefix)")),
+    responses(
+        (status = 200, description = "Flag name to value (boolean, number or variant)", body = Object),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn own_features(
+    State(state): State<TenancyState>,
+    tenant: TenantContext,
+    user: Option<axum::Extension<UserId>>,
+) -> Result<Json<std::collections::BTreeMap<String, serde_json::Value>>> {
+    Ok(Json(state.features.all(&tenant, user.map(|u| u.0)).await?))
+}
+
+/// A tenant's quotas: limit and usage of each.
+#[utoipa::path(
+    get, path = "/v1/tenants/{id}/quotas", tag = "tenancy", security(("platform_admin" = [])),
+    params(("id" = String, Path, description = "Tenant id")),
+    responses(
+        (status = 200, body = Vec<QuotaUsage>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn tenant_quotas(
+    _: PlatformAdmin,
+    State(state): State<TenancyState>,
+    Path(id): Path<TenantId>,
+) -> Result<Json<Vec<QuotaUsage>>> {
+    let tenant = state.tenants.get(id).await?.context();
+    Ok(Json(state.quotas.usage(&tenant).await?))
+}
+
+/// `PUT /v1/tenants/{id}/quotas/{quota}` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct QuotaOverride {
+    /// The tenant's own limit; `null` removes the override (the plan's limit applies).
+    limit: Option<u64>,
+}
+
+/// Sets or removes a tenant's limit of one quota.
+#[utoipa::path(
+    put, path = "/v1/tenants/{id}/quotas/{quota}", tag = "tenancy", security(("platform_admin" = [])),
+    params(("id" = String, Path, description = "Tenant id"), ("quota" = String, Path, description = "Quota name")),
+    request_body = QuotaOverride,
+    responses(
+        (status = 200, description = "The tenant's quotas after the change", body = Vec<QuotaUsage>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant or quota", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn set_quota_override(
+    _: PlatformAdmin,
+    State(state): State<TenancyState>,
+    Path((id, quota)): Path<(TenantId, String)>,
+    Json(body): Json<QuotaOverride>,
+) -> Result<Json<Vec<QuotaUsage>>> {
+    let tenant = state.tenants.get(id).await?.context();
+    state.quotas.set_override(id, &quota, body.limit).await?;
+    Ok(Json(state.quotas.usage(&tenant).await?))
+}
+
+/// A tenant's feature flags, evaluated for the tenant.
+#[utoipa::path(
+    get, path = "/v1/tenants/{id}/features", tag = "tenancy", security(("platform_admin" = [])),
+    params(("id" = String, Path, description = "Tenant id")),
+    responses(
+        (status = 200, description = "Flag name to value", body = Object),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn tenant_features(
+    _: PlatformAdmin,
+    State(state): State<TenancyState>,
+    Path(id): Path<TenantId>,
+) -> Result<Json<std::collections::BTreeMap<String, serde_json::Value>>> {
+    let tenant = state.tenants.get(id).await?.context();
+    Ok(Json(state.features.all(&tenant, None).await?))
+}
+
+/// `PUT /v1/tenants/{id}/features/{feature}` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct FeatureOverride {
+    /// The value (same type as the flag's default); `null` removes the override.
+    #[schema(value_type = Object)]
+    value: Option<serde_json::Value>,
+    /// The override is for this user of the tenant only; absent for the whole tenant.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    user_id: Option<UserId>,
+}
+
+/// Sets or removes a tenant's (or one of its users') override of a flag.
+#[utoipa::path(
+    put, path = "/v1/tenants/{id}/features/{feature}", tag = "tenancy", security(("platform_admin" = [])),
+    params(("id" = String, Path, description = "Tenant id"), ("feature" = String, Path, description = "Flag name")),
+    request_body = FeatureOverride,
+    responses(
+        (status = 204, description = "Set"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant or flag", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The value's type differs from the flag's", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn set_feature_override(
+    _: PlatformAdmin,
+    State(state): State<TenancyState>,
+    Path((id, feature)): Path<(TenantId, String)>,
+    Json(body): Json<FeatureOverride>,
+) -> Result<StatusCode> {
+    state.tenants.get(id).await?;
+    state.features.set_override(id, body.user_id, &feature, body.value).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -45,3 +45,33 @@ pub struct TenantSuspended {
     /// Why, as the administrator wrote it.
     pub reason: String,
 }
+
+/// A platform admin set or removed a tenant's quota override. Data: [`ResourceQuotaUpdated`].
+pub const RESOURCE_QUOTA_UPDATED: &str = "tenancy.resource_quota_updated.v1";
+
+/// Data of [`RESOURCE_QUOTA_UPDATED`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceQuotaUpdated {
+    /// The quota's name.
+    pub quota: String,
+    /// The new override; `None` when removed (the plan's limit applies again).
+    pub limit: Option<u64>,
+}
+
+/// A flag override set to `true`. Data: [`FeatureChanged`].
+pub const FEATURE_ENABLED: &str = "tenancy.feature_enabled.v1";
+/// A flag override set to `false`. Data: [`FeatureChanged`].
+pub const FEATURE_DISABLED: &str = "tenancy.feature_disabled.v1";
+/// A flag override set to a number or variant, or removed. Data: [`FeatureChanged`].
+pub const FEATURE_CHANGED: &str = "tenancy.feature_changed.v1";
+
+/// Data of the feature events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureChanged {
+    /// The flag's name.
+    pub feature: String,
+    /// The user the override is for; `None` for the whole tenant.
+    pub user: Option<saas_core::id::UserId>,
+    /// The new override; `None` when removed.
+    pub value: Option<serde_json::Value>,
+}

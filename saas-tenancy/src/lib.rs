@@ -30,7 +30,9 @@
 pub mod admin;
 pub mod api;
 pub mod events;
+pub mod feature;
 pub mod purge;
+pub mod quota;
 pub mod resolve;
 pub mod signup;
 pub mod slug;
@@ -48,10 +50,11 @@ pub use tenant::{Tenant, TenantRef, TenantStatus, TenantView};
 /// Tables of saas-tenancy; part of `saas migrate`.
 pub static MIGRATIONS: Migrations = Migrations {
     component: "saas-tenancy",
-    list: &[Migration::portable(
-        1,
-        "tenants and platform-admin tokens",
-        "CREATE TABLE tenants (
+    list: &[
+        Migration::portable(
+            1,
+            "tenants and platform-admin tokens",
+            "CREATE TABLE tenants (
             id TEXT PRIMARY KEY,
             slug TEXT NOT NULL UNIQUE,
             name TEXT NOT NULL,
@@ -69,5 +72,59 @@ pub static MIGRATIONS: Migrations = Migrations {
             token_hash TEXT NOT NULL UNIQUE,
             created_at BIGINT NOT NULL
         );",
-    )],
+        ),
+        Migration::per_engine(
+            2,
+            "quotas and feature overrides",
+            "CREATE TABLE quota_overrides (
+            tenant_id TEXT NOT NULL,
+            quota TEXT NOT NULL,
+            limit_value BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, quota)
+        );
+        CREATE TABLE quota_usage (
+            tenant_id TEXT NOT NULL,
+            quota TEXT NOT NULL,
+            period_start BIGINT NOT NULL,
+            used BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, quota, period_start)
+        );
+        CREATE TABLE feature_overrides (
+            tenant_id TEXT NOT NULL,
+            feature TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            value TEXT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, feature, user_id)
+        );",
+            concat!(
+                "CREATE TABLE quota_overrides (
+                tenant_id TEXT NOT NULL,
+                quota TEXT NOT NULL,
+                limit_value BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                PRIMARY KEY (tenant_id, quota)
+            );
+            CREATE TABLE quota_usage (
+                tenant_id TEXT NOT NULL,
+                quota TEXT NOT NULL,
+                period_start BIGINT NOT NULL,
+                used BIGINT NOT NULL,
+                PRIMARY KEY (tenant_id, quota, period_start)
+            );
+            CREATE TABLE feature_overrides (
+                tenant_id TEXT NOT NULL,
+                feature TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                value TEXT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                PRIMARY KEY (tenant_id, feature, user_id)
+            );",
+                saas_core::rls_policy!("quota_overrides"),
+                saas_core::rls_policy!("quota_usage"),
+                saas_core::rls_policy!("feature_overrides"),
+            ),
+        ),
+    ],
 };

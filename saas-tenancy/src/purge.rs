@@ -27,10 +27,22 @@ use sqlx::AnyConnection;
 
 use crate::{events::TENANT_DELETED, store};
 
-/// Subscribes saas-tenancy itself: erases its own rows of a deleted tenant and records
-/// when (`tenants.purged_at`). The `tenants` row itself stays, so the slug stays taken.
+/// Subscribes saas-tenancy itself: erases its own rows of a deleted tenant (quota overrides
+/// and usage, feature overrides) and records when (`tenants.purged_at`). The `tenants` row
+/// itself stays, so the slug stays taken.
 pub async fn erase_tenancy_rows(bus: &Arc<dyn EventBus>, db: Db) -> Result<Subscription> {
-    on_tenant_deleted(bus, db, "saas-tenancy", |conn, tenant| Box::pin(store::mark_purged(conn, tenant))).await
+    on_tenant_deleted(bus, db, "saas-tenancy", |conn, tenant| {
+        Box::pin(async move {
+            for table in ["quota_overrides", "quota_usage", "feature_overrides"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
+                    .bind(tenant.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            store::mark_purged(conn, tenant).await
+        })
+    })
+    .await
 }
 
 /// Erases one tenant's rows of one domain, on the given connection (inside a transaction

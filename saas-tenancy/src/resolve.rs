@@ -15,21 +15,18 @@
 //! The path prefix is stripped before routing by [`strip_path_prefix`], which wraps the
 //! whole router.
 
-use std::{
-    convert::Infallible,
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::sync::Arc;
 
-use axum::{
-    Router,
-    body::Body,
-    response::{IntoResponse, Response},
-};
-use futures::future::BoxFuture;
+use axum::{Router, body::Body};
 use http::{Request, Uri, header};
-use saas_core::{config::TenantSource, error::Error, id::TenantId, tenant::TenantContext};
-use tower::{Layer, Service};
+use saas_core::{
+    config::TenantSource,
+    error::Error,
+    http::guard::{Guard, GuardService},
+    id::TenantId,
+    tenant::TenantContext,
+};
+use tower::Layer;
 
 use crate::{
     service::{Tenants, not_found},
@@ -102,7 +99,8 @@ impl TenantLayer {
     fn subdomain<'a>(&self, parts: &'a http::request::Parts) -> Option<&'a str> {
         let base = self.base_domain.as_deref()?;
         let host = parts.headers.get(header::HOST)?.to_str().ok()?;
-        let host = host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+        let host =
+            host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
         let label = host.strip_suffix(base)?;
         (!label.is_empty() && !label.contains('.')).then_some(label)
     }
@@ -162,52 +160,21 @@ fn name(source: TenantSource) -> &'static str {
     }
 }
 
+impl Guard for TenantLayer {
+    async fn check(&self, parts: &mut http::request::Parts) -> Result<(), Error> {
+        if let Some(context) = self.resolve(parts).await? {
+            tracing::Span::current().record("tenant_id", tracing::field::display(context.id));
+            parts.extensions.insert(context);
+        }
+        Ok(())
+    }
+}
+
 impl<S> Layer<S> for TenantLayer {
-    type Service = TenantResolution<S>;
+    type Service = GuardService<Self, S>;
 
-    fn layer(&self, inner: S) -> TenantResolution<S> {
-        TenantResolution { layer: self.clone(), inner }
-    }
-}
-
-/// The service of [`TenantLayer`].
-#[derive(Clone)]
-pub struct TenantResolution<S> {
-    layer: TenantLayer,
-    inner: S,
-}
-
-impl<S> Service<Request<Body>> for TenantResolution<S>
-where
-    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        // The clone serves the next request; this call takes the one that was made ready.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let layer = self.layer.clone();
-        Box::pin(async move {
-            let (mut parts, body) = req.into_parts();
-            match layer.resolve(&parts).await {
-                Err(error) => Ok(error.into_response()),
-                Ok(context) => {
-                    if let Some(context) = context {
-                        tracing::Span::current().record("tenant_id", tracing::field::display(context.id));
-                        parts.extensions.insert(context);
-                    }
-                    inner.call(Request::from_parts(parts, body)).await
-                }
-            }
-        })
+    fn layer(&self, inner: S) -> Self::Service {
+        GuardService::new(self.clone(), inner)
     }
 }
 

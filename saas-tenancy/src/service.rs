@@ -194,8 +194,15 @@ impl Tenants {
             return Err(Error::validation([FieldError::new("reason", "length", "expected 1 to 500 characters")]));
         }
         let data = TenantSuspended { reason: reason.to_owned() };
-        self.transition(id, TenantStatus::Active, TenantStatus::Suspended, Some(reason), events::TENANT_SUSPENDED, &data)
-            .await
+        self.transition(
+            id,
+            TenantStatus::Active,
+            TenantStatus::Suspended,
+            Some(reason),
+            events::TENANT_SUSPENDED,
+            &data,
+        )
+        .await
     }
 
     /// Reactivates a suspended tenant.

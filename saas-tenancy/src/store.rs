@@ -74,15 +74,14 @@ pub(crate) async fn list(
 }
 
 pub(crate) async fn update_details(conn: &mut AnyConnection, id: TenantId, name: &str, plan: &str) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE tenants SET name = $2, plan = $3, updated_at = $4 WHERE id = $1 AND status <> 'deleted'",
-    )
-    .bind(id.to_string())
-    .bind(name)
-    .bind(plan)
-    .bind(now_millis())
-    .execute(conn)
-    .await?;
+    let done =
+        sqlx::query("UPDATE tenants SET name = $2, plan = $3, updated_at = $4 WHERE id = $1 AND status <> 'deleted'")
+            .bind(id.to_string())
+            .bind(name)
+            .bind(plan)
+            .bind(now_millis())
+            .execute(conn)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 

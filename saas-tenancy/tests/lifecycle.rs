@@ -47,7 +47,8 @@ async fn lifecycle(db: Db) {
 
     let taken = tenants.provision(new("acme")).await.unwrap_err();
     assert_eq!((taken.status(), taken.code()), (StatusCode::CONFLICT, "slug_taken"));
-    let invalid = tenants.provision(NewTenant { slug: "www".into(), name: " ".into(), plan: Some("Gold!".into()) }).await;
+    let invalid =
+        tenants.provision(NewTenant { slug: "www".into(), name: " ".into(), plan: Some("Gold!".into()) }).await;
     let fields: Vec<_> = invalid.unwrap_err().field_errors().iter().map(|f| f.field.clone()).collect();
     assert_eq!(fields, ["slug", "name", "plan"]);
 
@@ -129,7 +130,10 @@ async fn lifecycle_and_pages_on_postgres() {
 fn app(tenants: &Tenants, sources: &[TenantSource]) -> Router {
     let routes = Router::new()
         .route("/v1/whoami", get(|tenant: TenantContext| async move { tenant.slug }))
-        .route("/v1/public", get(|tenant: Option<TenantContext>| async move { format!("{:?}", tenant.map(|t| t.slug)) }))
+        .route(
+            "/v1/public",
+            get(|tenant: Option<TenantContext>| async move { format!("{:?}", tenant.map(|t| t.slug)) }),
+        )
         .layer(TenantLayer::new(tenants.clone(), sources, Some("example.com")));
     saas_tenancy::strip_path_prefix(routes)
 }
@@ -225,7 +229,8 @@ async fn platform_admin_tokens() {
     assert_eq!(again.code(), "already_bootstrapped");
     let second = admins.bootstrap("backup", true).await.unwrap();
     assert_ne!(second.expose_secret(), token.expose_secret());
-    let stored: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM platform_admin_tokens").fetch_all(db.pool()).await.unwrap();
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT token_hash FROM platform_admin_tokens").fetch_all(db.pool()).await.unwrap();
     assert!(stored.iter().all(|h| h.len() == 64 && !h.contains(token.expose_secret())), "only hashes are stored");
 }
 
@@ -237,7 +242,11 @@ async fn deleting_a_tenant_erases_its_rows_in_every_subscribed_domain_once() {
     let acme = tenants.provision(new("acme")).await.unwrap();
     let globex = tenants.provision(new("globex")).await.unwrap();
     for tenant in [acme.id, globex.id] {
-        sqlx::query("INSERT INTO notes VALUES ($1, 'hello')").bind(tenant.to_string()).execute(db.pool()).await.unwrap();
+        sqlx::query("INSERT INTO notes VALUES ($1, 'hello')")
+            .bind(tenant.to_string())
+            .execute(db.pool())
+            .await
+            .unwrap();
     }
     let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new());
     let erasures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -263,9 +272,8 @@ async fn deleting_a_tenant_erases_its_rows_in_every_subscribed_domain_once() {
         .unwrap();
     bus.publish(&[serde_json::from_str::<Envelope>(&deleted).unwrap()]).await.unwrap();
 
-    let left = || async {
-        sqlx::query_scalar::<_, String>("SELECT tenant_id FROM notes").fetch_all(db.pool()).await.unwrap()
-    };
+    let left =
+        || async { sqlx::query_scalar::<_, String>("SELECT tenant_id FROM notes").fetch_all(db.pool()).await.unwrap() };
     for _ in 0..100 {
         let purged: Option<i64> = sqlx::query_scalar("SELECT purged_at FROM tenants WHERE id = $1")
             .bind(acme.id.to_string())

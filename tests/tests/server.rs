@@ -329,9 +329,11 @@ async fn two_tenants_sign_up(server: Running) {
         ids.push(body["tenant"]["id"].as_str().unwrap().to_owned());
     }
 
-    let (status, body) = json(client.post(url("/v1/signup")).json(&serde_json::json!({"slug": "acme", "name": "x"}))).await;
+    let (status, body) =
+        json(client.post(url("/v1/signup")).json(&serde_json::json!({"slug": "acme", "name": "x"}))).await;
     assert_eq!((status, body["code"].as_str()), (409, Some("slug_taken")));
-    let (status, body) = json(client.post(url("/v1/signup")).json(&serde_json::json!({"slug": "api", "name": ""}))).await;
+    let (status, body) =
+        json(client.post(url("/v1/signup")).json(&serde_json::json!({"slug": "api", "name": ""}))).await;
     assert_eq!(status, 422);
     assert_eq!(body["errors"].as_array().unwrap().len(), 2, "{body}");
     let with_owner = serde_json::json!({"slug": "initech", "name": "Initech", "owner": {"email": "a@b.c", "password": "correct horse"}});
@@ -371,14 +373,19 @@ async fn platform_admins_manage_tenants(server: Running) {
         let (status, body) = json(request).await;
         assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
     }
-    let (status, tenant) =
-        json(admin(client.post(url("/v1/tenants"))).json(&serde_json::json!({"slug": "acme", "name": "Acme", "plan": "pro"})))
-            .await;
+    let (status, tenant) = json(
+        admin(client.post(url("/v1/tenants")))
+            .json(&serde_json::json!({"slug": "acme", "name": "Acme", "plan": "pro"})),
+    )
+    .await;
     assert_eq!((status, tenant["plan"].as_str()), (201, Some("pro")), "{tenant}");
     let id = tenant["id"].as_str().unwrap();
     let one = url(&format!("/v1/tenants/{id}"));
     let (status, listed) = json(admin(client.get(url("/v1/tenants?limit=10")))).await;
-    assert_eq!((status, listed["data"][0]["id"].as_str(), &listed["next_cursor"]), (200, Some(id), &serde_json::Value::Null));
+    assert_eq!(
+        (status, listed["data"][0]["id"].as_str(), &listed["next_cursor"]),
+        (200, Some(id), &serde_json::Value::Null)
+    );
     let (status, body) = json(admin(client.get(url("/v1/tenants?limit=1000")))).await;
     assert_eq!((status, body["errors"][0]["field"].as_str()), (422, Some("limit")));
     let (status, body) = json(admin(client.get(url("/v1/tenants/not-an-id")))).await;
@@ -390,14 +397,19 @@ async fn platform_admins_manage_tenants(server: Running) {
     let as_acme = |u: &String| client.get(u).header("x-tenant-id", "acme");
     assert_eq!(json(as_acme(&tenant_routes[0])).await.0, 200);
 
-    let (status, body) = json(admin(client.post(format!("{one}/suspend"))).json(&serde_json::json!({"reason": "unpaid"}))).await;
-    assert_eq!((status, body["status"].as_str(), body["suspended_reason"].as_str()), (200, Some("suspended"), Some("unpaid")));
+    let (status, body) =
+        json(admin(client.post(format!("{one}/suspend"))).json(&serde_json::json!({"reason": "unpaid"}))).await;
+    assert_eq!(
+        (status, body["status"].as_str(), body["suspended_reason"].as_str()),
+        (200, Some("suspended"), Some("unpaid"))
+    );
     for route in &tenant_routes {
         let (status, body) = json(as_acme(route)).await;
         assert_eq!((status, body["code"].as_str()), (403, Some("tenant_suspended")), "{route}");
         assert!(!body.to_string().contains("unpaid"), "the reason is for admins only");
     }
-    let (status, body) = json(admin(client.post(format!("{one}/suspend"))).json(&serde_json::json!({"reason": "again"}))).await;
+    let (status, body) =
+        json(admin(client.post(format!("{one}/suspend"))).json(&serde_json::json!({"reason": "again"}))).await;
     assert_eq!((status, body["code"].as_str()), (409, Some("invalid_tenant_status")));
 
     let (status, _) = json(admin(client.post(format!("{one}/reactivate")))).await;

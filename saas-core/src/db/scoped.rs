@@ -133,7 +133,8 @@ pub trait TenantScoped: Sized + Send + Sync + Unpin + 'static {
             if Self::COLUMNS.is_empty() {
                 return Ok(Self::get(tx, &row.key()).await?.is_some());
             }
-            let sets: Vec<String> = Self::COLUMNS.iter().enumerate().map(|(i, c)| format!("{c} = ${}", i + 3)).collect();
+            let sets: Vec<String> =
+                Self::COLUMNS.iter().enumerate().map(|(i, c)| format!("{c} = ${}", i + 3)).collect();
             let sql =
                 format!("UPDATE {} SET {} WHERE tenant_id = $1 AND {} = $2", Self::TABLE, sets.join(", "), Self::KEY);
             let query = sqlx::query(&sql).bind(tx.tenant().to_string()).bind(row.key());
@@ -214,9 +215,14 @@ pub fn optional_bool_column(row: &AnyRow, name: &str) -> std::result::Result<Opt
 macro_rules! rls_policy {
     ($table:literal) => {
         concat!(
-            "\nALTER TABLE ", $table, " ENABLE ROW LEVEL SECURITY;",
-            "\nALTER TABLE ", $table, " FORCE ROW LEVEL SECURITY;",
-            "\nCREATE POLICY tenant_isolation ON ", $table,
+            "\nALTER TABLE ",
+            $table,
+            " ENABLE ROW LEVEL SECURITY;",
+            "\nALTER TABLE ",
+            $table,
+            " FORCE ROW LEVEL SECURITY;",
+            "\nCREATE POLICY tenant_isolation ON ",
+            $table,
             " USING (tenant_id = current_setting('app.tenant_id', true))",
             " WITH CHECK (tenant_id = current_setting('app.tenant_id', true));\n"
         )

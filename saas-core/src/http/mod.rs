@@ -16,6 +16,7 @@
 pub mod api_version;
 pub mod edge;
 pub mod extract;
+pub mod guard;
 pub mod idempotency;
 pub mod problem;
 pub mod rate_limit;

@@ -68,11 +68,13 @@ where
 async fn raw_sql_is_isolated<T: TenantScoped>(db: &Db, a: TenantId, b: TenantId) {
     let table = T::TABLE;
     let mut tx = db.tenant_tx(a).await.unwrap();
-    let visible: Vec<String> = sqlx::query_scalar(&format!("SELECT DISTINCT tenant_id FROM {table}"))
-        .fetch_all(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(visible, [a.to_string()], "raw SELECT in A's transaction sees only A (is RLS on, and is the role NOSUPERUSER NOBYPASSRLS?)");
+    let visible: Vec<String> =
+        sqlx::query_scalar(&format!("SELECT DISTINCT tenant_id FROM {table}")).fetch_all(&mut *tx).await.unwrap();
+    assert_eq!(
+        visible,
+        [a.to_string()],
+        "raw SELECT in A's transaction sees only A (is RLS on, and is the role NOSUPERUSER NOBYPASSRLS?)"
+    );
     let touched = sqlx::query(&format!("UPDATE {table} SET tenant_id = tenant_id")).execute(&mut *tx).await.unwrap();
     assert_eq!(touched.rows_affected(), 2, "raw UPDATE in A's transaction touches only A's rows");
     let moved = sqlx::query(&format!("UPDATE {table} SET tenant_id = $1")).bind(b.to_string()).execute(&mut *tx).await;
@@ -88,7 +90,6 @@ async fn raw_sql_is_isolated<T: TenantScoped>(db: &Db, a: TenantId, b: TenantId)
     assert_eq!(deleted.rows_affected(), 0, "raw DELETE of B's rows in A's transaction");
     tx.rollback().await.unwrap();
 
-    let outside: i64 =
-        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(db.pool()).await.unwrap();
+    let outside: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(db.pool()).await.unwrap();
     assert_eq!(outside, 0, "outside a tenant transaction no row is visible");
 }
