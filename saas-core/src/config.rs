@@ -238,6 +238,10 @@ pub struct TenancyConfig {
     pub quotas: BTreeMap<String, QuotaConfig>,
     /// Feature flags by name, e.g. `[tenancy.features.reports] default = false`.
     pub features: BTreeMap<String, FeatureConfig>,
+    /// Databases a large tenant can be placed in (`TenantRouter`), by name; secrets
+    /// (`env:`/`file:` references work), e.g. `eu-1 = "env:SHARD_EU_1_URL"`.
+    #[serde(serialize_with = "redact_map")]
+    pub shards: BTreeMap<String, SecretString>,
     /// Per-plan quota limits and feature values, e.g.
     /// `[tenancy.plans.pro] quotas = { seats = 50 }, features = { reports = true }`.
     pub plans: BTreeMap<String, PlanConfig>,
@@ -328,6 +332,7 @@ impl Default for TenancyConfig {
             quota_store: QuotaStore::Sql,
             quotas: BTreeMap::new(),
             features: BTreeMap::new(),
+            shards: BTreeMap::new(),
             plans: BTreeMap::new(),
         }
     }
@@ -405,6 +410,15 @@ impl Default for LogConfig {
     }
 }
 
+fn redact_map<S: serde::Serializer>(value: &BTreeMap<String, SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(value.len()))?;
+    for key in value.keys() {
+        map.serialize_entry(key, "[redacted]")?;
+    }
+    map.end()
+}
+
 fn redact<S: serde::Serializer>(value: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
     match value {
         Some(_) => s.serialize_str("[redacted]"),
@@ -474,6 +488,14 @@ impl Config {
         config.database.url = resolve_secret("database.url", config.database.url.take())?;
         config.cache.url = resolve_secret("cache.url", config.cache.url.take())?;
         config.database.migrate_url = resolve_secret("database.migrate_url", config.database.migrate_url.take())?;
+        for (name, url) in std::mem::take(&mut config.tenancy.shards) {
+            let key = format!("tenancy.shards.{name}");
+            let url = resolve_secret(&key, Some(url))?.expect("a value was given");
+            if Backend::from_url(url.expose_secret()).is_none() {
+                return Err(ConfigError::new(key, "expected `postgres://…` or `sqlite://…`"));
+            }
+            config.tenancy.shards.insert(name, url);
+        }
         config.tenancy.platform_admin_token =
             resolve_secret("tenancy.platform_admin_token", config.tenancy.platform_admin_token.take())?;
         config.validate()?;

@@ -7,6 +7,12 @@
 //! | [`api::router`] | `POST /v1/signup`, `GET /v1/tenant`, platform administration under `/v1/tenants` |
 //! | [`admin`] | platform-admin tokens (`saas admin bootstrap`) and the [`PlatformAdmin`](admin::PlatformAdmin) extractor |
 //! | [`purge`] | erasing a deleted tenant's rows in every domain |
+//! | [`quota`] | resource quotas: limits per plan and tenant, atomic consumption, [`RequireQuota`](quota::RequireQuota) |
+//! | [`feature`] | feature flags: default < plan < tenant < user, stable rollouts, [`RequireFeature`](feature::RequireFeature) |
+//! | [`routing`] | [`TenantRouter`](routing::TenantRouter): a large tenant in a schema or database of its own |
+//!
+//! Tenant-owned tables of your own get the same isolation with `#[derive(TenantScoped)]`
+//! (saas-macros) and [`saas_core::rls_policy!`]; see [`saas_core::db::scoped`].
 //!
 //! Adding tenancy to an axum app:
 //!
@@ -34,6 +40,7 @@ pub mod feature;
 pub mod purge;
 pub mod quota;
 pub mod resolve;
+pub mod routing;
 pub mod signup;
 pub mod slug;
 
@@ -125,6 +132,16 @@ pub static MIGRATIONS: Migrations = Migrations {
                 saas_core::rls_policy!("quota_usage"),
                 saas_core::rls_policy!("feature_overrides"),
             ),
+        ),
+        Migration::portable(
+            3,
+            "tenant placements",
+            "CREATE TABLE tenant_placements (
+                tenant_id TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                target TEXT NOT NULL,
+                created_at BIGINT NOT NULL
+            );",
         ),
     ],
 };

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use saas_core::config::Config;
+use saas_core::config::{Config, FeatureConfig, QuotaConfig};
 use saas_server::App;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
@@ -244,6 +244,16 @@ async fn start_with_tenancy(backends: Option<(&str, &str)>) -> Running {
     config.tenancy.platform_admin_token = Some(SecretString::from(ADMIN_TOKEN));
     config.tenancy.base_domain = Some("example.test".into());
     config.rate_limit.enabled = false;
+    config.tenancy.quotas.insert("seats".into(), QuotaConfig { period: None, default_limit: Some(3) });
+    config.tenancy.features.insert(
+        "reports".into(),
+        FeatureConfig {
+            default: serde_json::json!(false),
+            rollout_percent: None,
+            rollout_value: None,
+            rollout_by: Default::default(),
+        },
+    );
     start(config, dir).await
 }
 
@@ -415,6 +425,27 @@ async fn platform_admins_manage_tenants(server: Running) {
     let (status, _) = json(admin(client.post(format!("{one}/reactivate")))).await;
     assert_eq!(status, 200);
     assert_eq!(json(as_acme(&tenant_routes[0])).await.0, 200, "works again");
+
+    // Quotas and flags: the tenant sees its own; admins override them.
+    let (status, quotas) = json(as_acme(&url("/v1/tenant/quotas"))).await;
+    assert_eq!(
+        (status, &quotas[0]["quota"], &quotas[0]["limit"], &quotas[0]["used"]),
+        (200, &"seats".into(), &3.into(), &0.into())
+    );
+    let (status, quotas) =
+        json(admin(client.put(format!("{one}/quotas/seats"))).json(&serde_json::json!({"limit": 25}))).await;
+    assert_eq!((status, &quotas[0]["limit"]), (200, &25.into()));
+    let (status, body) =
+        json(admin(client.put(format!("{one}/quotas/sets"))).json(&serde_json::json!({"limit": 1}))).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("quota_not_found")));
+    assert_eq!(json(as_acme(&url("/v1/tenant/features"))).await, (200, serde_json::json!({"reports": false})));
+    let enable = serde_json::json!({"value": true});
+    assert_eq!(json(admin(client.put(format!("{one}/features/reports"))).json(&enable)).await.0, 204);
+    assert_eq!(json(as_acme(&url("/v1/tenant/features"))).await, (200, serde_json::json!({"reports": true})));
+    let (status, body) =
+        json(admin(client.put(format!("{one}/features/reports"))).json(&serde_json::json!({"value": 3}))).await;
+    assert_eq!((status, body["errors"][0]["field"].as_str()), (422, Some("value")));
+    assert_eq!(json(admin(client.get(format!("{one}/features")))).await, (200, serde_json::json!({"reports": true})));
 
     let (status, body) = json(admin(client.delete(&one))).await;
     assert_eq!((status, body), (204, serde_json::Value::Null));

@@ -50,7 +50,7 @@ where
 
     let mut tx = db.tenant_tx(b).await.unwrap();
     assert_eq!(T::get(&mut tx, &b_row.key()).await.unwrap().as_ref(), Some(&b_row), "B's row is unchanged");
-    assert_eq!(T::list(&mut tx, &PageQuery::default()).await.unwrap().data, [b_row.clone()]);
+    assert_eq!(T::list(&mut tx, &PageQuery::default()).await.unwrap().data, std::slice::from_ref(&b_row));
     tx.rollback().await.unwrap();
 
     if db.backend() == Backend::Postgres {
