@@ -1,6 +1,6 @@
 //! Erasing a deleted tenant's rows, in every domain.
 //!
-//! Deleting a tenant publishes [`TENANT_DELETED`](crate::events::TENANT_DELETED). Each domain
+//! Deleting a tenant publishes [`TENANT_DELETED`]. Each domain
 //! that owns tenant rows subscribes with [`on_tenant_deleted`] and erases them; the inbox
 //! makes the erasure run once per domain however often the event is delivered, and a
 //! failed erasure is retried by the bus.
