@@ -3,6 +3,8 @@
 //! `cargo bench -p saas-tenancy --bench features`. Next to it, as a baseline in the same
 //! run, one `HashMap` lookup of a boolean, the least any flag check can cost.
 
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
 use std::{collections::HashMap, hint::black_box};
 
 use criterion::{Criterion, criterion_group, criterion_main};
