@@ -23,18 +23,12 @@ use saas_tenancy::{
     api::TenancyState,
     feature::Features,
     quota::{QuotaCounter, Quotas, RedisCounter, SqlCounter},
-    routing::TenantRouter,
     slug::SlugPolicy,
 };
-use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
-
-/// Migrations of the tenant-owned tables a tenant's own schema or shard gets. The built-in
-/// domains keep their tenant rows in the shared database for now.
-static TENANT_TABLES: &[&Migrations] = &[];
 
 /// Every migration set the all-in-one server applies, in order.
 pub static MIGRATIONS: &[&Migrations] = &[&saas_core::events::MIGRATIONS, &saas_tenancy::MIGRATIONS];
@@ -48,7 +42,6 @@ pub struct App {
     relay: OutboxRelay,
     subscriptions: Vec<Subscription>,
     tenants: Tenants,
-    tenant_router: TenantRouter,
     router: Router,
     openapi: OpenApi,
 }
@@ -112,11 +105,12 @@ impl App {
             tenants: tenants.clone(),
             admins: PlatformAdmins::new(db.clone(), config.tenancy.platform_admin_token.as_ref()),
             owners: None,
-            quotas: Quotas::new(db.clone(), &config.tenancy, counter),
+            quotas: Quotas::new(db.clone(), &config.tenancy, counter.clone()),
             features: Features::new(db.clone(), &config.tenancy),
+            members: None,
         };
         let subscriptions = vec![
-            saas_tenancy::purge::erase_tenancy_rows(&bus, db.clone())
+            saas_tenancy::purge::erase_tenancy_rows(&bus, db.clone(), counter.clone())
                 .await
                 .map_err(saas_core::Error::into_cause)
                 .context("cannot subscribe to tenant deletions")?,
@@ -155,15 +149,8 @@ impl App {
             });
             stack = stack.rate_limit(layer);
         }
-        let tenant_router = TenantRouter::new(
-            db.clone(),
-            SecretString::from(db_url.clone()),
-            config.tenancy.shards.clone(),
-            TENANT_TABLES,
-        )
-        .with_owner_url(SecretString::from(config.migrate_url()));
         let router = saas_tenancy::strip_path_prefix(stack.apply(openapi::serve_docs(routes, openapi.clone())));
-        Ok(Self { config, db, cache, bus, relay, subscriptions, tenants, tenant_router, router, openapi })
+        Ok(Self { config, db, cache, bus, relay, subscriptions, tenants, router, openapi })
     }
 
     /// The OpenAPI document of every served route.
@@ -189,12 +176,6 @@ impl App {
     /// The tenant lifecycle.
     pub fn tenants(&self) -> &Tenants {
         &self.tenants
-    }
-
-    /// Where each tenant's rows live: shared, a schema of its own, or a shard
-    /// (`[tenancy.shards]`).
-    pub fn tenant_router(&self) -> &TenantRouter {
-        &self.tenant_router
     }
 
     /// The outbox relay (runs inside [`serve`](Self::serve)).

@@ -43,6 +43,38 @@ pub struct TenancyState {
     pub quotas: Quotas,
     /// Feature flags.
     pub features: Features,
+    /// Tells members of a tenant (saas-auth); without it only platform admins read a
+    /// tenant's own routes.
+    pub members: Option<Arc<dyn TenantMembership>>,
+}
+
+/// Decides whether a request comes from a signed-in member of its tenant; saas-auth
+/// implements it.
+pub trait TenantMembership: Send + Sync + 'static {
+    /// Whether the request `parts` belong to was made by a member of `tenant`.
+    fn is_member(&self, parts: &http::request::Parts, tenant: &TenantContext) -> bool;
+}
+
+/// The tenant of a request made by one of its members or by a platform admin; anyone else
+/// gets 401 `unauthorized` (and a request naming no tenant 400 `tenant_required`).
+struct TenantReader(TenantContext);
+
+impl axum::extract::FromRequestParts<TenancyState> for TenantReader {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, state: &TenancyState) -> Result<Self> {
+        let tenant = TenantContext::of(parts)?;
+        if state.members.as_ref().is_some_and(|m| m.is_member(parts, &tenant)) {
+            return Ok(Self(tenant));
+        }
+        match PlatformAdmin::from_request_parts(parts, state).await {
+            Ok(PlatformAdmin) => Ok(Self(tenant)),
+            Err(_) => Err(Error::unauthorized(
+                "unauthorized",
+                "sign in as a member of this tenant, or use a platform-admin bearer token",
+            )),
+        }
+    }
 }
 
 impl FromRef<TenancyState> for PlatformAdmins {
@@ -132,12 +164,16 @@ async fn signup(
     params(("X-Tenant-ID" = Option<String>, Header, description = "Tenant id or slug (or use the subdomain or `/t/{tenant}` prefix)")),
     responses(
         (status = 200, body = TenantView),
+        (status = 401, description = "Not a member of the tenant nor a platform admin", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "No tenant named, or sources disagree", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The tenant is suspended", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn current_tenant(State(state): State<TenancyState>, tenant: TenantContext) -> Result<Json<TenantView>> {
+async fn current_tenant(
+    State(state): State<TenancyState>,
+    TenantReader(tenant): TenantReader,
+) -> Result<Json<TenantView>> {
     Ok(Json(state.tenants.get(tenant.id).await?.into()))
 }
 
@@ -303,11 +339,15 @@ async fn reactivate_tenant(
     params(("X-Tenant-ID" = Option<String>, Header, description = "Tenant id or slug (or use the subdomain or `/t/{tenant}` prefix)")),
     responses(
         (status = 200, body = Vec<QuotaUsage>),
+        (status = 401, description = "Not a member of the tenant nor a platform admin", body = Problem, content_type = "application/problem+json"),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn own_quotas(State(state): State<TenancyState>, tenant: TenantContext) -> Result<Json<Vec<QuotaUsage>>> {
+async fn own_quotas(
+    State(state): State<TenancyState>,
+    TenantReader(tenant): TenantReader,
+) -> Result<Json<Vec<QuotaUsage>>> {
     Ok(Json(state.quotas.usage(&tenant).await?))
 }
 
@@ -318,13 +358,14 @@ async fn own_quotas(State(state): State<TenancyState>, tenant: TenantContext) ->
     params(("X-Tenant-ID" = Option<String>, Header, description = "Tenant id or slug (or use the subdomain or `/t/{tenant}` prefix)")),
     responses(
         (status = 200, description = "Flag name to value (boolean, number or variant)", body = Object),
+        (status = 401, description = "Not a member of the tenant nor a platform admin", body = Problem, content_type = "application/problem+json"),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn own_features(
     State(state): State<TenancyState>,
-    tenant: TenantContext,
+    TenantReader(tenant): TenantReader,
     user: Option<axum::Extension<UserId>>,
 ) -> Result<Json<std::collections::BTreeMap<String, serde_json::Value>>> {
     Ok(Json(state.features.all(&tenant, user.map(|u| u.0)).await?))

@@ -48,6 +48,9 @@ pub struct Features {
     definitions: Arc<BTreeMap<String, FeatureConfig>>,
     plans: Arc<BTreeMap<String, PlanConfig>>,
     overrides: moka::sync::Cache<TenantId, Arc<Overrides>>,
+    /// Bumped by every override change: a load that began before a change must not cache
+    /// what it read.
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Features {
@@ -61,6 +64,7 @@ impl Features {
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(config.cache_ttl_secs))
                 .build(),
+            generation: Default::default(),
         }
     }
 
@@ -123,6 +127,7 @@ impl Features {
         if let Some(cached) = self.overrides.get(&tenant) {
             return Ok(cached);
         }
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
         let mut tx = self.db.tenant_tx(tenant).await?;
         let rows: Vec<(String, String, String)> =
             sqlx::query_as("SELECT feature, user_id, value FROM feature_overrides WHERE tenant_id = $1")
@@ -139,7 +144,9 @@ impl Features {
             };
         }
         let overrides = Arc::new(overrides);
-        self.overrides.insert(tenant, overrides.clone());
+        if self.generation.load(std::sync::atomic::Ordering::Acquire) == generation {
+            self.overrides.insert(tenant, overrides.clone());
+        }
         Ok(overrides)
     }
 
@@ -200,12 +207,14 @@ impl Features {
             .with_subject(tenant.to_string());
         outbox::append(&mut tx, &event).await?;
         tx.commit().await?;
-        self.overrides.invalidate(&tenant);
+        self.invalidate(tenant);
         Ok(())
     }
 
-    /// Forgets the cached overrides of `tenant` (after changes made elsewhere).
+    /// Forgets the cached overrides of `tenant` (after changes made elsewhere). Other
+    /// servers keep theirs until `tenancy.cache_ttl_secs` passes.
     pub fn invalidate(&self, tenant: TenantId) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.overrides.invalidate(&tenant);
     }
 }

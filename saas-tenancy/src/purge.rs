@@ -30,9 +30,15 @@ use crate::{events::TENANT_DELETED, store};
 /// Subscribes saas-tenancy itself: erases its own rows of a deleted tenant (quota overrides
 /// and usage, feature overrides) and records when (`tenants.purged_at`). The `tenants` row
 /// itself stays, so the slug stays taken.
-pub async fn erase_tenancy_rows(bus: &Arc<dyn EventBus>, db: Db) -> Result<Subscription> {
-    on_tenant_deleted(bus, db, "saas-tenancy", |conn, tenant| {
+pub async fn erase_tenancy_rows(
+    bus: &Arc<dyn EventBus>,
+    db: Db,
+    counter: Arc<dyn crate::quota::QuotaCounter>,
+) -> Result<Subscription> {
+    on_tenant_deleted(bus, db, "saas-tenancy", move |conn, tenant| {
+        let counter = counter.clone();
         Box::pin(async move {
+            counter.erase_tenant(tenant).await?;
             for table in ["quota_overrides", "quota_usage", "feature_overrides"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
                     .bind(tenant.to_string())

@@ -55,6 +55,11 @@ pub trait QuotaCounter: Send + Sync + 'static {
     async fn release(&self, key: &UsageKey, n: u64) -> Result<()>;
     /// Current usage.
     async fn used(&self, key: &UsageKey) -> Result<u64>;
+    /// Forgets every counter of a deleted tenant that lives outside the database (the
+    /// `quota_usage` rows go with the tenancy purge). Nothing to do by default.
+    async fn erase_tenant(&self, _tenant: TenantId) -> Result<()> {
+        Ok(())
+    }
     /// Name for logs, e.g. `sql`.
     fn name(&self) -> &'static str;
 }
@@ -397,6 +402,29 @@ impl QuotaCounter for RedisCounter {
         let used: Option<u64> =
             redis::AsyncCommands::get(&mut self.conn.clone(), Self::key(key)).await.map_err(counter_unavailable)?;
         Ok(used.unwrap_or(0))
+    }
+
+    async fn erase_tenant(&self, tenant: TenantId) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("quota:{tenant}:*"))
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await
+                .map_err(counter_unavailable)?;
+            if !keys.is_empty() {
+                let _: () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await.map_err(counter_unavailable)?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
     }
 
     fn name(&self) -> &'static str {

@@ -98,7 +98,11 @@ impl TenantLayer {
     /// The first label of `Host` when it is directly under the base domain.
     fn subdomain<'a>(&self, parts: &'a http::request::Parts) -> Option<&'a str> {
         let base = self.base_domain.as_deref()?;
-        let host = parts.headers.get(header::HOST)?.to_str().ok()?;
+        // HTTP/2 carries the host in `:authority` (the URI), usually without a Host header.
+        let host = match parts.headers.get(header::HOST) {
+            Some(value) => value.to_str().ok()?,
+            None => parts.uri.host()?,
+        };
         let host =
             host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
         let label = host.strip_suffix(base)?;
@@ -109,10 +113,15 @@ impl TenantLayer {
         let references = self.references(parts)?;
         let mut resolved: Option<(TenantSource, crate::Tenant)> = None;
         for (source, reference) in references {
-            // Reserved names (`www`, `api`) as subdomains are the platform's own hosts.
-            if let (TenantSource::Subdomain, TenantRef::Slug(slug)) = (source, &reference) {
-                if crate::slug::RESERVED_SLUGS.contains(&slug.as_str()) {
+            if let TenantRef::Slug(slug) = &reference {
+                // Reserved names (`www`, `api`, configured ones) as subdomains are the
+                // platform's own hosts.
+                if source == TenantSource::Subdomain && self.tenants.slug_policy().is_reserved(slug) {
                     continue;
+                }
+                // What cannot be a slug names no tenant: answer without a lookup.
+                if !crate::slug::could_be_slug(slug) {
+                    return Err(not_found());
                 }
             }
             if let Some((first, tenant)) = &resolved {
@@ -201,7 +210,9 @@ fn strip(mut req: Request<Body>) -> Request<Body> {
         Err(_) => return req,
     }
     if let Ok(uri) = Uri::from_parts(uri) {
-        *req.uri_mut() = uri;
+        let original = std::mem::replace(req.uri_mut(), uri);
+        // Layers that key on the path (Idempotency-Key) see the tenant through this.
+        req.extensions_mut().insert(axum::extract::OriginalUri(original));
         req.extensions_mut().insert(PathTenant(tenant));
     }
     req
@@ -216,6 +227,7 @@ mod tests {
         let req = strip(Request::get("/t/acme/v1/tenant?x=1").body(Body::empty()).unwrap());
         assert_eq!(req.uri(), "/v1/tenant?x=1");
         assert_eq!(req.extensions().get::<PathTenant>().unwrap().0, "acme");
+        assert_eq!(req.extensions().get::<axum::extract::OriginalUri>().unwrap().0, "/t/acme/v1/tenant?x=1");
         let req = strip(Request::get("/v1/tenant").body(Body::empty()).unwrap());
         assert_eq!(req.uri(), "/v1/tenant");
         assert!(req.extensions().get::<PathTenant>().is_none());

@@ -8,7 +8,9 @@
 //! - in a **shard**: another database, named in `[tenancy.shards]`, with a pool of its own.
 //!
 //! Place a tenant before it has rows in the tenant-owned tables: rows already written
-//! stay where they are (moving them is not automated yet).
+//! stay where they are (moving them is not automated yet). After adding migrations, call
+//! [`TenantRouter::migrate_placements`] at start-up so every schema and shard gets them; purge
+//! deleted tenants with [`TenantRouter::on_tenant_deleted`], which erases in every place.
 //!
 //! ```no_run
 //! # async fn demo(router: saas_tenancy::routing::TenantRouter, tenant: saas_core::id::TenantId) -> saas_core::Result<()> {
@@ -78,7 +80,19 @@ impl TenantRouter {
         self
     }
 
-    /// Where `tenant`'s rows live (read once, then cached).
+    /// The router a server configuration describes: `database.url` shared,
+    /// `database.migrate_url` for schema DDL, `[tenancy.shards]`.
+    pub fn from_config(
+        shared: Db,
+        config: &saas_core::config::Config,
+        migrations: &'static [&'static Migrations],
+    ) -> Self {
+        Self::new(shared, SecretString::from(config.database_url()), config.tenancy.shards.clone(), migrations)
+            .with_owner_url(SecretString::from(config.migrate_url()))
+    }
+
+    /// Where `tenant`'s rows live. A placement in a schema or shard is permanent and cached;
+    /// "shared" is read every time, so a placement made by another server is seen at once.
     pub async fn placement(&self, tenant: TenantId) -> Result<Placement> {
         if let Some(placement) = self.placements.read().await.get(&tenant) {
             return Ok(placement.clone());
@@ -88,11 +102,8 @@ impl TenantRouter {
                 .bind(tenant.to_string())
                 .fetch_optional(self.shared.pool())
                 .await?;
-        let placement = match row {
-            None => Placement::Shared,
-            Some((kind, target)) if kind == "schema" => Placement::Schema(target),
-            Some((_, target)) => Placement::Shard(target),
-        };
+        let Some((kind, target)) = row else { return Ok(Placement::Shared) };
+        let placement = placement_of(&kind, &target);
         self.placements.write().await.insert(tenant, placement.clone());
         Ok(placement)
     }
@@ -135,6 +146,61 @@ impl TenantRouter {
         self.record(tenant, "shard", name).await?;
         self.placements.write().await.insert(tenant, Placement::Shard(name.to_owned()));
         Ok(())
+    }
+
+    /// Applies the tenant-owned tables' migrations to every schema and shard tenants are
+    /// placed in; call it at start-up after adding migrations. Returns how many it visited.
+    pub async fn migrate_placements(&self) -> Result<usize> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT DISTINCT kind, target FROM tenant_placements").fetch_all(self.shared.pool()).await?;
+        let owner_url = self.owner_url.as_deref().unwrap_or(&self.shared_url).expose_secret().to_owned();
+        for (kind, target) in &rows {
+            match placement_of(kind, target) {
+                Placement::Schema(schema) => {
+                    let owner =
+                        Db::connect(&owner_url, PoolSettings { max_connections: 1, ..Default::default() }).await?;
+                    let done = self.create_schema(&owner, &schema).await;
+                    owner.close().await;
+                    done?;
+                }
+                Placement::Shard(name) => self.migrate(&self.shard_url(&name)?).await?,
+                Placement::Shared => {}
+            }
+        }
+        Ok(rows.len())
+    }
+
+    /// Runs `erase` for a deleted tenant where its rows are: in its schema or shard, then
+    /// in the shared database (rows written before the placement). Subscribes like
+    /// [`purge::on_tenant_deleted`](crate::purge::on_tenant_deleted), which it extends.
+    pub async fn on_tenant_deleted<F>(
+        &self,
+        bus: &Arc<dyn saas_core::events::EventBus>,
+        domain: &str,
+        erase: F,
+    ) -> Result<saas_core::events::Subscription>
+    where
+        F: for<'c> Fn(&'c mut sqlx::AnyConnection, TenantId) -> futures::future::BoxFuture<'c, Result<()>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let erase = Arc::new(erase);
+        let router = self.clone();
+        crate::purge::on_tenant_deleted(bus, self.shared.clone(), domain, move |conn, tenant| {
+            let (router, erase) = (router.clone(), erase.clone());
+            Box::pin(async move {
+                if router.placement(tenant).await? != Placement::Shared {
+                    // Erasing is idempotent, so doing it before the shared transaction
+                    // commits is safe even if that transaction then fails and is retried.
+                    let mut placed = router.tenant_tx(tenant).await?;
+                    erase(&mut placed, tenant).await?;
+                    placed.commit().await?;
+                }
+                erase(conn, tenant).await
+            })
+        })
+        .await
     }
 
     async fn create_schema(&self, owner: &Db, schema: &str) -> Result<()> {
@@ -203,10 +269,11 @@ impl TenantRouter {
     }
 }
 
-/// `url` with connections whose `search_path` is `schema` (then `public`, for extensions).
+/// `url` with connections whose `search_path` is only `schema`: a table missing there is an
+/// error, never a silent fall-back to the shared `public` one.
 fn with_search_path(url: &str, schema: &str) -> String {
     let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}options[search_path]={schema},public")
+    format!("{url}{separator}options[search_path]={schema}")
 }
 
 fn placement_of(kind: &str, target: &str) -> Placement {

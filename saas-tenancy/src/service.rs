@@ -90,6 +90,11 @@ impl Tenants {
         self
     }
 
+    /// The slug policy (reserved names).
+    pub fn slug_policy(&self) -> &SlugPolicy {
+        &self.slugs
+    }
+
     /// The database the tenants live in.
     pub fn db(&self) -> &Db {
         &self.db
@@ -151,7 +156,10 @@ impl Tenants {
         let mut conn = self.db.pool().acquire().await?;
         let found = store::find(&mut conn, by).await?;
         if let Some(tenant) = &found {
-            self.cache.set_json(&key, tenant, self.cache_ttl).await?;
+            // Only if absent: a change committed since our read has written the newer
+            // tenant, which a stale copy must not replace.
+            let bytes = serde_json::to_vec(tenant).map_err(Error::internal)?;
+            self.cache.set_if_absent(&key, &bytes, self.cache_ttl).await?;
         }
         Ok(found)
     }
@@ -168,20 +176,20 @@ impl Tenants {
 
     /// Changes the name and/or plan.
     pub async fn update(&self, id: TenantId, patch: TenantPatch) -> Result<Tenant> {
-        let current = self.get(id).await?;
         let mut errors = Vec::new();
         let name = patch.name.as_deref().map(valid_name).transpose().map_err(|e| errors.push(e)).ok().flatten();
         let plan = patch.plan.as_deref().map(valid_plan).transpose().map_err(|e| errors.push(e)).ok().flatten();
         if !errors.is_empty() {
             return Err(Error::validation(errors));
         }
-        let name = name.unwrap_or(current.name);
-        let plan = plan.unwrap_or(current.plan);
         let mut tx = self.db.begin().await?;
-        if !store::update_details(&mut tx, id, &name, &plan).await? {
+        // Absent fields keep the stored value in the same statement: concurrent patches of
+        // different fields both take effect.
+        if !store::update_details(&mut tx, id, name.as_deref(), plan.as_deref()).await? {
             return Err(not_found());
         }
-        let data = TenantUpdated { name, plan };
+        let updated = store::find(&mut tx, &TenantRef::Id(id)).await?.ok_or_else(not_found)?;
+        let data = TenantUpdated { name: updated.name.clone(), plan: updated.plan.clone() };
         outbox::append(&mut tx, &event(events::TENANT_UPDATED, id, &data)).await?;
         tx.commit().await?;
         self.changed(id).await
@@ -223,8 +231,7 @@ impl Tenants {
         }
         outbox::append(&mut tx, &event(events::TENANT_DELETED, id, &serde_json::json!({}))).await?;
         tx.commit().await?;
-        self.forget(&current).await;
-        Ok(())
+        self.changed(id).await.map(drop)
     }
 
     async fn transition(
@@ -252,21 +259,20 @@ impl Tenants {
         self.changed(id).await
     }
 
-    /// Re-reads a changed tenant and drops its cache entries.
+    /// Re-reads a changed tenant (in any status) and writes it over its cache entries, so
+    /// resolution sees the change at once.
     async fn changed(&self, id: TenantId) -> Result<Tenant> {
-        let tenant = self.get(id).await?;
-        self.forget(&tenant).await;
-        Ok(tenant)
-    }
-
-    async fn forget(&self, tenant: &Tenant) {
+        let mut conn = self.db.pool().acquire().await?;
+        let tenant = store::find(&mut conn, &TenantRef::Id(id)).await?.ok_or_else(not_found)?;
+        drop(conn);
         for key in [cache_key(&TenantRef::Id(tenant.id)), cache_key(&TenantRef::Slug(tenant.slug.clone()))] {
-            // A failed delete leaves a stale entry for at most the TTL; the change itself
-            // is committed, so it must not turn into an error now.
-            if let Err(e) = self.cache.delete(&key).await {
-                tracing::warn!(error = %e.into_cause(), key, "cannot drop a tenant from the cache");
+            // The change is committed, so a cache failure must not turn into an error now;
+            // the entry then stays stale for at most the TTL.
+            if let Err(e) = self.cache.set_json(&key, &tenant, self.cache_ttl).await {
+                tracing::warn!(error = %e.into_cause(), key, "cannot update a tenant in the cache");
             }
         }
+        Ok(tenant)
     }
 }
 

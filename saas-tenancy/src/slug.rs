@@ -77,11 +77,26 @@ impl SlugPolicy {
                 "expected lowercase letters, digits and single hyphens, starting with a letter and not ending with a hyphen",
             ));
         }
-        if RESERVED_SLUGS.contains(&text) || self.extra_reserved.iter().any(|r| r == text) {
+        if self.is_reserved(text) {
             return Err(invalid("reserved", "this name is reserved; choose another"));
         }
         Ok(Slug(text.to_owned()))
     }
+}
+
+impl SlugPolicy {
+    /// Whether `text` is reserved (built in or configured).
+    pub fn is_reserved(&self, text: &str) -> bool {
+        RESERVED_SLUGS.contains(&text) || self.extra_reserved.iter().any(|r| r == text)
+    }
+}
+
+/// Whether `text` has the form of a slug (reserved or not): what resolution looks up.
+pub fn could_be_slug(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    (3..=63).contains(&bytes.len())
+        && bytes[0].is_ascii_lowercase()
+        && bytes.iter().all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 impl Slug {

@@ -73,15 +73,23 @@ pub(crate) async fn list(
     rows.iter().map(from_row).collect()
 }
 
-pub(crate) async fn update_details(conn: &mut AnyConnection, id: TenantId, name: &str, plan: &str) -> Result<bool> {
-    let done =
-        sqlx::query("UPDATE tenants SET name = $2, plan = $3, updated_at = $4 WHERE id = $1 AND status <> 'deleted'")
-            .bind(id.to_string())
-            .bind(name)
-            .bind(plan)
-            .bind(now_millis())
-            .execute(conn)
-            .await?;
+/// Sets the name and plan that are `Some`; false when there is no such (undeleted) tenant.
+pub(crate) async fn update_details(
+    conn: &mut AnyConnection,
+    id: TenantId,
+    name: Option<&str>,
+    plan: Option<&str>,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE tenants SET name = COALESCE($2, name), plan = COALESCE($3, plan), updated_at = $4 \
+         WHERE id = $1 AND status <> 'deleted'",
+    )
+    .bind(id.to_string())
+    .bind(name)
+    .bind(plan)
+    .bind(now_millis())
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -52,9 +52,10 @@ async fn lifecycle(db: Db) {
     let fields: Vec<_> = invalid.unwrap_err().field_errors().iter().map(|f| f.field.clone()).collect();
     assert_eq!(fields, ["slug", "name", "plan"]);
 
-    let renamed = tenants.update(acme.id, TenantPatch { name: Some("Acme".into()), plan: Some("pro".into()) }).await;
-    let renamed = renamed.unwrap();
-    assert_eq!((renamed.name.as_str(), renamed.plan.as_str()), ("Acme", "pro"));
+    let renamed = tenants.update(acme.id, TenantPatch { name: Some("Acme".into()), plan: None }).await.unwrap();
+    assert_eq!((renamed.name.as_str(), renamed.plan.as_str()), ("Acme", "free"));
+    let upgraded = tenants.update(acme.id, TenantPatch { name: None, plan: Some("pro".into()) }).await.unwrap();
+    assert_eq!((upgraded.name.as_str(), upgraded.plan.as_str()), ("Acme", "pro"), "absent fields keep their value");
 
     let suspended = tenants.suspend(acme.id, "unpaid invoice").await.unwrap();
     assert_eq!(suspended.status, TenantStatus::Suspended);
@@ -74,6 +75,7 @@ async fn lifecycle(db: Db) {
         outbox_types(&db).await,
         [
             events::TENANT_PROVISIONED,
+            events::TENANT_UPDATED,
             events::TENANT_UPDATED,
             events::TENANT_SUSPENDED,
             events::TENANT_REACTIVATED,
@@ -178,6 +180,8 @@ async fn every_source_resolves_and_disagreement_is_refused() {
 
     let unknown = (StatusCode::NOT_FOUND, "tenant_not_found".to_owned());
     assert_eq!(call(&app, "/v1/whoami", &[("x-tenant-id", "initech")]).await, unknown);
+    assert_eq!(call(&app, &format!("/t/{}/v1/whoami", "a".repeat(500)), &[]).await, unknown, "no lookup of non-slugs");
+    assert_eq!(call(&app, "/v1/whoami", &[("x-tenant-id", "Not A Slug!")]).await, unknown);
     assert_eq!(call(&app, "/v1/whoami", &[("x-tenant-id", "ten_01h455vb4pex5vsknk084sn02q")]).await, unknown);
     assert_eq!(call(&app, "/v1/whoami", &[("host", "initech.example.com")]).await, unknown);
 
@@ -187,6 +191,25 @@ async fn every_source_resolves_and_disagreement_is_refused() {
     assert_eq!(call(&app, "/v1/whoami", &[("host", "acme.other.org")]).await.1, "tenant_required");
     assert_eq!(call(&app, "/v1/public", &[]).await, (StatusCode::OK, "None".to_owned()));
     assert_eq!(call(&app, "/v1/whoami", &[("x-tenant-id", "")]).await.1, "invalid_tenant_header");
+
+    // HTTP/2 sends the host as `:authority`, without a Host header.
+    let request = Request::get("http://acme.example.com/v1/whoami").body(Body::empty()).unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // Configured reserved names are platform hosts, not unknown tenants.
+    let reserving = Tenants::new(db.clone(), Arc::new(MemoryCache::new(10)))
+        .with_slug_policy(saas_tenancy::slug::SlugPolicy::new(["portal"]));
+    let with_portal = Router::new()
+        .route(
+            "/v1/public",
+            get(|tenant: Option<TenantContext>| async move { format!("{:?}", tenant.map(|t| t.slug)) }),
+        )
+        .layer(TenantLayer::new(reserving, &[TenantSource::Subdomain], Some("example.com")));
+    assert_eq!(
+        call(&with_portal, "/v1/public", &[("host", "portal.example.com")]).await,
+        (StatusCode::OK, "None".into())
+    );
 
     // A source that is not configured is ignored.
     let header_only = self::app(&tenants, &[TenantSource::Header]);
@@ -260,7 +283,8 @@ async fn deleting_a_tenant_erases_its_rows_in_every_subscribed_domain_once() {
     })
     .await
     .unwrap();
-    let _tenancy = saas_tenancy::purge::erase_tenancy_rows(&bus, db.clone()).await.unwrap();
+    let counter = Arc::new(saas_tenancy::quota::SqlCounter::new(db.clone()));
+    let _tenancy = saas_tenancy::purge::erase_tenancy_rows(&bus, db.clone(), counter).await.unwrap();
 
     tenants.delete(acme.id).await.unwrap();
     OutboxRelay::new(db.clone(), bus.clone()).drain().await.unwrap();

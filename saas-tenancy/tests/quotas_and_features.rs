@@ -150,7 +150,15 @@ async fn quotas_on_redis() {
     let counter: Arc<dyn QuotaCounter> =
         Arc::new(saas_tenancy::quota::RedisCounter::connect(&saas_core::testing::redis_url()).await.unwrap());
     limits_and_periods(&db, Quotas::new(db.clone(), &config(), counter.clone())).await;
-    exactly_the_limit_is_granted(Quotas::new(db.clone(), &config(), counter)).await;
+    exactly_the_limit_is_granted(Quotas::new(db.clone(), &config(), counter.clone())).await;
+
+    // A deleted tenant's counters are erased from Redis.
+    let quotas = Quotas::new(db.clone(), &config(), counter.clone());
+    let gone = tenant("free");
+    quotas.consume(&gone, "seats", 2).await.unwrap();
+    quotas.consume(&gone, "api_calls", 1).await.unwrap();
+    counter.erase_tenant(gone.id).await.unwrap();
+    assert!(quotas.usage(&gone).await.unwrap().iter().all(|u| u.used == 0));
 }
 
 async fn call(app: &Router, tenant: Option<&TenantContext>, user: Option<UserId>) -> (StatusCode, String) {

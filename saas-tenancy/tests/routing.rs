@@ -47,7 +47,7 @@ async fn tenants_in_their_own_schema_and_shard() {
     let shared = TestDatabase::postgres().await;
     let shard = TestDatabase::postgres().await;
     let owner = shared.connect().await;
-    migrate::run(&owner, &[&saas_tenancy::MIGRATIONS, &DOCS]).await.unwrap();
+    migrate::run(&owner, &[&saas_core::events::MIGRATIONS, &saas_tenancy::MIGRATIONS, &DOCS]).await.unwrap();
     let app_url = shared.app_role_url().await;
     let app = saas_core::db::Db::connect(&app_url, Default::default()).await.unwrap();
     let router = TenantRouter::new(
@@ -88,6 +88,37 @@ async fn tenants_in_their_own_schema_and_shard() {
     Doc::erase_tenant(&mut tx, big).await.unwrap();
     tx.commit().await.unwrap();
     isolation::run(&big_db, doc, |d| Doc { title: "changed".into(), ..d.clone() }).await;
+
+    // A schema's tables are its own: a table missing there is an error, not the shared one.
+    let mut tx = router.tenant_tx(big).await.unwrap();
+    let fallback = sqlx::query("SELECT COUNT(*) FROM tenants").execute(&mut *tx).await;
+    assert!(fallback.is_err(), "no fall-back to public");
+    tx.rollback().await.unwrap();
+    assert_eq!(router.migrate_placements().await.unwrap(), 2, "the schema and the shard are migrated again");
+
+    // Deleting purges every place the tenant's rows are.
+    let bus: std::sync::Arc<dyn saas_core::events::EventBus> =
+        std::sync::Arc::new(saas_core::events::InProcessBus::new());
+    let _purge = router
+        .on_tenant_deleted(&bus, "docs", |conn, tenant| {
+            Box::pin(async move { Doc::erase_tenant(conn, tenant).await.map(drop) })
+        })
+        .await
+        .unwrap();
+    let mut tx = router.tenant_tx(eu).await.unwrap();
+    Doc::insert(&mut tx, &doc(eu)).await.unwrap();
+    tx.commit().await.unwrap();
+    let deleted =
+        saas_core::events::Envelope::new(saas_tenancy::events::TENANT_DELETED, Some(eu), serde_json::json!({}));
+    bus.publish(&[deleted]).await.unwrap();
+    let shard_db = shard.connect().await;
+    for _ in 0..100 {
+        if count(shard_db.clone(), "docs".into()).await == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(count(shard_db, "docs".into()).await, 0, "the shard's rows are erased");
 }
 
 #[tokio::test]

@@ -351,7 +351,12 @@ async fn two_tenants_sign_up(server: Running) {
     assert_eq!((status, body["errors"][0]["field"].as_str()), (422, Some("owner")), "{body}");
     assert!(!body.to_string().contains("correct horse"));
 
-    // Each tenant, named by header, subdomain or path prefix, sees itself.
+    // A tenant's own routes need a member (saas-auth) or a platform admin.
+    for path in ["/v1/tenant", "/v1/tenant/quotas", "/v1/tenant/features"] {
+        let (status, body) = json(client.get(url(path)).header("x-tenant-id", "acme")).await;
+        assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")), "{path}");
+    }
+    // Each tenant, named by header, subdomain or path prefix, is the one served.
     for (slug, id) in ["acme", "globex"].iter().zip(&ids) {
         for request in [
             client.get(url("/v1/tenant")).header("x-tenant-id", *slug),
@@ -359,13 +364,19 @@ async fn two_tenants_sign_up(server: Running) {
             client.get(url("/v1/tenant")).header("host", format!("{slug}.example.test")),
             client.get(url(&format!("/t/{slug}/v1/tenant"))),
         ] {
-            let (status, body) = json(request).await;
+            let (status, body) = json(request.bearer_auth(ADMIN_TOKEN)).await;
             assert_eq!((status, body["id"].as_str()), (200, Some(id.as_str())), "{body}");
         }
     }
     // Swapping one source for the other tenant's is refused without revealing anything.
-    let (status, body) =
-        json(client.get(url("/v1/tenant")).header("host", "acme.example.test").header("x-tenant-id", "globex")).await;
+    let (status, body) = json(
+        client
+            .get(url("/v1/tenant"))
+            .header("host", "acme.example.test")
+            .header("x-tenant-id", "globex")
+            .bearer_auth(ADMIN_TOKEN),
+    )
+    .await;
     assert_eq!((status, body["code"].as_str()), (400, Some("tenant_mismatch")));
     let (status, body) = json(client.get(url("/v1/tenant")).header("x-tenant-id", "umbrella")).await;
     assert_eq!((status, body["code"].as_str()), (404, Some("tenant_not_found")));
@@ -404,7 +415,7 @@ async fn platform_admins_manage_tenants(server: Running) {
     assert_eq!((status, body["name"].as_str(), body["plan"].as_str()), (200, Some("Acme Corp"), Some("pro")));
 
     let tenant_routes = [url("/v1/tenant"), url("/v1/signup"), url("/health/live")];
-    let as_acme = |u: &String| client.get(u).header("x-tenant-id", "acme");
+    let as_acme = |u: &String| client.get(u).header("x-tenant-id", "acme").bearer_auth(ADMIN_TOKEN);
     assert_eq!(json(as_acme(&tenant_routes[0])).await.0, 200);
 
     let (status, body) =

@@ -146,7 +146,10 @@ where
     }
     scope.update(parts.method.as_str());
     scope.update([0]);
-    scope.update(parts.uri.path());
+    // The path as the client sent it: a layer that rewrote it (e.g. removing a `/t/{tenant}`
+    // prefix) keeps the original in `OriginalUri`, and the tenant in it must count.
+    let original = parts.extensions.get::<axum::extract::OriginalUri>().map(|o| &o.0);
+    scope.update(original.unwrap_or(&parts.uri).path());
     scope.update([0]);
     scope.update(key.as_bytes());
     let cache_key = format!("idempotency:{}", hex::encode(scope.finalize()));

@@ -72,7 +72,9 @@ async fn suite(cache: Arc<dyn Cache>) {
     assert_eq!(s, 422, "{}", String::from_utf8_lossy(&b));
     assert!(String::from_utf8_lossy(&b).contains("idempotency_key_reused"));
 
-    let (s, _, _) = read(app.clone().oneshot(keyed("/v1/orders", "another-key", "1")).await.unwrap()).await;
+    // Unique per run: Redis keeps keys between test runs.
+    let another = uuid::Uuid::now_v7().to_string();
+    let (s, _, _) = read(app.clone().oneshot(keyed("/v1/orders", &another, "1")).await.unwrap()).await;
     assert_eq!(s, 201);
     let (s, _, _) =
         read(app.clone().oneshot(Request::post("/v1/orders").body(Body::from("1")).unwrap()).await.unwrap()).await;
@@ -129,4 +131,18 @@ async fn idempotency_on_the_memory_cache() {
 #[ignore = "needs redis: run .ci/run or set SAAS_TEST_REDIS_URL"]
 async fn idempotency_on_redis() {
     suite(Arc::new(saas_core::cache::RedisCache::connect(&saas_core::testing::redis_url()).await.unwrap())).await;
+}
+
+#[tokio::test]
+async fn keys_are_scoped_by_the_path_the_client_sent() {
+    // A layer before routing may rewrite the path (the `/t/{tenant}` prefix); the same key
+    // on two original paths is two requests, not a replay of the other tenant's response.
+    let calls = Arc::new(AtomicU32::new(0));
+    let app = app(Arc::new(MemoryCache::new(100)), calls.clone());
+    for original in ["/t/acme/v1/orders", "/t/globex/v1/orders"] {
+        let mut request = keyed("/v1/orders", "k-1", "{}");
+        request.extensions_mut().insert(axum::extract::OriginalUri(original.parse().unwrap()));
+        assert_eq!(app.clone().oneshot(request).await.unwrap().status(), StatusCode::CREATED);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
