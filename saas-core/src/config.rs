@@ -311,6 +311,20 @@ pub struct FeatureConfig {
     pub rollout_by: RolloutBy,
 }
 
+impl FeatureConfig {
+    /// A flag whose value is `default` for everyone (until a rollout, plan or override).
+    pub fn new(default: serde_json::Value) -> Self {
+        Self { default, rollout_percent: None, rollout_value: None, rollout_by: RolloutBy::Tenant }
+    }
+
+    /// Gives `true` to `percent` % of tenants or users, picked by a stable hash.
+    pub fn rollout(mut self, percent: f64, by: RolloutBy) -> Self {
+        self.rollout_percent = Some(percent);
+        self.rollout_by = by;
+        self
+    }
+}
+
 /// `[tenancy.plans.<plan>]`
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -20,25 +20,9 @@ use serde_json::json;
 fn config() -> TenancyConfig {
     let mut config = TenancyConfig::default();
     for i in 0..20 {
-        config.features.insert(
-            format!("flag_{i}"),
-            FeatureConfig {
-                default: json!(false),
-                rollout_percent: None,
-                rollout_value: None,
-                rollout_by: RolloutBy::Tenant,
-            },
-        );
+        config.features.insert(format!("flag_{i}"), FeatureConfig::new(json!(false)));
     }
-    config.features.insert(
-        "reports".into(),
-        FeatureConfig {
-            default: json!(false),
-            rollout_percent: Some(30.0),
-            rollout_value: None,
-            rollout_by: RolloutBy::User,
-        },
-    );
+    config.features.insert("reports".into(), FeatureConfig::new(json!(false)).rollout(30.0, RolloutBy::User));
     config
         .plans
         .insert("pro".into(), PlanConfig { features: [("flag_3".into(), json!(true))].into(), ..Default::default() });

@@ -54,6 +54,35 @@ pub use resolve::{TenantLayer, X_TENANT_ID, strip_path_prefix};
 pub use service::{DEFAULT_PLAN, NewTenant, TenantPatch, Tenants};
 pub use tenant::{Tenant, TenantRef, TenantStatus, TenantView};
 
+/// The tenant-owned tables of quotas and flags, one text for both engines (PostgreSQL adds
+/// row-level security).
+macro_rules! quota_and_feature_tables {
+    () => {
+        "CREATE TABLE quota_overrides (
+            tenant_id TEXT NOT NULL,
+            quota TEXT NOT NULL,
+            limit_value BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, quota)
+        );
+        CREATE TABLE quota_usage (
+            tenant_id TEXT NOT NULL,
+            quota TEXT NOT NULL,
+            period_start BIGINT NOT NULL,
+            used BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, quota, period_start)
+        );
+        CREATE TABLE feature_overrides (
+            tenant_id TEXT NOT NULL,
+            feature TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            value TEXT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, feature, user_id)
+        );"
+    };
+}
+
 /// Tables of saas-tenancy; part of `saas migrate`.
 pub static MIGRATIONS: Migrations = Migrations {
     component: "saas-tenancy",
@@ -83,51 +112,9 @@ pub static MIGRATIONS: Migrations = Migrations {
         Migration::per_engine(
             2,
             "quotas and feature overrides",
-            "CREATE TABLE quota_overrides (
-            tenant_id TEXT NOT NULL,
-            quota TEXT NOT NULL,
-            limit_value BIGINT NOT NULL,
-            updated_at BIGINT NOT NULL,
-            PRIMARY KEY (tenant_id, quota)
-        );
-        CREATE TABLE quota_usage (
-            tenant_id TEXT NOT NULL,
-            quota TEXT NOT NULL,
-            period_start BIGINT NOT NULL,
-            used BIGINT NOT NULL,
-            PRIMARY KEY (tenant_id, quota, period_start)
-        );
-        CREATE TABLE feature_overrides (
-            tenant_id TEXT NOT NULL,
-            feature TEXT NOT NULL,
-            user_id TEXT NOT NULL,
-            value TEXT NOT NULL,
-            updated_at BIGINT NOT NULL,
-            PRIMARY KEY (tenant_id, feature, user_id)
-        );",
+            quota_and_feature_tables!(),
             concat!(
-                "CREATE TABLE quota_overrides (
-                tenant_id TEXT NOT NULL,
-                quota TEXT NOT NULL,
-                limit_value BIGINT NOT NULL,
-                updated_at BIGINT NOT NULL,
-                PRIMARY KEY (tenant_id, quota)
-            );
-            CREATE TABLE quota_usage (
-                tenant_id TEXT NOT NULL,
-                quota TEXT NOT NULL,
-                period_start BIGINT NOT NULL,
-                used BIGINT NOT NULL,
-                PRIMARY KEY (tenant_id, quota, period_start)
-            );
-            CREATE TABLE feature_overrides (
-                tenant_id TEXT NOT NULL,
-                feature TEXT NOT NULL,
-                user_id TEXT NOT NULL,
-                value TEXT NOT NULL,
-                updated_at BIGINT NOT NULL,
-                PRIMARY KEY (tenant_id, feature, user_id)
-            );",
+                quota_and_feature_tables!(),
                 saas_core::rls_policy!("quota_overrides"),
                 saas_core::rls_policy!("quota_usage"),
                 saas_core::rls_policy!("feature_overrides"),

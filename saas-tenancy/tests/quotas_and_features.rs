@@ -25,33 +25,9 @@ fn config() -> TenancyConfig {
     config.quotas.insert("seats".into(), QuotaConfig { period: None, default_limit: Some(3) });
     config.quotas.insert("api_calls".into(), QuotaConfig { period: Some(QuotaPeriod::Hour), default_limit: Some(10) });
     config.quotas.insert("storage".into(), QuotaConfig::default());
-    config.features.insert(
-        "reports".into(),
-        FeatureConfig {
-            default: json!(false),
-            rollout_percent: None,
-            rollout_value: None,
-            rollout_by: RolloutBy::Tenant,
-        },
-    );
-    config.features.insert(
-        "theme".into(),
-        FeatureConfig {
-            default: json!("light"),
-            rollout_percent: None,
-            rollout_value: None,
-            rollout_by: RolloutBy::Tenant,
-        },
-    );
-    config.features.insert(
-        "beta".into(),
-        FeatureConfig {
-            default: json!(false),
-            rollout_percent: Some(50.0),
-            rollout_value: None,
-            rollout_by: RolloutBy::Tenant,
-        },
-    );
+    config.features.insert("reports".into(), FeatureConfig::new(json!(false)));
+    config.features.insert("theme".into(), FeatureConfig::new(json!("light")));
+    config.features.insert("beta".into(), FeatureConfig::new(json!(false)).rollout(50.0, RolloutBy::Tenant));
     config.plans.insert(
         "pro".into(),
         PlanConfig {

@@ -245,15 +245,7 @@ async fn start_with_tenancy(backends: Option<(&str, &str)>) -> Running {
     config.tenancy.base_domain = Some("example.test".into());
     config.rate_limit.enabled = false;
     config.tenancy.quotas.insert("seats".into(), QuotaConfig { period: None, default_limit: Some(3) });
-    config.tenancy.features.insert(
-        "reports".into(),
-        FeatureConfig {
-            default: serde_json::json!(false),
-            rollout_percent: None,
-            rollout_value: None,
-            rollout_by: Default::default(),
-        },
-    );
+    config.tenancy.features.insert("reports".into(), FeatureConfig::new(serde_json::json!(false)));
     start(config, dir).await
 }
 

@@ -31,8 +31,11 @@ pub struct Note {
     body: String,
 }
 
-const NOTES: &str =
-    "CREATE TABLE notes (tenant_id TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (tenant_id, id));";
+macro_rules! notes_table {
+    () => {
+        "CREATE TABLE notes (tenant_id TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (tenant_id, id));"
+    };
+}
 
 /// The notes table; on PostgreSQL under row-level security.
 pub static MIGRATIONS: Migrations = Migrations {
@@ -40,11 +43,8 @@ pub static MIGRATIONS: Migrations = Migrations {
     list: &[Migration::per_engine(
         1,
         "notes",
-        NOTES,
-        concat!(
-            "CREATE TABLE notes (tenant_id TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (tenant_id, id));",
-            saas_core::rls_policy!("notes")
-        ),
+        notes_table!(),
+        concat!(notes_table!(), saas_core::rls_policy!("notes")),
     )],
 };
 
