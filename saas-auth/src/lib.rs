@@ -1,7 +1,71 @@
 //! Identity and access for saas-rs (bounded context *Identity & Access*).
 //!
-//! **Status: not built yet.** This crate will hold the `User`, `Role` and `Permission`
-//! aggregates; password credentials (argon2id); JWT access tokens with rotating keys and a
-//! JWKS endpoint; refresh-token rotation; sessions; TOTP MFA and recovery codes; API keys;
-//! RBAC as a `Principal` extractor, a `RequirePermission` layer and a
-//! `#[require_permission]` attribute; brute-force protection.
+//! Built so far:
+//!
+//! | piece | what it does |
+//! |---|---|
+//! | [`password`] | argon2id (OWASP parameters) off the runtime behind a bounded semaphore; 503 when saturated; dummy verify for unknown users |
+//! | [`users`] | the User aggregate, tenant-owned (`#[derive(TenantScoped)]`, row-level security) |
+//! | [`keys`] | Ed25519 signing keys, encrypted at rest, rotated, published at `/.well-known/jwks.json` |
+//! | [`token`] | access tokens (JWT, `EdDSA`), strict verification, verified-token cache |
+//! | [`principal`] | [`AuthLayer`](principal::AuthLayer) and the [`Principal`](principal::Principal) extractor; the hooks saas-tenancy takes |
+//! | [`service`] | [`Auth`](service::Auth): login, users, the sign-up owner |
+//! | [`api`] | `POST /v1/auth/login`, `GET /v1/auth/me`, `GET /.well-known/jwks.json` |
+//!
+//! Not built yet: refresh tokens and session revocation, e-mail flows, MFA, API keys, RBAC
+//! and brute-force protection.
+
+pub mod api;
+pub mod events;
+pub mod keys;
+pub mod password;
+pub mod principal;
+pub mod service;
+pub mod token;
+pub mod users;
+
+use saas_core::db::migrate::{Migration, Migrations};
+
+/// The tables, one text for both engines (PostgreSQL adds row-level security to the tenant-owned ones).
+macro_rules! tables {
+    () => {
+        "CREATE TABLE users (
+            tenant_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            email TEXT NOT NULL,
+            name TEXT,
+            password_hash TEXT NOT NULL,
+            roles TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, id),
+            UNIQUE (tenant_id, email)
+        );
+        CREATE TABLE auth_sessions (
+            tenant_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            revoked_at BIGINT,
+            PRIMARY KEY (tenant_id, id)
+        );
+        CREATE TABLE auth_signing_keys (
+            kid TEXT PRIMARY KEY,
+            algorithm TEXT NOT NULL,
+            public_key TEXT NOT NULL,
+            private_key TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            retired_at BIGINT
+        );"
+    };
+}
+
+/// Tables of saas-auth; part of `saas migrate`.
+pub static MIGRATIONS: Migrations = Migrations {
+    component: "saas-auth",
+    list: &[Migration::per_engine(
+        1,
+        "users, sessions and signing keys",
+        tables!(),
+        concat!(tables!(), saas_core::rls_policy!("users"), saas_core::rls_policy!("auth_sessions")),
+    )],
+};

@@ -76,6 +76,53 @@ pub struct Config {
     pub log: LogConfig,
     /// Tenant resolution and platform administration.
     pub tenancy: TenancyConfig,
+    /// Identity: passwords and access tokens.
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The `iss` of access tokens. Default `saas-rs`.
+    pub issuer: String,
+    /// The `aud` of access tokens. Default `saas-rs`.
+    pub audience: String,
+    /// Lifetime of an access token in seconds. Default 900 (15 min).
+    pub access_token_ttl_secs: u64,
+    /// Days a signing key signs before a new one replaces it (checked at start and hourly).
+    /// Default 30.
+    pub key_rotation_days: u64,
+    /// 32 bytes, base64, that encrypt the signing keys at rest (secret). Default: generated
+    /// once into `<data_dir>/auth-kek` (set it explicitly when several servers share a
+    /// database).
+    #[serde(serialize_with = "redact")]
+    pub key_encryption_key: Option<SecretString>,
+    /// Argon2id memory in KiB. Default 19 456 (19 MiB, OWASP).
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations. Default 2 (OWASP).
+    pub argon2_iterations: u32,
+    /// Argon2id lanes. Default 1 (OWASP).
+    pub argon2_parallelism: u32,
+    /// Password hashes computed at once; more are refused with 503 and `Retry-After`.
+    /// Default 0: the number of CPU cores.
+    pub max_concurrent_hashes: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "saas-rs".into(),
+            audience: "saas-rs".into(),
+            access_token_ttl_secs: 900,
+            key_rotation_days: 30,
+            key_encryption_key: None,
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            max_concurrent_hashes: 0,
+        }
+    }
 }
 
 /// `[server]`
@@ -366,6 +413,7 @@ impl Default for Config {
             idempotency: IdempotencyConfig::default(),
             log: LogConfig::default(),
             tenancy: TenancyConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -442,8 +490,19 @@ fn redact<S: serde::Serializer>(value: &Option<SecretString>, s: S) -> Result<S:
 
 /// Sections whose keys `SAAS_<SECTION>_<KEY>` maps to; longest first so `event_bus` wins
 /// over a hypothetical `event`.
-const SECTIONS: [&str; 10] =
-    ["rate_limit", "idempotency", "event_bus", "database", "tenancy", "outbox", "server", "cache", "http", "log"];
+const SECTIONS: [&str; 11] = [
+    "rate_limit",
+    "idempotency",
+    "event_bus",
+    "database",
+    "tenancy",
+    "outbox",
+    "server",
+    "cache",
+    "http",
+    "auth",
+    "log",
+];
 
 /// Maps `database_url` to `database.url` and `event_bus` to `event_bus.url`.
 fn env_key(key: &str) -> String {
@@ -510,6 +569,8 @@ impl Config {
             }
             config.tenancy.shards.insert(name, url);
         }
+        config.auth.key_encryption_key =
+            resolve_secret("auth.key_encryption_key", config.auth.key_encryption_key.take())?;
         config.tenancy.platform_admin_token =
             resolve_secret("tenancy.platform_admin_token", config.tenancy.platform_admin_token.take())?;
         config.validate()?;
@@ -555,12 +616,29 @@ impl Config {
             ("outbox.poll_interval_ms", self.outbox.poll_interval_ms),
             ("idempotency.ttl_secs", self.idempotency.ttl_secs),
             ("tenancy.cache_ttl_secs", self.tenancy.cache_ttl_secs),
+            ("auth.access_token_ttl_secs", self.auth.access_token_ttl_secs),
+            ("auth.key_rotation_days", self.auth.key_rotation_days),
+            ("auth.argon2_iterations", u64::from(self.auth.argon2_iterations)),
+            ("auth.argon2_parallelism", u64::from(self.auth.argon2_parallelism)),
         ] {
             if value == 0 {
                 return Err(ConfigError::new(key, "expected a number greater than 0"));
             }
         }
         self.validate_tenancy()?;
+        if self.auth.argon2_memory_kib < 8 * self.auth.argon2_parallelism.max(1) {
+            return Err(ConfigError::new("auth.argon2_memory_kib", "expected at least 8 KiB per lane"));
+        }
+        if let Some(kek) = &self.auth.key_encryption_key {
+            use base64::Engine;
+            let decoded = base64::engine::general_purpose::STANDARD.decode(kek.expose_secret().trim());
+            if decoded.map(|k| k.len()) != Ok(32) {
+                return Err(ConfigError::new(
+                    "auth.key_encryption_key",
+                    "expected 32 bytes in base64 (e.g. `openssl rand -base64 32`)",
+                ));
+            }
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::new("log.level", format!("expected a tracing filter such as `info`: {e}")));
         }

@@ -2,6 +2,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::Router;
+use saas_auth::{principal::PrincipalTenant, service::Auth};
 use saas_core::{
     cache::{self, Cache},
     config::{Config, QuotaStore, RateLimitStore},
@@ -31,7 +32,8 @@ use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 /// Every migration set the all-in-one server applies, in order.
-pub static MIGRATIONS: &[&Migrations] = &[&saas_core::events::MIGRATIONS, &saas_tenancy::MIGRATIONS];
+pub static MIGRATIONS: &[&Migrations] =
+    &[&saas_core::events::MIGRATIONS, &saas_tenancy::MIGRATIONS, &saas_auth::MIGRATIONS];
 
 /// The all-in-one server: every domain, its stores and workers, behind one HTTP stack.
 pub struct App {
@@ -42,6 +44,7 @@ pub struct App {
     relay: OutboxRelay,
     subscriptions: Vec<Subscription>,
     tenants: Tenants,
+    auth: Auth,
     router: Router,
     openapi: OpenApi,
 }
@@ -101,13 +104,17 @@ impl App {
                     .context("cannot connect the quota store to Redis (cache.url)")?,
             ),
         };
+        let auth = Auth::from_config(db.clone(), &config)
+            .await
+            .map_err(saas_core::Error::into_cause)
+            .context("cannot load the token signing keys")?;
         let tenancy = TenancyState {
             tenants: tenants.clone(),
             admins: PlatformAdmins::new(db.clone(), config.tenancy.platform_admin_token.as_ref()),
-            owners: None,
+            owners: Some(auth.owner_registrar()),
             quotas: Quotas::new(db.clone(), &config.tenancy, counter.clone()),
             features: Features::new(db.clone(), &config.tenancy),
-            members: None,
+            members: Some(Arc::new(PrincipalTenant)),
         };
         let subscriptions = vec![
             saas_tenancy::purge::erase_tenancy_rows(&bus, db.clone(), counter.clone())
@@ -120,12 +127,16 @@ impl App {
             OpenApiRouter::with_openapi(openapi::base_document("saas-rs", env!("CARGO_PKG_VERSION")))
                 .merge(health::router(health))
                 .merge(saas_tenancy::api::router(tenancy))
+                .merge(saas_auth::api::router(auth.clone()))
                 .split_for_parts();
-        let routes = routes.layer(TenantLayer::new(
-            tenants.clone(),
-            &config.tenancy.resolution,
-            config.tenancy.base_domain.as_deref(),
-        ));
+        // Outermost first: the token is verified, then the tenant resolved (its `token`
+        // source is the verified principal's tenant).
+        let routes = routes
+            .layer(
+                TenantLayer::new(tenants.clone(), &config.tenancy.resolution, config.tenancy.base_domain.as_deref())
+                    .with_token(Arc::new(PrincipalTenant)),
+            )
+            .layer(auth.layer());
 
         let mut stack = HttpStack::new()
             .body_limit(config.http.body_limit_bytes)
@@ -150,7 +161,7 @@ impl App {
             stack = stack.rate_limit(layer);
         }
         let router = saas_tenancy::strip_path_prefix(stack.apply(openapi::serve_docs(routes, openapi.clone())));
-        Ok(Self { config, db, cache, bus, relay, subscriptions, tenants, router, openapi })
+        Ok(Self { config, db, cache, bus, relay, subscriptions, tenants, auth, router, openapi })
     }
 
     /// The OpenAPI document of every served route.
@@ -178,6 +189,11 @@ impl App {
         &self.tenants
     }
 
+    /// Identity: logins, users, tokens and signing keys.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
     /// The outbox relay (runs inside [`serve`](Self::serve)).
     pub fn relay(&self) -> &OutboxRelay {
         &self.relay
@@ -202,6 +218,17 @@ impl App {
         );
         let relay_stop = CancellationToken::new();
         let relay = tokio::spawn(self.relay.clone().run(relay_stop.clone()));
+        let keys = self.auth.keys().clone();
+        let rotation = tokio::spawn(async move {
+            // Rotates the signing key when it is due, and picks up keys other servers made.
+            let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                hourly.tick().await;
+                if let Err(e) = keys.rotate_if_due().await {
+                    tracing::error!(error = %e.into_cause(), "cannot rotate the token signing key");
+                }
+            }
+        });
 
         let server = axum::serve(listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
@@ -216,6 +243,7 @@ impl App {
         tracing::info!("HTTP server stopped; flushing the outbox");
         relay_stop.cancel();
         relay.await?;
+        rotation.abort();
         for subscription in self.subscriptions {
             subscription.stop().await;
         }

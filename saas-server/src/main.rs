@@ -41,6 +41,17 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Access-token signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a new signing key now; older keys keep verifying until their tokens expire.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -94,6 +105,7 @@ async fn main() -> ExitCode {
         }
         // No log subscriber: logs go to stdout, which carries only the token here.
         Command::Admin { command: AdminCommand::Bootstrap { name, force } } => bootstrap(config, &name, force).await,
+        Command::Keys { command: KeysCommand::Rotate } => rotate_keys(config).await,
         Command::Config { command: ConfigCommand::Check } => {
             print!("{}", config.to_redacted_toml());
             eprintln!("configuration is valid");
@@ -157,6 +169,19 @@ async fn bootstrap(config: Config, name: &str, force: bool) -> anyhow::Result<()
     })?;
     eprintln!("platform-admin token `{name}` created; it is shown only now, store it safely:");
     println!("{}", secrecy::ExposeSecret::expose_secret(&token));
+    database.close().await;
+    Ok(())
+}
+
+async fn rotate_keys(config: Config) -> anyhow::Result<()> {
+    let database = connect(&config).await?;
+    saas_server::migrate_with_owner(&config, &database).await?;
+    let auth =
+        saas_auth::service::Auth::from_config(database.clone(), &config).await.map_err(saas_core::Error::into_cause)?;
+    let kid = auth.keys().rotate().await.map_err(saas_core::Error::into_cause)?;
+    println!(
+        "new signing key {kid}; running servers pick it up within an hour, or at once when they see a token it signed"
+    );
     database.close().await;
     Ok(())
 }

@@ -165,3 +165,15 @@ fn admin_bootstrap_prints_a_token_once_then_refuses() {
         saas().args(["admin", "bootstrap", "--force", "--name", "backup", "--data-dir"]).arg(dir.path()).output();
     assert!(forced.unwrap().status.success());
 }
+
+#[test]
+fn keys_rotate_makes_a_new_signing_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let rotate = || saas().args(["keys", "rotate", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let first = rotate();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let second = rotate();
+    let (a, b) = (String::from_utf8(first.stdout).unwrap(), String::from_utf8(second.stdout).unwrap());
+    assert!(a.starts_with("new signing key ") && b.starts_with("new signing key ") && a != b, "{a} {b}");
+    assert!(dir.path().join("auth-kek").exists(), "the embedded key-encryption key was created");
+}

@@ -310,24 +310,27 @@ async fn the_server_queries_as_a_role_under_row_level_security() {
         app.router(),
         http::Request::post("/v1/signup")
             .header("content-type", "application/json")
-            .body(axum::body::Body::from(r#"{"slug":"acme","name":"Acme"}"#))
+            .body(axum::body::Body::from(
+                r#"{"slug":"acme","name":"Acme","owner":{"email":"ada@acme.test","password":"correct horse battery"}}"#,
+            ))
             .unwrap(),
     )
     .await
     .unwrap();
-    assert_eq!(signup.status(), 201, "the role can write what migrations created");
+    assert_eq!(signup.status(), 201, "the role can write what migrations created, the owner under RLS included");
 }
 
 async fn two_tenants_sign_up(server: Running) {
     let client = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", server.url);
     let mut ids = Vec::new();
-    for slug in ["acme", "globex"] {
-        let (status, body) =
-            json(client.post(url("/v1/signup")).json(&serde_json::json!({"slug": slug, "name": slug}))).await;
+    for (slug, email) in [("acme", "ada@acme.test"), ("globex", "bob@globex.test")] {
+        let body = serde_json::json!({"slug": slug, "name": slug, "owner": {"email": email, "password": "correct horse battery"}});
+        let (status, body) = json(client.post(url("/v1/signup")).json(&body)).await;
         assert_eq!(status, 201, "{body}");
-        assert_eq!(body["tenant"]["slug"], slug);
-        assert!(body["tenant"].get("status").is_none() && body["owner"].is_null(), "{body}");
+        assert_eq!((body["tenant"]["slug"].as_str(), body["owner"]["email"].as_str()), (Some(slug), Some(email)));
+        assert_eq!(body["owner"]["roles"], serde_json::json!(["owner"]));
+        assert!(body["tenant"].get("status").is_none() && !body.to_string().contains("correct horse"), "{body}");
         ids.push(body["tenant"]["id"].as_str().unwrap().to_owned());
     }
 
@@ -338,16 +341,66 @@ async fn two_tenants_sign_up(server: Running) {
         json(client.post(url("/v1/signup")).json(&serde_json::json!({"slug": "api", "name": ""}))).await;
     assert_eq!(status, 422);
     assert_eq!(body["errors"].as_array().unwrap().len(), 2, "{body}");
-    let with_owner = serde_json::json!({"slug": "initech", "name": "Initech", "owner": {"email": "a@b.c", "password": "correct horse"}});
-    let (status, body) = json(client.post(url("/v1/signup")).json(&with_owner)).await;
-    assert_eq!((status, body["errors"][0]["field"].as_str()), (422, Some("owner")), "{body}");
-    assert!(!body.to_string().contains("correct horse"));
+    // A bad owner creates nothing: the tenant and its owner are one transaction.
+    let weak = serde_json::json!({"slug": "initech", "name": "Initech", "owner": {"email": "peter@initech.test", "password": "short"}});
+    let (status, body) = json(client.post(url("/v1/signup")).json(&weak)).await;
+    assert_eq!((status, body["errors"][0]["field"].as_str()), (422, Some("owner.password")), "{body}");
+    let (status, _) = json(client.get(url("/v1/tenant")).header("x-tenant-id", "initech")).await;
+    assert_eq!(status, 404, "no tenant was left behind");
 
-    // A tenant's own routes need a member (saas-auth) or a platform admin.
+    // Sign in: the same answer for a wrong password and an unknown account.
+    let login = |tenant: &str, email: &str, password: &str| {
+        client
+            .post(url("/v1/auth/login"))
+            .header("x-tenant-id", tenant)
+            .json(&serde_json::json!({"email": email, "password": password}))
+    };
+    let wrong = json(login("acme", "ada@acme.test", "wrong password!")).await;
+    let unknown = json(login("acme", "nobody@acme.test", "wrong password!")).await;
+    let elsewhere = json(login("globex", "ada@acme.test", "correct horse battery")).await;
+    assert_eq!(wrong.0, 401);
+    assert_eq!(wrong.1["code"], "invalid_credentials");
+    assert_eq!((wrong.0, &wrong.1["detail"]), (unknown.0, &unknown.1["detail"]), "no user enumeration");
+    assert_eq!((wrong.0, &wrong.1["detail"]), (elsewhere.0, &elsewhere.1["detail"]), "accounts belong to one tenant");
+    let (status, tokens) = json(login("acme", " ADA@acme.test", "correct horse battery")).await;
+    assert_eq!(
+        (status, tokens["token_type"].as_str(), tokens["expires_in"].as_u64()),
+        (200, Some("Bearer"), Some(900)),
+        "{tokens}"
+    );
+    let ada = tokens["access_token"].as_str().unwrap().to_owned();
+
+    // The token names the tenant by itself, and makes its holder a member.
+    let (status, me) = json(client.get(url("/v1/auth/me")).bearer_auth(&ada)).await;
+    assert_eq!(
+        (status, me["email"].as_str(), me["tenant_id"].as_str()),
+        (200, Some("ada@acme.test"), Some(ids[0].as_str()))
+    );
+    let (status, tenant) = json(client.get(url("/v1/tenant")).bearer_auth(&ada)).await;
+    assert_eq!((status, tenant["id"].as_str()), (200, Some(ids[0].as_str())));
+    assert_eq!(json(client.get(url("/v1/tenant/quotas")).bearer_auth(&ada)).await.0, 200);
+
+    // Every attempt to reach globex with acme's credentials is 404, not 403.
+    for request in [
+        client.get(url("/v1/tenant")).header("x-tenant-id", "globex"),
+        client.get(url("/v1/tenant")).header("x-tenant-id", &ids[1]),
+        client.get(url("/v1/tenant")).header("host", "globex.example.test"),
+        client.get(url("/t/globex/v1/tenant")),
+        client.get(url("/v1/tenant/quotas")).header("x-tenant-id", "globex"),
+        client.get(url("/v1/tenant/features")).header("x-tenant-id", "globex"),
+        client.get(url("/v1/auth/me")).header("x-tenant-id", "globex"),
+    ] {
+        let (status, body) = json(request.bearer_auth(&ada)).await;
+        assert_eq!((status, body["code"].as_str()), (404, Some("tenant_not_found")), "{body}");
+    }
+    // Without credentials the tenant's own routes need a member or a platform admin.
     for path in ["/v1/tenant", "/v1/tenant/quotas", "/v1/tenant/features"] {
         let (status, body) = json(client.get(url(path)).header("x-tenant-id", "acme")).await;
         assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")), "{path}");
     }
+    let (status, body) = json(client.get(url("/v1/auth/me")).bearer_auth(format!("{ada}x"))).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("invalid_token")));
+
     // Each tenant, named by header, subdomain or path prefix, is the one served.
     for (slug, id) in ["acme", "globex"].iter().zip(&ids) {
         for request in [
@@ -360,7 +413,6 @@ async fn two_tenants_sign_up(server: Running) {
             assert_eq!((status, body["id"].as_str()), (200, Some(id.as_str())), "{body}");
         }
     }
-    // Swapping one source for the other tenant's is refused without revealing anything.
     let (status, body) = json(
         client
             .get(url("/v1/tenant"))
@@ -374,6 +426,9 @@ async fn two_tenants_sign_up(server: Running) {
     assert_eq!((status, body["code"].as_str()), (404, Some("tenant_not_found")));
     let (status, body) = json(client.get(url("/v1/tenant"))).await;
     assert_eq!((status, body["code"].as_str()), (400, Some("tenant_required")));
+
+    let (status, jwks) = json(client.get(url("/.well-known/jwks.json"))).await;
+    assert_eq!((status, jwks["keys"][0]["crv"].as_str()), (200, Some("Ed25519")));
     server.shutdown().await;
 }
 

@@ -153,8 +153,10 @@ impl Db {
     }
 
     /// Binds the transaction `conn` belongs to to `tenant` for row-level security
-    /// (`app.tenant_id`, transaction-local); nothing to do on SQLite.
-    pub(crate) async fn bind_tenant(&self, conn: &mut sqlx::AnyConnection, tenant: TenantId) -> Result<()> {
+    /// (`app.tenant_id`, transaction-local); nothing to do on SQLite. [`TenantTx`] does this
+    /// itself; call it for a transaction that starts tenant-less and then writes one
+    /// tenant's rows (sign-up creating a tenant and its owner).
+    pub async fn bind_tenant(&self, conn: &mut sqlx::AnyConnection, tenant: TenantId) -> Result<()> {
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT set_config('app.tenant_id', $1, true)").bind(tenant.to_string()).execute(conn).await?;
         }

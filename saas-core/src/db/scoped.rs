@@ -74,6 +74,18 @@ pub trait TenantScoped: Sized + Send + Sync + Unpin + 'static {
     fn insert(tx: &mut TenantTx, row: &Self) -> impl Future<Output = Result<()>> + Send {
         async move {
             same_tenant(tx, row)?;
+            let tenant = tx.tenant();
+            Self::insert_on(tx, tenant, row).await
+        }
+    }
+
+    /// Inserts `row` of `tenant` on `conn`: for a transaction that is not a [`TenantTx`]
+    /// but is bound to the tenant (see [`Db::bind_tenant`](super::Db::bind_tenant)).
+    fn insert_on(conn: &mut AnyConnection, tenant: TenantId, row: &Self) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            if row.tenant_id() != tenant {
+                return Err(Error::internal(anyhow::anyhow!("a `{}` row of another tenant", Self::TABLE)));
+            }
             let columns = Self::COLUMNS.join(", ");
             let params: Vec<String> = (3..3 + Self::COLUMNS.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
@@ -84,8 +96,8 @@ pub trait TenantScoped: Sized + Send + Sync + Unpin + 'static {
                 if params.is_empty() { "" } else { ", " },
                 params.join(", "),
             );
-            let query = sqlx::query(&sql).bind(tx.tenant().to_string()).bind(row.key());
-            match row.bind_columns(query).execute(&mut **tx).await {
+            let query = sqlx::query(&sql).bind(tenant.to_string()).bind(row.key());
+            match row.bind_columns(query).execute(conn).await {
                 Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                     Err(Error::conflict("already_exists", format!("`{}` exists already", row.key())))
                 }

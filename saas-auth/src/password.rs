@@ -1,0 +1,154 @@
+//! Password hashing: argon2id off the async runtime, behind a bounded semaphore.
+//!
+//! Hashing costs tens of milliseconds of CPU by design. At most
+//! `auth.max_concurrent_hashes` run at once (default: the number of cores) on blocking
+//! threads; a request that finds them all busy is refused at once with 503
+//! `auth_busy` and `Retry-After: 1` instead of queueing without bound, so a login flood
+//! cannot starve other requests. Unknown users cost the same as known ones: their check runs
+//! against a dummy hash.
+
+use std::{sync::Arc, time::Duration};
+
+use argon2::{
+    Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+use saas_core::{
+    config::AuthConfig,
+    error::{Error, FieldError, Result},
+};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
+
+/// Shortest accepted password, in characters (NIST SP 800-63B).
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest accepted password, in bytes: hashing cost must not depend on client input size.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Hashes and verifies passwords; cheap to clone.
+#[derive(Clone)]
+pub struct Passwords {
+    argon2: Arc<Argon2<'static>>,
+    permits: Arc<Semaphore>,
+    dummy: Arc<str>,
+}
+
+impl Passwords {
+    /// Argon2id with the parameters of `config`.
+    pub fn new(config: &AuthConfig) -> Result<Self> {
+        let params = Params::new(config.argon2_memory_kib, config.argon2_iterations, config.argon2_parallelism, None)
+            .map_err(|e| Error::internal(anyhow::anyhow!("argon2 parameters: {e}")))?;
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let permits = match config.max_concurrent_hashes {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let dummy = argon2
+            .hash_password(b"dummy password for unknown users", &SaltString::generate(&mut OsRng))
+            .map_err(|e| Error::internal(anyhow::anyhow!("argon2: {e}")))?
+            .to_string();
+        Ok(Self { argon2: Arc::new(argon2), permits: Arc::new(Semaphore::new(permits)), dummy: dummy.into() })
+    }
+
+    /// Checks a new password's length; the field is `password`.
+    pub fn check_new(password: &SecretString) -> Result<()> {
+        let text = password.expose_secret();
+        if text.chars().count() < MIN_PASSWORD_CHARS || text.len() > MAX_PASSWORD_BYTES {
+            return Err(Error::validation([FieldError::new(
+                "password",
+                "length",
+                format!("expected {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_BYTES} bytes' worth of characters"),
+            )]));
+        }
+        Ok(())
+    }
+
+    /// The PHC string of `password` (argon2id, random salt).
+    pub async fn hash(&self, password: &SecretString) -> Result<String> {
+        let password = password.clone();
+        self.run(move |argon2| {
+            argon2
+                .hash_password(password.expose_secret().as_bytes(), &SaltString::generate(&mut OsRng))
+                .map(|h| h.to_string())
+                .map_err(|e| Error::internal(anyhow::anyhow!("argon2: {e}")))
+        })
+        .await
+    }
+
+    /// Whether `password` matches `hash`; with `None` (unknown user) it checks a dummy hash
+    /// and answers false, taking as long as a real check.
+    pub async fn verify(&self, hash: Option<&str>, password: &SecretString) -> Result<bool> {
+        let known = hash.is_some();
+        let hash = hash.map_or_else(|| self.dummy.to_string(), str::to_owned);
+        let password = password.clone();
+        let matches = self
+            .run(move |argon2| {
+                let parsed =
+                    PasswordHash::new(&hash).map_err(|e| Error::internal(anyhow::anyhow!("stored hash: {e}")))?;
+                if password.expose_secret().len() > MAX_PASSWORD_BYTES {
+                    return Ok(false);
+                }
+                Ok(argon2.verify_password(password.expose_secret().as_bytes(), &parsed).is_ok())
+            })
+            .await?;
+        Ok(known && matches)
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Argon2<'static>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
+            Error::unavailable("auth_busy", "too many sign-ins at once; retry shortly")
+                .with_retry_after(Duration::from_secs(1))
+        })?;
+        let argon2 = self.argon2.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work(&argon2)
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quick() -> AuthConfig {
+        AuthConfig { argon2_memory_kib: 64, argon2_iterations: 1, max_concurrent_hashes: 1, ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn hashes_verify_and_unknown_users_never_match() {
+        let passwords = Passwords::new(&quick()).unwrap();
+        let secret = SecretString::from("correct horse battery");
+        let hash = passwords.hash(&secret).await.unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{hash}");
+        assert!(passwords.verify(Some(&hash), &secret).await.unwrap());
+        assert!(!passwords.verify(Some(&hash), &SecretString::from("wrong")).await.unwrap());
+        assert!(!passwords.verify(None, &SecretString::from("dummy password for unknown users")).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_saturated_hasher_answers_503_at_once() {
+        let passwords = Passwords::new(&AuthConfig { argon2_memory_kib: 65536, ..quick() }).unwrap();
+        let secret = SecretString::from("correct horse battery");
+        let (first, second) = tokio::join!(passwords.hash(&secret), async {
+            tokio::task::yield_now().await;
+            passwords.hash(&secret).await
+        });
+        assert!(first.is_ok());
+        let busy = second.unwrap_err();
+        assert_eq!((busy.status().as_u16(), busy.code()), (503, "auth_busy"));
+        assert!(busy.to_problem().status == 503);
+    }
+
+    #[test]
+    fn new_passwords_have_a_length_window() {
+        assert!(Passwords::check_new(&SecretString::from("short")).is_err());
+        assert!(Passwords::check_new(&SecretString::from("x".repeat(2000))).is_err());
+        assert!(Passwords::check_new(&SecretString::from("long enough")).is_ok());
+    }
+}

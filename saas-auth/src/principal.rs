@@ -1,0 +1,111 @@
+//! Who is calling: the [`Principal`] of a verified access token, put into the request by
+//! [`AuthLayer`].
+
+use std::sync::Arc;
+
+use http::{header, request::Parts};
+use saas_core::{
+    error::{Error, Result},
+    http::guard::{Guard, GuardService},
+    id::{TenantId, UserId},
+    tenant::TenantContext,
+};
+use saas_tenancy::{api::TenantMembership, resolve::TokenTenant};
+
+use crate::token::AccessTokens;
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The user.
+    pub user: UserId,
+    /// The user's tenant.
+    pub tenant: TenantId,
+    /// The session the token was issued in.
+    pub session: String,
+    /// The user's roles.
+    pub roles: Vec<String>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| Error::unauthorized("unauthorized", "sign in: send `Authorization: Bearer <access token>`"))
+    }
+}
+
+/// Verifies `Authorization: Bearer <access token>` and puts the [`Principal`] (and its
+/// [`UserId`]) into the request; a bad token is 401 `invalid_token`. Requests without a
+/// token, or with another kind of bearer credential (a platform-admin token), pass on for
+/// the routes' own extractors to judge. Put it outside (after, in `.layer` order) the
+/// tenant layer, whose `token` source reads the principal's tenant.
+#[derive(Clone)]
+pub struct AuthLayer {
+    tokens: AccessTokens,
+}
+
+impl AuthLayer {
+    /// Verifies with `tokens`.
+    pub fn new(tokens: AccessTokens) -> Self {
+        Self { tokens }
+    }
+}
+
+/// A compact JWS has two dots; platform-admin tokens (`sap_…`) and API keys have none.
+fn bearer_jwt(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
+    (token.matches('.').count() == 2).then_some(token)
+}
+
+impl Guard for AuthLayer {
+    async fn check(&self, parts: &mut Parts) -> Result<()> {
+        let Some(token) = bearer_jwt(parts) else { return Ok(()) };
+        let claims = self.tokens.verify(token).await?;
+        tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
+        parts.extensions.insert(claims.sub);
+        parts.extensions.insert(Principal {
+            user: claims.sub,
+            tenant: claims.tid,
+            session: claims.sid.clone(),
+            roles: claims.roles.clone(),
+        });
+        Ok(())
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = GuardService<Self, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GuardService::new(self.clone(), inner)
+    }
+}
+
+/// The `token` source of tenant resolution, and tenant membership, from the [`Principal`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PrincipalTenant;
+
+impl TokenTenant for PrincipalTenant {
+    fn tenant_of(&self, parts: &Parts) -> Option<TenantId> {
+        parts.extensions.get::<Principal>().map(|p| p.tenant)
+    }
+}
+
+impl TenantMembership for PrincipalTenant {
+    fn is_member(&self, parts: &Parts, tenant: &TenantContext) -> bool {
+        parts.extensions.get::<Principal>().is_some_and(|p| p.tenant == tenant.id)
+    }
+}
+
+impl PrincipalTenant {
+    /// As the two hooks saas-tenancy takes.
+    pub fn hooks() -> (Arc<dyn TokenTenant>, Arc<dyn TenantMembership>) {
+        (Arc::new(Self), Arc::new(Self))
+    }
+}

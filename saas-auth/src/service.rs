@@ -1,0 +1,168 @@
+//! [`Auth`]: the identity service the routes and the server use.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use saas_core::{
+    config::Config,
+    db::{Db, TenantScoped, now_millis},
+    error::{Error, Result},
+    events::{Envelope, outbox},
+    id::TenantId,
+    tenant::TenantContext,
+};
+use saas_tenancy::{
+    Tenant,
+    signup::{OwnerRegistrar, OwnerSignup},
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
+
+use crate::{
+    events,
+    keys::{KeyEncryptionKey, SigningKeys, random},
+    password::Passwords,
+    principal::AuthLayer,
+    token::AccessTokens,
+    users::User,
+};
+
+/// A successful login.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    /// The access token (JWT, EdDSA).
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+}
+
+/// Passwords, users, sessions and tokens; cheap to clone.
+#[derive(Clone)]
+pub struct Auth {
+    db: Db,
+    passwords: Passwords,
+    keys: SigningKeys,
+    tokens: AccessTokens,
+}
+
+impl Auth {
+    /// The service of `config`: its argon2 parameters, token settings and key-encryption
+    /// key (or the generated one in `<data_dir>/auth-kek`).
+    pub async fn from_config(db: Db, config: &Config) -> Result<Self> {
+        let auth = &config.auth;
+        let kek = match &auth.key_encryption_key {
+            Some(key) => KeyEncryptionKey::from_base64(key.expose_secret())?,
+            None => KeyEncryptionKey::load_or_create(&config.data_dir.join("auth-kek"))?,
+        };
+        let ttl = Duration::from_secs(auth.access_token_ttl_secs);
+        let rotation = Duration::from_secs(auth.key_rotation_days * 24 * 3600);
+        let keys = SigningKeys::load(db.clone(), kek, rotation, ttl).await?;
+        let tokens = AccessTokens::new(keys.clone(), &auth.issuer, &auth.audience, ttl);
+        Ok(Self { db, passwords: Passwords::new(auth)?, keys, tokens })
+    }
+
+    /// The signing keys.
+    pub fn keys(&self) -> &SigningKeys {
+        &self.keys
+    }
+
+    /// The access tokens.
+    pub fn tokens(&self) -> &AccessTokens {
+        &self.tokens
+    }
+
+    /// The layer that verifies bearer tokens.
+    pub fn layer(&self) -> AuthLayer {
+        AuthLayer::new(self.tokens.clone())
+    }
+
+    /// Signs `email` in to `tenant`: a new session and its access token, or 401
+    /// `invalid_credentials`, the same answer and about the same time whether the account
+    /// exists or not.
+    pub async fn login(&self, tenant: &TenantContext, email: &str, password: &SecretString) -> Result<TokenResponse> {
+        let mut tx = self.db.tenant_tx(tenant.id).await?;
+        let user = User::by_email(&mut tx, email).await?;
+        tx.rollback().await?;
+        let matches = self.passwords.verify(user.as_ref().map(|u| u.password_hash.as_str()), password).await?;
+        let user = match (user, matches) {
+            (Some(user), true) => user,
+            _ => return Err(Error::unauthorized("invalid_credentials", "the e-mail address or the password is wrong")),
+        };
+        let session = session_id()?;
+        let mut tx = self.db.tenant_tx(tenant.id).await?;
+        sqlx::query("INSERT INTO auth_sessions (tenant_id, id, user_id, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(tenant.id.to_string())
+            .bind(&session)
+            .bind(user.id.to_string())
+            .bind(now_millis())
+            .execute(&mut *tx)
+            .await?;
+        let event =
+            Envelope::new(events::USER_AUTHENTICATED, Some(tenant.id), serde_json::json!({ "session": session }))
+                .with_subject(user.id.to_string());
+        outbox::append(&mut tx, &event).await?;
+        tx.commit().await?;
+        let access_token = self.tokens.issue(user.id, tenant.id, &session, user.role_list()).await?;
+        Ok(TokenResponse { access_token, token_type: "Bearer".into(), expires_in: self.tokens.ttl().as_secs() })
+    }
+
+    /// The user `id` of `tenant`.
+    pub async fn user(&self, tenant: TenantId, id: saas_core::id::UserId) -> Result<User> {
+        let mut tx = self.db.tenant_tx(tenant).await?;
+        let user = User::get(&mut tx, &id).await?;
+        tx.rollback().await?;
+        user.ok_or_else(|| Error::not_found("user_not_found", "no such user"))
+    }
+
+    /// What saas-tenancy's sign-up calls to create the tenant's first owner.
+    pub fn owner_registrar(&self) -> Arc<dyn OwnerRegistrar> {
+        Arc::new(self.clone())
+    }
+}
+
+fn session_id() -> Result<String> {
+    use base64::Engine;
+    Ok(format!("ses_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random::<16>()?)))
+}
+
+#[async_trait]
+impl OwnerRegistrar for Auth {
+    async fn register_owner(
+        &self,
+        conn: &mut AnyConnection,
+        tenant: &Tenant,
+        owner: &OwnerSignup,
+    ) -> Result<serde_json::Value> {
+        Passwords::check_new(&owner.password).map_err(|e| prefix_fields(e, "owner"))?;
+        crate::users::normalise_email(&owner.email).map_err(|e| prefix_fields(e, "owner"))?;
+        let hash = self.passwords.hash(&owner.password).await?;
+        let user = User::new(tenant.id, &owner.email, owner.name.clone(), hash, &["owner"])?;
+        // The sign-up transaction was begun without a tenant: bind it before writing the
+        // tenant's first row, for row-level security.
+        self.db.bind_tenant(conn, tenant.id).await?;
+        User::insert_on(conn, tenant.id, &user).await?;
+        let event = Envelope::new(
+            events::USER_REGISTERED,
+            Some(tenant.id),
+            serde_json::json!({ "email": user.email, "roles": user.role_list() }),
+        )
+        .with_subject(user.id.to_string());
+        outbox::append(conn, &event).await?;
+        serde_json::to_value(user.view()).map_err(Error::internal)
+    }
+}
+
+/// Names the fields of a validation error as members of `parent` (`owner.password`).
+fn prefix_fields(error: Error, parent: &str) -> Error {
+    if error.field_errors().is_empty() {
+        return error;
+    }
+    Error::validation(
+        error.field_errors().iter().map(|f| {
+            saas_core::error::FieldError::new(format!("{parent}.{}", f.field), f.code.clone(), f.message.clone())
+        }),
+    )
+}

@@ -1,0 +1,162 @@
+//! Access tokens: compact JWS (JWT) signed with Ed25519 (`alg: EdDSA`), verified strictly.
+//!
+//! Verification accepts exactly one form: a header `{"alg":"EdDSA","typ":"JWT","kid":…}` with
+//! a `kid` this server published, an Ed25519 signature checked with `verify_strict`, and
+//! claims with this server's `iss` and `aud`, `nbf <= now < exp` (60 s leeway). Anything else
+//! — `alg: none`, HS256, an unknown `kid`, a tampered payload — is 401 `invalid_token`,
+//! with no detail saying which check failed. A verified token is cached until it expires (at
+//! most 60 s), so checking the same token again costs a hash-map lookup.
+
+use std::{sync::Arc, time::Duration};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use ed25519_dalek::{Signature, Signer};
+use saas_core::{
+    error::{Error, Result},
+    id::{TenantId, UserId},
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::keys::SigningKeys;
+
+/// Clock skew tolerated on `exp` and `nbf`.
+const LEEWAY_SECS: i64 = 60;
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user.
+    pub sub: UserId,
+    /// The user's tenant.
+    pub tid: TenantId,
+    /// The session the token was issued in.
+    pub sid: String,
+    /// The user's roles in the tenant.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Issuer (`auth.issuer`).
+    pub iss: String,
+    /// Audience (`auth.audience`).
+    pub aud: String,
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+    /// Issued at, Unix seconds.
+    pub iat: i64,
+    /// Not before, Unix seconds.
+    pub nbf: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    typ: Option<String>,
+    kid: String,
+}
+
+/// Issues and verifies access tokens; cheap to clone.
+#[derive(Clone)]
+pub struct AccessTokens {
+    keys: SigningKeys,
+    issuer: Arc<str>,
+    audience: Arc<str>,
+    ttl: Duration,
+    verified: moka::sync::Cache<[u8; 32], Arc<Claims>>,
+}
+
+impl AccessTokens {
+    /// Tokens signed by `keys` for `issuer` and `audience`, living `ttl`.
+    pub fn new(keys: SigningKeys, issuer: &str, audience: &str, ttl: Duration) -> Self {
+        Self {
+            keys,
+            issuer: issuer.into(),
+            audience: audience.into(),
+            ttl,
+            verified: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build(),
+        }
+    }
+
+    /// Seconds a token lives.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// A signed token for `user` of `tenant` in session `session`.
+    pub async fn issue(&self, user: UserId, tenant: TenantId, session: &str, roles: Vec<String>) -> Result<String> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let claims = Claims {
+            sub: user,
+            tid: tenant,
+            sid: session.to_owned(),
+            roles,
+            iss: self.issuer.to_string(),
+            aud: self.audience.to_string(),
+            exp: now + self.ttl.as_secs() as i64,
+            iat: now,
+            nbf: now,
+        };
+        self.sign(&claims).await
+    }
+
+    /// Signs `claims` as they are, with the current key (for tools and tests that need a
+    /// token of a given shape; `issue` is the normal way).
+    pub async fn sign(&self, claims: &Claims) -> Result<String> {
+        let (kid, key) = self.keys.signer().await?;
+        let header = Header { alg: "EdDSA".into(), typ: Some("JWT".into()), kid };
+        let signing_input = format!("{}.{}", encode_json(&header)?, encode_json(claims)?);
+        let signature = key.sign(signing_input.as_bytes());
+        Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes())))
+    }
+
+    /// The claims of a valid token; 401 `invalid_token` for anything else.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Claims>> {
+        let fingerprint: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if let Some(claims) = self.verified.get(&fingerprint) {
+            if now < claims.exp + LEEWAY_SECS {
+                return Ok(claims);
+            }
+        }
+        let claims = Arc::new(self.verify_uncached(token, now).await.ok_or_else(invalid)?);
+        // Cached for at most the cache's 60 s, never past the token's expiry.
+        if claims.exp > now {
+            self.verified.insert(fingerprint, claims.clone());
+        }
+        Ok(claims)
+    }
+
+    async fn verify_uncached(&self, token: &str, now: i64) -> Option<Claims> {
+        if token.len() > 4096 {
+            return None;
+        }
+        let mut parts = token.split('.');
+        let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let header: Header = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
+        if header.alg != "EdDSA" || header.typ.as_deref().is_some_and(|t| t != "JWT") {
+            return None;
+        }
+        let key = self.keys.verifier(&header.kid).await.ok()??;
+        let signature = Signature::from_slice(&URL_SAFE_NO_PAD.decode(signature).ok()?).ok()?;
+        let signing_input = &token[..token.len() - token.rsplit('.').next()?.len() - 1];
+        key.verify_strict(signing_input.as_bytes(), &signature).ok()?;
+        let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+        let valid = *claims.iss == *self.issuer
+            && *claims.aud == *self.audience
+            && claims.nbf <= now + LEEWAY_SECS
+            && now < claims.exp + LEEWAY_SECS;
+        valid.then_some(claims)
+    }
+}
+
+fn encode_json(value: &impl Serialize) -> Result<String> {
+    Ok(URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).map_err(Error::internal)?))
+}
+
+/// The answer to every bad token: no hint which check failed.
+pub(crate) fn invalid() -> Error {
+    Error::unauthorized("invalid_token", "the access token is invalid or expired")
+}

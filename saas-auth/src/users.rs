@@ -1,0 +1,125 @@
+//! The User aggregate: an account inside one tenant. The same e-mail address can be two
+//! different users in two tenants.
+
+use saas_core::{
+    db::{TenantScoped, TenantTx, now_millis},
+    error::{Error, FieldError, Result},
+    id::{TenantId, UserId},
+};
+use saas_macros::TenantScoped;
+use serde::Serialize;
+
+/// A user account (tenant-owned row of `users`).
+#[derive(Debug, Clone, PartialEq, TenantScoped)]
+#[tenant_scoped(table = "users")]
+pub struct User {
+    /// The user's id.
+    pub id: UserId,
+    /// The tenant the account belongs to.
+    pub tenant_id: TenantId,
+    /// Normalised e-mail address (trimmed, lower case): the login.
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Roles in the tenant, comma-separated (`owner`, `admin`, `member`).
+    pub roles: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// What a client sees of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct UserView {
+    /// The user's id.
+    #[schema(value_type = String)]
+    pub id: UserId,
+    /// The tenant.
+    #[schema(value_type = String)]
+    pub tenant_id: TenantId,
+    /// E-mail address.
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Roles in the tenant.
+    pub roles: Vec<String>,
+}
+
+impl User {
+    /// A new user of `tenant`.
+    pub fn new(
+        tenant: TenantId,
+        email: &str,
+        name: Option<String>,
+        password_hash: String,
+        roles: &[&str],
+    ) -> Result<Self> {
+        Ok(Self {
+            id: UserId::new(),
+            tenant_id: tenant,
+            email: normalise_email(email)?,
+            name: name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()),
+            password_hash,
+            roles: roles.join(","),
+            created_at: now_millis(),
+        })
+    }
+
+    /// The roles as a list.
+    pub fn role_list(&self) -> Vec<String> {
+        self.roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect()
+    }
+
+    /// What a client sees.
+    pub fn view(&self) -> UserView {
+        UserView {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            email: self.email.clone(),
+            name: self.name.clone(),
+            roles: self.role_list(),
+        }
+    }
+
+    /// The transaction's tenant's user with this e-mail address.
+    pub async fn by_email(tx: &mut TenantTx, email: &str) -> Result<Option<Self>> {
+        let Ok(email) = normalise_email(email) else { return Ok(None) };
+        let row = sqlx::query("SELECT * FROM users WHERE tenant_id = $1 AND email = $2")
+            .bind(tx.tenant().to_string())
+            .bind(email)
+            .fetch_optional(&mut **tx)
+            .await?;
+        Ok(row.map(|r| Self::from_row(&r)).transpose()?)
+    }
+}
+
+/// Trims and lower-cases an address and checks its shape (`local@domain`, at most 254 bytes);
+/// the field is `email`.
+pub fn normalise_email(email: &str) -> Result<String> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+        })
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !valid {
+        return Err(Error::validation([FieldError::new("email", "format", "expected an e-mail address")]));
+    }
+    Ok(email)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(super::normalise_email("  Ada@Example.COM ").unwrap(), "ada@example.com");
+        for bad in ["ada", "@example.com", "ada@", "ada@example", "a b@example.com", "ada@.com", "a@b@c.com"] {
+            assert!(super::normalise_email(bad).is_err(), "{bad}");
+        }
+    }
+}

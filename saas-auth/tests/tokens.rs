@@ -1,0 +1,146 @@
+//! Access tokens: what verifies, what is rejected, and key rotation.
+
+use std::time::Duration;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use saas_auth::{
+    keys::{KeyEncryptionKey, SigningKeys},
+    token::{AccessTokens, Claims},
+};
+use saas_core::{
+    db::{Db, migrate},
+    id::{TenantId, UserId},
+};
+use sha2::{Digest, Sha256};
+
+async fn setup() -> (Db, SigningKeys, AccessTokens, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}/a.db", dir.path().display()), Default::default()).await.unwrap();
+    migrate::run(&db, &[&saas_auth::MIGRATIONS]).await.unwrap();
+    let kek = KeyEncryptionKey::load_or_create(&dir.path().join("kek")).unwrap();
+    let ttl = Duration::from_secs(900);
+    let keys = SigningKeys::load(db.clone(), kek, Duration::from_secs(30 * 86400), ttl).await.unwrap();
+    let tokens = AccessTokens::new(keys.clone(), "saas-rs", "saas-rs", ttl);
+    (db, keys, tokens, dir)
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn claims() -> Claims {
+    Claims {
+        sub: UserId::new(),
+        tid: TenantId::new(),
+        sid: "ses_x".into(),
+        roles: vec!["owner".into()],
+        iss: "saas-rs".into(),
+        aud: "saas-rs".into(),
+        exp: now() + 900,
+        iat: now(),
+        nbf: now(),
+    }
+}
+
+fn b64(json: serde_json::Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&json).unwrap())
+}
+
+fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut block = [0u8; 64];
+    block[..key.len()].copy_from_slice(key);
+    let inner: Vec<u8> = block.iter().map(|b| b ^ 0x36).chain(message.iter().copied()).collect();
+    let inner = Sha256::digest(&inner);
+    let outer: Vec<u8> = block.iter().map(|b| b ^ 0x5c).chain(inner.iter().copied()).collect();
+    Sha256::digest(&outer).to_vec()
+}
+
+#[tokio::test]
+async fn a_token_verifies_and_every_forgery_is_rejected() {
+    let (_db, keys, tokens, _dir) = setup().await;
+    let user = UserId::new();
+    let tenant = TenantId::new();
+    let token = tokens.issue(user, tenant, "ses_1", vec!["owner".into()]).await.unwrap();
+    let verified = tokens.verify(&token).await.unwrap();
+    assert_eq!((verified.sub, verified.tid, verified.sid.as_str()), (user, tenant, "ses_1"));
+    assert_eq!(verified.exp - verified.iat, 900);
+    let (header, payload, _) = {
+        let mut parts = token.split('.');
+        (parts.next().unwrap().to_owned(), parts.next().unwrap().to_owned(), parts.next().unwrap().to_owned())
+    };
+    let header_json: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&header).unwrap()).unwrap();
+    assert_eq!(header_json["alg"], "EdDSA");
+    let kid = header_json["kid"].as_str().unwrap().to_owned();
+    let jwks = keys.jwks().await;
+    assert_eq!(jwks.keys.len(), 1);
+    assert_eq!(
+        (jwks.keys[0].kid.as_str(), jwks.keys[0].kty.as_str(), jwks.keys[0].crv.as_str()),
+        (kid.as_str(), "OKP", "Ed25519")
+    );
+
+    let mut forged = Vec::new();
+    // Expired, and not yet valid (beyond the 60 s leeway).
+    forged.push((
+        "expired",
+        tokens.sign(&Claims { exp: now() - 120, iat: now() - 1000, nbf: now() - 1000, ..claims() }).await.unwrap(),
+    ));
+    forged.push((
+        "not yet valid",
+        tokens.sign(&Claims { nbf: now() + 3600, exp: now() + 7200, ..claims() }).await.unwrap(),
+    ));
+    // Tampered payload: another tenant, the original signature.
+    let mut other = serde_json::from_slice::<serde_json::Value>(&URL_SAFE_NO_PAD.decode(&payload).unwrap()).unwrap();
+    other["tid"] = TenantId::new().to_string().into();
+    let signature = token.rsplit('.').next().unwrap();
+    forged.push(("tampered", format!("{header}.{}.{signature}", b64(other))));
+    // alg none.
+    forged.push((
+        "alg none",
+        format!("{}.{payload}.", b64(serde_json::json!({"alg": "none", "typ": "JWT", "kid": kid}))),
+    ));
+    // HS256 with the public key as the HMAC secret (algorithm confusion).
+    let public = URL_SAFE_NO_PAD.decode(&jwks.keys[0].x).unwrap();
+    let hs_header = b64(serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": kid}));
+    let mac = hmac_sha256(&public, format!("{hs_header}.{payload}").as_bytes());
+    forged.push(("HS256 with the public key", format!("{hs_header}.{payload}.{}", URL_SAFE_NO_PAD.encode(mac))));
+    // Unknown kid, otherwise genuine.
+    let unknown = b64(serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": "nope"}));
+    forged.push(("unknown kid", format!("{unknown}.{payload}.{signature}")));
+    // Wrong audience and issuer.
+    forged.push(("wrong audience", tokens.sign(&Claims { aud: "another-app".into(), ..claims() }).await.unwrap()));
+    forged.push(("wrong issuer", tokens.sign(&Claims { iss: "evil".into(), ..claims() }).await.unwrap()));
+    forged.push(("garbage", "a.b.c".into()));
+    forged.push(("two parts", format!("{header}.{payload}")));
+    for (what, token) in forged {
+        let error = tokens.verify(&token).await.unwrap_err();
+        assert_eq!((error.status().as_u16(), error.code()), (401, "invalid_token"), "{what}");
+    }
+}
+
+#[tokio::test]
+async fn rotation_keeps_old_tokens_valid_and_keys_are_encrypted_at_rest() {
+    let (db, keys, tokens, dir) = setup().await;
+    let before = tokens.issue(UserId::new(), TenantId::new(), "ses_1", vec![]).await.unwrap();
+    let new_kid = keys.rotate().await.unwrap();
+    let after = tokens.issue(UserId::new(), TenantId::new(), "ses_2", vec![]).await.unwrap();
+    assert!(tokens.verify(&before).await.is_ok(), "the retired key still verifies");
+    assert!(tokens.verify(&after).await.is_ok());
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(after.split('.').next().unwrap()).unwrap()).unwrap();
+    assert_eq!(header["kid"], new_kid.as_str(), "the new key signs");
+    assert_eq!(keys.jwks().await.keys.len(), 2);
+
+    // Another server (same database and key-encryption key) verifies both.
+    let kek = KeyEncryptionKey::load_or_create(&dir.path().join("kek")).unwrap();
+    let other_keys =
+        SigningKeys::load(db.clone(), kek, Duration::from_secs(86400), Duration::from_secs(900)).await.unwrap();
+    let other = AccessTokens::new(other_keys, "saas-rs", "saas-rs", Duration::from_secs(900));
+    assert!(other.verify(&before).await.is_ok() && other.verify(&after).await.is_ok());
+
+    // The stored private keys are sealed, and useless under another key-encryption key.
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT private_key FROM auth_signing_keys").fetch_all(db.pool()).await.unwrap();
+    assert!(stored.iter().all(|s| URL_SAFE_NO_PAD.decode(s).unwrap().len() == 12 + 32 + 16), "nonce, sealed seed, tag");
+    let wrong = KeyEncryptionKey::from_base64(&base64::engine::general_purpose::STANDARD.encode([7u8; 32])).unwrap();
+    assert!(SigningKeys::load(db.clone(), wrong, Duration::from_secs(86400), Duration::from_secs(900)).await.is_err());
+}
