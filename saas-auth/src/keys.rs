@@ -1,10 +1,15 @@
 //! Signing keys: Ed25519, stored encrypted, rotated, published as a JWKS.
 //!
 //! The private half of each key is stored in `auth_signing_keys` encrypted with
-//! ChaCha20-Poly1305 under the key-encryption key (`auth.key_encryption_key`). The newest
-//! key signs; every key whose tokens may still be alive verifies, so rotating (on schedule,
-//! `auth.key_rotation_days`, or with `saas keys rotate`) never logs anyone out. Retired keys
-//! leave the JWKS once the longest-lived token they signed has expired.
+//! ChaCha20-Poly1305 under the key-encryption key (`auth.key_encryption_key`).
+//!
+//! Every server re-reads the keys each [`RELOAD_INTERVAL`]. Rotation (on schedule,
+//! `auth.key_rotation_days`, or `saas keys rotate`) is two-phase so that no server ever sees
+//! a token it cannot verify: a new key is published for verification at once but signs only
+//! from one reload interval later (its `activates_at`), when every server has loaded it; the
+//! key it replaces signs until then and verifies until the longest-lived token it can have
+//! signed has expired. `saas keys revoke` removes a key at once (every server within one
+//! reload interval), for a key that may have leaked.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -17,7 +22,10 @@ use saas_core::{
 };
 use secrecy::{ExposeSecret, SecretSlice};
 use serde::Serialize;
-use tokio::sync::RwLock;
+use tokio::sync::{Mutex, RwLock};
+
+/// How often every server re-reads the keys, and how long a new key waits before it signs.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The key that encrypts signing keys at rest: 32 bytes.
 #[derive(Clone)]
@@ -37,16 +45,27 @@ impl KeyEncryptionKey {
     /// Reads the key in `path`, or creates it there (mode 0600) with fresh random bytes: the
     /// embedded default, for one server with its data directory.
     pub fn load_or_create(path: &std::path::Path) -> Result<Self> {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            return Self::from_base64(&text);
+        let context = |e: std::io::Error, what: &str| {
+            Error::internal(anyhow::Error::new(e).context(format!("{what} {}", path.display())))
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                warn_if_readable_by_others(path);
+                return Self::from_base64(&text);
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(context(e, "reading")),
+            Err(_) => {}
         }
         let key = random::<32>()?;
         let text = base64::engine::general_purpose::STANDARD.encode(key);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(Error::internal)?;
+            std::fs::create_dir_all(dir).map_err(|e| context(e, "creating the directory of"))?;
         }
-        write_private(path, &text)
-            .map_err(|e| Error::internal(anyhow::Error::new(e).context(format!("writing {}", path.display()))))?;
+        // Written whole under another name, then renamed: a crash never leaves a partial key.
+        let partial = path.with_extension("partial");
+        let _ = std::fs::remove_file(&partial);
+        write_private(&partial, &text).map_err(|e| context(e, "writing"))?;
+        std::fs::rename(&partial, path).map_err(|e| context(e, "renaming to"))?;
         tracing::warn!(path = %path.display(), "created a key-encryption key for signing keys; set auth.key_encryption_key when several servers share the database");
         Self::from_base64(&text)
     }
@@ -75,6 +94,17 @@ impl KeyEncryptionKey {
         })
     }
 }
+
+#[cfg(unix)]
+fn warn_if_readable_by_others(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+        tracing::warn!(path = %path.display(), "the key-encryption key file is readable by other users; chmod 600 it");
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_path: &std::path::Path) {}
 
 #[cfg(unix)]
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
@@ -119,7 +149,10 @@ pub struct Jwks {
 }
 
 struct Loaded {
+    /// The key that signs now: kid, key, created_at.
     signing: Option<(String, SigningKey, i64)>,
+    /// The newest key's created_at, for the rotation schedule.
+    newest: Option<i64>,
     verifying: HashMap<String, VerifyingKey>,
     jwks: Jwks,
 }
@@ -132,44 +165,71 @@ pub struct SigningKeys {
     rotation: Duration,
     token_ttl: Duration,
     loaded: Arc<RwLock<Loaded>>,
-    last_reload: Arc<tokio::sync::Mutex<std::time::Instant>>,
+    /// Serialises reloads: an older read must never replace a newer one.
+    reloading: Arc<Mutex<()>>,
+    last_reload: Arc<Mutex<std::time::Instant>>,
+    reload_interval: Duration,
 }
 
 impl SigningKeys {
     /// Keys stored in `db`, rotated every `rotation`, verifying tokens that live `token_ttl`.
     pub async fn load(db: Db, kek: KeyEncryptionKey, rotation: Duration, token_ttl: Duration) -> Result<Self> {
-        let empty = Loaded { signing: None, verifying: HashMap::new(), jwks: Jwks { keys: vec![] } };
+        let empty = Loaded { signing: None, newest: None, verifying: HashMap::new(), jwks: Jwks { keys: vec![] } };
         let keys = Self {
             db,
             kek,
             rotation,
             token_ttl,
             loaded: Arc::new(RwLock::new(empty)),
-            last_reload: Arc::new(tokio::sync::Mutex::new(std::time::Instant::now())),
+            reloading: Arc::new(Mutex::new(())),
+            last_reload: Arc::new(Mutex::new(std::time::Instant::now())),
+            reload_interval: RELOAD_INTERVAL,
         };
         keys.rotate_if_due().await?;
         Ok(keys)
     }
 
-    /// Creates a new signing key now; the previous ones keep verifying until their tokens
-    /// have expired. Returns the new `kid`.
+    /// Uses another reload interval than [`RELOAD_INTERVAL`] (tests): the delay before a
+    /// new key signs, and the extra time a retired key verifies. The server must then
+    /// reload (call [`rotate_if_due`](Self::rotate_if_due)) that often.
+    pub fn with_reload_interval(mut self, interval: Duration) -> Self {
+        self.reload_interval = interval;
+        self
+    }
+
+    /// How often the keys should be re-read.
+    pub fn reload_interval(&self) -> Duration {
+        self.reload_interval
+    }
+
+    /// Creates a new signing key. It verifies at once and signs from one
+    /// [`RELOAD_INTERVAL`] on (at once when no key can sign), when every server has loaded
+    /// it; the key it replaces signs until then. Returns the new `kid`.
     pub async fn rotate(&self) -> Result<String> {
         let seed = random::<32>()?;
         let key = SigningKey::from_bytes(&seed);
         let kid = URL_SAFE_NO_PAD.encode(random::<12>()?);
         let now = now_millis();
         let mut tx = self.db.begin().await?;
+        let signers: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM auth_signing_keys WHERE retired_at IS NULL AND revoked_at IS NULL",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let activates_at = if signers == 0 { now } else { now + self.reload_interval.as_millis() as i64 };
         sqlx::query("UPDATE auth_signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
-            .bind(now)
+            .bind(activates_at)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO auth_signing_keys (kid, algorithm, public_key, private_key, created_at) VALUES ($1, 'EdDSA', $2, $3, $4)",
+            "INSERT INTO auth_signing_keys (kid, algorithm, public_key, private_key, created_at, activates_at) \
+             VALUES ($1, 'EdDSA', $2, $3, $4, $5)",
         )
         .bind(&kid)
         .bind(URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes()))
         .bind(self.kek.seal(&seed)?)
         .bind(now)
+        .bind(activates_at)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -178,37 +238,74 @@ impl SigningKeys {
         Ok(kid)
     }
 
+    /// Removes key `kid` at once: tokens it signed stop verifying on every server within one
+    /// [`RELOAD_INTERVAL`]. When it was the signing key, a new one replaces it immediately.
+    /// For a key that may have leaked. False when there is no such key.
+    pub async fn revoke(&self, kid: &str) -> Result<bool> {
+        let now = now_millis();
+        let done = sqlx::query(
+            "UPDATE auth_signing_keys SET revoked_at = $2, retired_at = COALESCE(retired_at, $2) WHERE kid = $1 AND revoked_at IS NULL",
+        )
+        .bind(kid)
+        .bind(now)
+        .execute(self.db.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        tracing::warn!(kid, "revoked a token signing key");
+        let signers: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM auth_signing_keys WHERE revoked_at IS NULL AND (retired_at IS NULL OR retired_at > $1)",
+        )
+        .bind(now)
+        .fetch_one(self.db.pool())
+        .await?;
+        if signers == 0 {
+            self.rotate().await?;
+        } else {
+            self.reload().await?;
+        }
+        Ok(true)
+    }
+
     /// Rotates when the signing key is older than `auth.key_rotation_days` (or there is none).
     pub async fn rotate_if_due(&self) -> Result<()> {
         self.reload().await?;
-        let due = match &self.loaded.read().await.signing {
-            None => true,
-            Some((_, _, created)) => now_millis() - created >= self.rotation.as_millis() as i64,
+        let due = match (&self.loaded.read().await.signing, self.loaded.read().await.newest) {
+            (None, _) | (_, None) => true,
+            (Some(_), Some(newest)) => now_millis() - newest >= self.rotation.as_millis() as i64,
         };
         if due { self.rotate().await.map(drop) } else { Ok(()) }
     }
 
-    /// Re-reads the keys (e.g. after another server rotated them).
+    /// Re-reads the keys (every server does each [`RELOAD_INTERVAL`]).
     pub async fn reload(&self) -> Result<()> {
-        // Retired keys verify until the last token they signed has expired (plus a minute
-        // of clock skew).
-        let oldest_alive = now_millis() - self.token_ttl.as_millis() as i64 - 60_000;
-        let rows: Vec<(String, String, String, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT kid, public_key, private_key, created_at, retired_at FROM auth_signing_keys \
-             WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at DESC",
+        let _one_at_a_time = self.reloading.lock().await;
+        let now = now_millis();
+        // A retired key may still have signed until a server's next reload; its tokens
+        // live `token_ttl` after that, plus a minute of clock skew.
+        let oldest_alive = now - self.token_ttl.as_millis() as i64 - self.reload_interval.as_millis() as i64 - 60_000;
+        let rows: Vec<(String, String, String, i64, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT kid, public_key, private_key, created_at, activates_at, retired_at FROM auth_signing_keys \
+             WHERE revoked_at IS NULL AND (retired_at IS NULL OR retired_at > $1) ORDER BY activates_at DESC",
         )
         .bind(oldest_alive)
         .fetch_all(self.db.pool())
         .await?;
-        let mut loaded = Loaded { signing: None, verifying: HashMap::new(), jwks: Jwks { keys: vec![] } };
-        for (kid, public, private, created, retired) in rows {
+        let newest = rows.iter().map(|r| r.3).max();
+        // Rows come newest activation first: the first active key signs. A key still
+        // waiting to activate signs only when no key is active (it was revoked meanwhile).
+        let signs = |&(activates, retired): &(i64, Option<i64>)| activates <= now && retired.is_none_or(|r| r > now);
+        let signer = rows.iter().position(|r| signs(&(r.4, r.5))).or_else(|| rows.iter().position(|r| r.5.is_none()));
+        let mut loaded = Loaded { signing: None, newest, verifying: HashMap::new(), jwks: Jwks { keys: vec![] } };
+        for (i, (kid, public, private, created, _, _)) in rows.into_iter().enumerate() {
             let public: [u8; 32] = URL_SAFE_NO_PAD
                 .decode(&public)
                 .ok()
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| Error::internal(anyhow::anyhow!("bad public key {kid}")))?;
             let verifying = VerifyingKey::from_bytes(&public).map_err(Error::internal)?;
-            if retired.is_none() && loaded.signing.is_none() {
+            if Some(i) == signer {
                 let seed: [u8; 32] = self
                     .kek
                     .open(&private)?
@@ -254,6 +351,16 @@ impl SigningKeys {
         }
         self.reload().await?;
         Ok(self.loaded.read().await.verifying.get(kid).copied())
+    }
+
+    /// A secret derived from the key-encryption key, for other keyed hashes the server
+    /// needs (`Idempotency-Key` fingerprints); the same on every server sharing the key.
+    pub fn fingerprint_secret(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(b"saas-rs idempotency fingerprint key v1\0");
+        hasher.update(self.kek.0.expose_secret());
+        hasher.finalize().into()
     }
 
     /// The public keys, for `/.well-known/jwks.json`.

@@ -54,7 +54,9 @@ macro_rules! tables {
             public_key TEXT NOT NULL,
             private_key TEXT NOT NULL,
             created_at BIGINT NOT NULL,
-            retired_at BIGINT
+            activates_at BIGINT NOT NULL,
+            retired_at BIGINT,
+            revoked_at BIGINT
         );"
     };
 }

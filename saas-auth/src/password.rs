@@ -94,6 +94,16 @@ impl Passwords {
         Ok(known && matches)
     }
 
+    /// Whether `hash` was made with other parameters than the configured ones (then the
+    /// password is re-hashed at the next successful login, so every account costs the same
+    /// to check as the dummy one).
+    pub fn needs_rehash(&self, hash: &str) -> bool {
+        let current = self.argon2.params();
+        PasswordHash::new(hash).ok().and_then(|h| Params::try_from(&h).ok()).is_none_or(|p| {
+            (p.m_cost(), p.t_cost(), p.p_cost()) != (current.m_cost(), current.t_cost(), current.p_cost())
+        })
+    }
+
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Argon2<'static>) -> Result<T> + Send + 'static,

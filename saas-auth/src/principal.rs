@@ -31,18 +31,21 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self> {
-        parts
-            .extensions
-            .get::<Principal>()
-            .cloned()
-            .ok_or_else(|| Error::unauthorized("unauthorized", "sign in: send `Authorization: Bearer <access token>`"))
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(principal.clone());
+        }
+        if parts.extensions.get::<InvalidToken>().is_some() {
+            return Err(crate::token::invalid());
+        }
+        Err(Error::unauthorized("unauthorized", "sign in: send `Authorization: Bearer <access token>`"))
     }
 }
 
 /// Verifies `Authorization: Bearer <access token>` and puts the [`Principal`] (and its
-/// [`UserId`]) into the request; a bad token is 401 `invalid_token`. Requests without a
-/// token, or with another kind of bearer credential (a platform-admin token), pass on for
-/// the routes' own extractors to judge. Put it outside (after, in `.layer` order) the
+/// [`UserId`]) into the request. Requests without a valid token pass on without one: routes
+/// that need a principal answer 401 (`invalid_token` when the token was bad), and public
+/// routes (login, sign-up, JWKS) work even when a client still sends an expired token.
+/// Other bearer credentials (platform-admin tokens) are left to the routes' extractors. Put it outside (after, in `.layer` order) the
 /// tenant layer, whose `token` source reads the principal's tenant.
 #[derive(Clone)]
 pub struct AuthLayer {
@@ -66,7 +69,10 @@ fn bearer_jwt(parts: &Parts) -> Option<&str> {
 impl Guard for AuthLayer {
     async fn check(&self, parts: &mut Parts) -> Result<()> {
         let Some(token) = bearer_jwt(parts) else { return Ok(()) };
-        let claims = self.tokens.verify(token).await?;
+        let Ok(claims) = self.tokens.verify(token).await else {
+            parts.extensions.insert(InvalidToken);
+            return Ok(());
+        };
         tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
         parts.extensions.insert(claims.sub);
         parts.extensions.insert(Principal {
@@ -86,6 +92,10 @@ impl<S> tower::Layer<S> for AuthLayer {
         GuardService::new(self.clone(), inner)
     }
 }
+
+/// Marks a request whose bearer token failed verification.
+#[derive(Debug, Clone, Copy)]
+struct InvalidToken;
 
 /// The `token` source of tenant resolution, and tenant membership, from the [`Principal`].
 #[derive(Debug, Clone, Copy, Default)]

@@ -91,8 +91,20 @@ impl Auth {
             (Some(user), true) => user,
             _ => return Err(Error::unauthorized("invalid_credentials", "the e-mail address or the password is wrong")),
         };
+        let rehashed = match self.passwords.needs_rehash(&user.password_hash) {
+            true => Some(self.passwords.hash(password).await?),
+            false => None,
+        };
         let session = session_id()?;
         let mut tx = self.db.tenant_tx(tenant.id).await?;
+        if let Some(hash) = rehashed {
+            sqlx::query("UPDATE users SET password_hash = $3 WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.id.to_string())
+                .bind(user.id.to_string())
+                .bind(hash)
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("INSERT INTO auth_sessions (tenant_id, id, user_id, created_at) VALUES ($1, $2, $3, $4)")
             .bind(tenant.id.to_string())
             .bind(&session)
@@ -165,4 +177,23 @@ fn prefix_fields(error: Error, parent: &str) -> Error {
             saas_core::error::FieldError::new(format!("{parent}.{}", f.field), f.code.clone(), f.message.clone())
         }),
     )
+}
+
+/// Subscribes saas-auth to tenant deletions: erases the tenant's users and sessions.
+pub async fn erase_auth_rows(
+    bus: &Arc<dyn saas_core::events::EventBus>,
+    db: Db,
+) -> Result<saas_core::events::Subscription> {
+    saas_tenancy::purge::on_tenant_deleted(bus, db, "saas-auth", |conn, tenant| {
+        Box::pin(async move {
+            for table in ["auth_sessions", "users"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
+                    .bind(tenant.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(())
+        })
+    })
+    .await
 }

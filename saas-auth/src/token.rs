@@ -2,7 +2,8 @@
 //!
 //! Verification accepts exactly one form: a header `{"alg":"EdDSA","typ":"JWT","kid":…}` with
 //! a `kid` this server published, an Ed25519 signature checked with `verify_strict`, and
-//! claims with this server's `iss` and `aud`, `nbf <= now < exp` (60 s leeway). Anything else
+//! claims with this server's `iss` and `aud`, `nbf <= now < exp` (60 s leeway), and a
+//! lifetime (`exp - iat`) no longer than this server issues. Anything else
 //! — `alg: none`, HS256, an unknown `kid`, a tampered payload — is 401 `invalid_token`,
 //! with no detail saying which check failed. A verified token is cached until it expires (at
 //! most 60 s), so checking the same token again costs a hash-map lookup.
@@ -144,8 +145,10 @@ impl AccessTokens {
         let signing_input = &token[..token.len() - token.rsplit('.').next()?.len() - 1];
         key.verify_strict(signing_input.as_bytes(), &signature).ok()?;
         let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+        // A token living longer than this server issues was not issued by it.
         let valid = *claims.iss == *self.issuer
             && *claims.aud == *self.audience
+            && claims.exp - claims.iat <= self.ttl.as_secs() as i64 + LEEWAY_SECS
             && claims.nbf <= now + LEEWAY_SECS
             && now < claims.exp + LEEWAY_SECS;
         valid.then_some(claims)

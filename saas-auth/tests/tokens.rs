@@ -109,6 +109,10 @@ async fn a_token_verifies_and_every_forgery_is_rejected() {
     // Wrong audience and issuer.
     forged.push(("wrong audience", tokens.sign(&Claims { aud: "another-app".into(), ..claims() }).await.unwrap()));
     forged.push(("wrong issuer", tokens.sign(&Claims { iss: "evil".into(), ..claims() }).await.unwrap()));
+    forged.push((
+        "longer-lived than issued",
+        tokens.sign(&Claims { exp: now() + 30 * 86400, ..claims() }).await.unwrap(),
+    ));
     forged.push(("garbage", "a.b.c".into()));
     forged.push(("two parts", format!("{header}.{payload}")));
     for (what, token) in forged {
@@ -117,25 +121,49 @@ async fn a_token_verifies_and_every_forgery_is_rejected() {
     }
 }
 
+fn kid_of(token: &str) -> String {
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap()).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn rotation_keeps_old_tokens_valid_and_keys_are_encrypted_at_rest() {
-    let (db, keys, tokens, dir) = setup().await;
+    let (db, keys, _, dir) = setup().await;
+    let keys = keys.with_reload_interval(Duration::from_millis(300));
+    let tokens = AccessTokens::new(keys.clone(), "saas-rs", "saas-rs", Duration::from_secs(900));
     let before = tokens.issue(UserId::new(), TenantId::new(), "ses_1", vec![]).await.unwrap();
     let new_kid = keys.rotate().await.unwrap();
-    let after = tokens.issue(UserId::new(), TenantId::new(), "ses_2", vec![]).await.unwrap();
-    assert!(tokens.verify(&before).await.is_ok(), "the retired key still verifies");
-    assert!(tokens.verify(&after).await.is_ok());
-    let header: serde_json::Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(after.split('.').next().unwrap()).unwrap()).unwrap();
-    assert_eq!(header["kid"], new_kid.as_str(), "the new key signs");
+    // Published at once, signing only after every server has had a reload to learn it.
     assert_eq!(keys.jwks().await.keys.len(), 2);
+    let meanwhile = tokens.issue(UserId::new(), TenantId::new(), "ses_2", vec![]).await.unwrap();
+    assert_eq!(kid_of(&meanwhile), kid_of(&before), "the old key signs until the new one activates");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    keys.reload().await.unwrap();
+    let after = tokens.issue(UserId::new(), TenantId::new(), "ses_3", vec![]).await.unwrap();
+    assert_eq!(kid_of(&after), new_kid, "then the new key signs");
+    for token in [&before, &meanwhile, &after] {
+        assert!(tokens.verify(token).await.is_ok(), "tokens of both keys verify");
+    }
+
+    // Revoking a key (suspected leak) stops its tokens at once on this server.
+    let fresh = AccessTokens::new(keys.clone(), "saas-rs", "saas-rs", Duration::from_secs(900));
+    assert!(keys.revoke(&kid_of(&before)).await.unwrap());
+    assert_eq!(fresh.verify(&before).await.unwrap_err().code(), "invalid_token");
+    assert!(fresh.verify(&after).await.is_ok());
+    assert!(!keys.revoke("no-such-kid").await.unwrap());
+    // Revoking the signing key puts a new one in its place at once.
+    assert!(keys.revoke(&new_kid).await.unwrap());
+    let replacement = fresh.issue(UserId::new(), TenantId::new(), "ses_4", vec![]).await.unwrap();
+    assert_ne!(kid_of(&replacement), new_kid);
+    assert!(fresh.verify(&replacement).await.is_ok());
 
     // Another server (same database and key-encryption key) verifies both.
     let kek = KeyEncryptionKey::load_or_create(&dir.path().join("kek")).unwrap();
     let other_keys =
         SigningKeys::load(db.clone(), kek, Duration::from_secs(86400), Duration::from_secs(900)).await.unwrap();
     let other = AccessTokens::new(other_keys, "saas-rs", "saas-rs", Duration::from_secs(900));
-    assert!(other.verify(&before).await.is_ok() && other.verify(&after).await.is_ok());
+    assert!(other.verify(&replacement).await.is_ok() && other.verify(&before).await.is_err());
 
     // The stored private keys are sealed, and useless under another key-encryption key.
     let stored: Vec<String> =

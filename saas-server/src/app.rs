@@ -121,6 +121,10 @@ impl App {
                 .await
                 .map_err(saas_core::Error::into_cause)
                 .context("cannot subscribe to tenant deletions")?,
+            saas_auth::service::erase_auth_rows(&bus, db.clone())
+                .await
+                .map_err(saas_core::Error::into_cause)
+                .context("cannot subscribe to tenant deletions")?,
         ];
 
         let (routes, openapi) =
@@ -141,7 +145,13 @@ impl App {
         let mut stack = HttpStack::new()
             .body_limit(config.http.body_limit_bytes)
             .timeout(Duration::from_secs(config.http.request_timeout_secs))
-            .idempotency(IdempotencyLayer::new(cache.clone(), Duration::from_secs(config.idempotency.ttl_secs)));
+            .idempotency(
+                IdempotencyLayer::new(cache.clone(), Duration::from_secs(config.idempotency.ttl_secs))
+                    // Login answers hold access tokens, which must not sit in the cache.
+                    .skip(|req| req.uri().path().starts_with("/v1/auth/"))
+                    // Sign-up bodies hold passwords: fingerprint them under a server secret.
+                    .with_fingerprint_key(&auth.keys().fingerprint_secret()),
+            );
         if config.rate_limit.enabled {
             let limiter: Arc<dyn RateLimiter> = match config.rate_limit_store() {
                 RateLimitStore::Memory => Arc::new(MemoryRateLimiter::new()),
@@ -220,10 +230,10 @@ impl App {
         let relay = tokio::spawn(self.relay.clone().run(relay_stop.clone()));
         let keys = self.auth.keys().clone();
         let rotation = tokio::spawn(async move {
-            // Rotates the signing key when it is due, and picks up keys other servers made.
-            let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+            // Picks up keys other servers made or revoked, and rotates when due.
+            let mut every = tokio::time::interval(keys.reload_interval());
             loop {
-                hourly.tick().await;
+                every.tick().await;
                 if let Err(e) = keys.rotate_if_due().await {
                     tracing::error!(error = %e.into_cause(), "cannot rotate the token signing key");
                 }

@@ -50,8 +50,15 @@ enum Command {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Create a new signing key now; older keys keep verifying until their tokens expire.
+    /// Create a new signing key; it signs from the next reload (1 min), older keys keep
+    /// verifying until their tokens expire.
     Rotate,
+    /// Remove a signing key at once (a key that may have leaked): its tokens stop verifying
+    /// on every server within a minute.
+    Revoke {
+        /// The key's `kid`, as in `/.well-known/jwks.json`.
+        kid: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -105,7 +112,7 @@ async fn main() -> ExitCode {
         }
         // No log subscriber: logs go to stdout, which carries only the token here.
         Command::Admin { command: AdminCommand::Bootstrap { name, force } } => bootstrap(config, &name, force).await,
-        Command::Keys { command: KeysCommand::Rotate } => rotate_keys(config).await,
+        Command::Keys { command } => keys(config, command).await,
         Command::Config { command: ConfigCommand::Check } => {
             print!("{}", config.to_redacted_toml());
             eprintln!("configuration is valid");
@@ -173,17 +180,28 @@ async fn bootstrap(config: Config, name: &str, force: bool) -> anyhow::Result<()
     Ok(())
 }
 
-async fn rotate_keys(config: Config) -> anyhow::Result<()> {
+async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     let database = connect(&config).await?;
     saas_server::migrate_with_owner(&config, &database).await?;
     let auth =
         saas_auth::service::Auth::from_config(database.clone(), &config).await.map_err(saas_core::Error::into_cause)?;
-    let kid = auth.keys().rotate().await.map_err(saas_core::Error::into_cause)?;
-    println!(
-        "new signing key {kid}; running servers pick it up within an hour, or at once when they see a token it signed"
-    );
+    let result = match command {
+        KeysCommand::Rotate => auth.keys().rotate().await.map(|kid| {
+            println!("new signing key {kid}: it signs from the servers' next reload, within a minute");
+        }),
+        KeysCommand::Revoke { kid } => match auth.keys().revoke(&kid).await {
+            Ok(true) => {
+                println!("revoked {kid}: its tokens stop verifying on every server within a minute");
+                Ok(())
+            }
+            Ok(false) => {
+                Err(saas_core::Error::internal(anyhow::anyhow!("no signing key {kid} (or it is revoked already)")))
+            }
+            Err(e) => Err(e),
+        },
+    };
     database.close().await;
-    Ok(())
+    result.map_err(saas_core::Error::into_cause)
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {

@@ -177,3 +177,17 @@ fn keys_rotate_makes_a_new_signing_key() {
     assert!(a.starts_with("new signing key ") && b.starts_with("new signing key ") && a != b, "{a} {b}");
     assert!(dir.path().join("auth-kek").exists(), "the embedded key-encryption key was created");
 }
+
+#[test]
+fn keys_revoke_removes_a_key_and_refuses_an_unknown_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let rotated = saas().args(["keys", "rotate", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let line = String::from_utf8(rotated.stdout).unwrap();
+    let kid = line.trim_start_matches("new signing key ").split(':').next().unwrap().to_owned();
+    let revoked = saas().args(["keys", "revoke", &kid, "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
+    assert!(String::from_utf8_lossy(&revoked.stdout).contains(&format!("revoked {kid}")));
+    let again = saas().args(["keys", "revoke", &kid, "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no signing key"));
+}

@@ -145,6 +145,15 @@ impl TenantLayer {
             resolved = Some((source, tenant));
         }
         let Some((_, tenant)) = resolved else { return Ok(None) };
+        // A verified token of another tenant is refused even when `token` is not a
+        // configured source (it then only names no tenant by itself).
+        if !self.sources.contains(&TenantSource::Token) {
+            if let Some(claimed) = self.token.as_ref().and_then(|t| t.tenant_of(parts)) {
+                if claimed != tenant.id {
+                    return Err(not_found());
+                }
+            }
+        }
         match tenant.status {
             TenantStatus::Active => Ok(Some(tenant.context())),
             TenantStatus::Deleted => Err(not_found()),

@@ -336,4 +336,12 @@ async fn a_token_of_one_tenant_cannot_reach_another() {
     assert_eq!(call(&app, "/v1/whoami", &[token, ("x-tenant-id", "acme")]).await.0, StatusCode::OK);
     let swapped = call(&app, "/v1/whoami", &[token, ("x-tenant-id", "globex")]).await;
     assert_eq!(swapped, (StatusCode::NOT_FOUND, "tenant_not_found".into()), "404, not 403 or 400");
+
+    // Also when `token` is not a configured source: it names no tenant, but still must match.
+    let header_only =
+        TenantLayer::new(tenants.clone(), &[TenantSource::Header], None).with_token(Arc::new(Claim(acme.id)));
+    let app = Router::new().route("/v1/whoami", get(|t: TenantContext| async move { t.slug })).layer(header_only);
+    assert_eq!(call(&app, "/v1/whoami", &[token, ("x-tenant-id", "acme")]).await.0, StatusCode::OK);
+    assert_eq!(call(&app, "/v1/whoami", &[token, ("x-tenant-id", "globex")]).await.1, "tenant_not_found");
+    assert_eq!(call(&app, "/v1/whoami", &[token]).await.1, "tenant_required");
 }

@@ -400,6 +400,14 @@ async fn two_tenants_sign_up(server: Running) {
     }
     let (status, body) = json(client.get(url("/v1/auth/me")).bearer_auth(format!("{ada}x"))).await;
     assert_eq!((status, body["code"].as_str()), (401, Some("invalid_token")));
+    // A stale token does not stand in the way of signing in again.
+    let (status, _) =
+        json(login("acme", "ada@acme.test", "correct horse battery").bearer_auth(format!("{ada}x"))).await;
+    assert_eq!(status, 200);
+    // Logins are never replayed from the idempotency cache: they hold fresh tokens.
+    let replayed = || login("acme", "ada@acme.test", "correct horse battery").header("idempotency-key", "same-key");
+    let (first, second) = (json(replayed()).await.1, json(replayed()).await.1);
+    assert_ne!(first["access_token"], second["access_token"]);
 
     // Each tenant, named by header, subdomain or path prefix, is the one served.
     for (slug, id) in ["acme", "globex"].iter().zip(&ids) {

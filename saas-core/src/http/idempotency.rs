@@ -52,19 +52,45 @@ enum Record {
     Done { fingerprint: String, status: u16, headers: Vec<(String, String)>, body: String },
 }
 
+/// Which requests [`IdempotencyLayer::skip`] leaves alone.
+type SkipRule = dyn Fn(&Request) -> bool + Send + Sync;
+
 /// Stores first responses of keyed writes; see the [module docs](self).
 #[derive(Clone)]
 pub struct IdempotencyLayer {
     cache: Arc<dyn Cache>,
     ttl: Duration,
     body_limit: usize,
+    skip: Option<Arc<SkipRule>>,
+    fingerprint_key: Option<Arc<[u8]>>,
+}
+
+impl std::fmt::Debug for IdempotencyLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencyLayer").field("ttl", &self.ttl).field("body_limit", &self.body_limit).finish()
+    }
 }
 
 impl IdempotencyLayer {
     /// Stores responses in `cache` for `ttl`. Request bodies up to 1 MiB are fingerprinted;
     /// put the body limit layer outside this one.
     pub fn new(cache: Arc<dyn Cache>, ttl: Duration) -> Self {
-        Self { cache, ttl, body_limit: 1024 * 1024 }
+        Self { cache, ttl, body_limit: 1024 * 1024, skip: None, fingerprint_key: None }
+    }
+
+    /// Leaves requests for which `skip` is true alone (e.g. logins: their responses hold
+    /// tokens that must not sit in a cache).
+    pub fn skip(mut self, skip: impl Fn(&Request) -> bool + Send + Sync + 'static) -> Self {
+        self.skip = Some(Arc::new(skip));
+        self
+    }
+
+    /// Fingerprints request bodies with HMAC-SHA-256 under `key` instead of plain SHA-256,
+    /// so a body holding a secret (a password at sign-up) is not stored in a form that can
+    /// be brute-forced offline. Servers sharing a cache must share the key.
+    pub fn with_fingerprint_key(mut self, key: &[u8]) -> Self {
+        self.fingerprint_key = Some(key.into());
+        self
     }
 
     /// Sets the largest request body it reads.
@@ -104,7 +130,8 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         let writes = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
-        let Some(key) = req.headers().get(&IDEMPOTENCY_KEY).cloned().filter(|_| writes) else {
+        let skipped = self.layer.skip.as_ref().is_some_and(|skip| skip(&req));
+        let Some(key) = req.headers().get(&IDEMPOTENCY_KEY).cloned().filter(|_| writes && !skipped) else {
             // Most requests: no key, nothing to do.
             return Box::pin(self.inner.call(req));
         };
@@ -153,7 +180,10 @@ where
     scope.update([0]);
     scope.update(key.as_bytes());
     let cache_key = format!("idempotency:{}", hex::encode(scope.finalize()));
-    let fingerprint = hex::encode(Sha256::digest(&body));
+    let fingerprint = match &layer.fingerprint_key {
+        Some(secret) => hex::encode(hmac_sha256(secret, &body)),
+        None => hex::encode(Sha256::digest(&body)),
+    };
 
     let marker = serde_json::to_vec(&Record::InFlight { fingerprint: fingerprint.clone() }).map_err(Error::internal)?;
     if !layer.cache.set_if_absent(&cache_key, &marker, IN_FLIGHT_TTL).await? {
@@ -238,4 +268,30 @@ fn replay(status: u16, headers: Vec<(String, String)>, body: &str) -> Result<Res
     }
     response.headers_mut().insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     Ok(response)
+}
+
+/// HMAC-SHA-256 (RFC 2104).
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    inner.update(message);
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+#[cfg(test)]
+mod hmac_tests {
+    #[test]
+    fn matches_rfc_4231_test_case_2() {
+        let mac = super::hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(hex::encode(mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    }
 }
