@@ -26,6 +26,8 @@ struct AuthDoc;
 pub fn router(auth: Auth) -> OpenApiRouter {
     OpenApiRouter::with_openapi(AuthDoc::openapi())
         .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
         .routes(routes!(me))
         .routes(routes!(jwks))
         .with_state(auth)
@@ -61,6 +63,46 @@ async fn login(
     Json(body): Json<LoginRequest>,
 ) -> Result<Json<TokenResponse>> {
     Ok(Json(auth.login(&tenant, &body.email, &body.password).await?))
+}
+
+/// `POST /v1/auth/refresh` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    /// The refresh token of the last login or refresh; it is used up.
+    refresh_token: String,
+}
+
+/// Trades a refresh token for a new access token and a new refresh token.
+#[utoipa::path(
+    post, path = "/v1/auth/refresh", tag = "auth",
+    params(("X-Tenant-ID" = Option<String>, Header, description = "Tenant id or slug (or use the subdomain or `/t/{tenant}` prefix)")),
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 401, description = "`invalid_refresh_token`, or `refresh_token_reused` (the session is revoked)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn refresh(
+    State(auth): State<Auth>,
+    tenant: TenantContext,
+    Json(body): Json<RefreshRequest>,
+) -> Result<Json<TokenResponse>> {
+    Ok(Json(auth.refresh(&tenant, &body.refresh_token).await?))
+}
+
+/// Ends the current session: its refresh tokens stop at once, its access tokens within
+/// `auth.session_check_secs`.
+#[utoipa::path(
+    post, path = "/v1/auth/logout", tag = "auth",
+    responses(
+        (status = 204, description = "Signed out"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn logout(State(auth): State<Auth>, principal: Principal) -> Result<axum::http::StatusCode> {
+    auth.logout(principal.tenant, principal.user, &principal.session).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 /// The signed-in user.

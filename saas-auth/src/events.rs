@@ -4,3 +4,7 @@
 pub const USER_REGISTERED: &str = "auth.user_registered.v1";
 /// A user signed in. Data: `session`; subject: the user id.
 pub const USER_AUTHENTICATED: &str = "auth.user_authenticated.v1";
+/// A used refresh token was presented again: its session was revoked. Data: `session`.
+pub const REFRESH_TOKEN_REUSED: &str = "auth.refresh_token_reused.v1";
+/// A user signed out. Data: `session`.
+pub const USER_SIGNED_OUT: &str = "auth.user_signed_out.v1";

@@ -9,11 +9,11 @@
 //! | [`keys`] | Ed25519 signing keys, encrypted at rest, rotated, published at `/.well-known/jwks.json` |
 //! | [`token`] | access tokens (JWT, `EdDSA`), strict verification, verified-token cache |
 //! | [`principal`] | [`AuthLayer`](principal::AuthLayer) and the [`Principal`](principal::Principal) extractor; the hooks saas-tenancy takes |
-//! | [`service`] | [`Auth`](service::Auth): login, users, the sign-up owner |
+//! | [`session`] | sessions, refresh-token rotation with reuse detection, revocation |
+//! | [`service`] | [`Auth`](service::Auth): login, refresh, logout, users, the sign-up owner |
 //! | [`api`] | `POST /v1/auth/login`, `GET /v1/auth/me`, `GET /.well-known/jwks.json` |
 //!
-//! Not built yet: refresh tokens and session revocation, e-mail flows, MFA, API keys, RBAC
-//! and brute-force protection.
+//! Not built yet: e-mail flows, MFA, API keys, RBAC and brute-force protection.
 
 pub mod api;
 pub mod events;
@@ -21,6 +21,7 @@ pub mod keys;
 pub mod password;
 pub mod principal;
 pub mod service;
+pub mod session;
 pub mod token;
 pub mod users;
 
@@ -48,6 +49,18 @@ macro_rules! tables {
             revoked_at BIGINT,
             PRIMARY KEY (tenant_id, id)
         );
+        CREATE TABLE auth_refresh_tokens (
+            tenant_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            used_at BIGINT,
+            revoked_at BIGINT,
+            PRIMARY KEY (tenant_id, id)
+        );
+        CREATE INDEX auth_refresh_tokens_session ON auth_refresh_tokens (tenant_id, session_id);
         CREATE TABLE auth_signing_keys (
             kid TEXT PRIMARY KEY,
             algorithm TEXT NOT NULL,
@@ -68,6 +81,11 @@ pub static MIGRATIONS: Migrations = Migrations {
         1,
         "users, sessions and signing keys",
         tables!(),
-        concat!(tables!(), saas_core::rls_policy!("users"), saas_core::rls_policy!("auth_sessions")),
+        concat!(
+            tables!(),
+            saas_core::rls_policy!("users"),
+            saas_core::rls_policy!("auth_sessions"),
+            saas_core::rls_policy!("auth_refresh_tokens")
+        ),
     )],
 };

@@ -12,7 +12,7 @@ use saas_core::{
 };
 use saas_tenancy::{api::TenantMembership, resolve::TokenTenant};
 
-use crate::token::AccessTokens;
+use crate::{session::Sessions, token::AccessTokens};
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,12 +50,13 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
 #[derive(Clone)]
 pub struct AuthLayer {
     tokens: AccessTokens,
+    sessions: Sessions,
 }
 
 impl AuthLayer {
-    /// Verifies with `tokens`.
-    pub fn new(tokens: AccessTokens) -> Self {
-        Self { tokens }
+    /// Verifies with `tokens`, and that the token's session is not revoked in `sessions`.
+    pub fn new(tokens: AccessTokens, sessions: Sessions) -> Self {
+        Self { tokens, sessions }
     }
 }
 
@@ -73,6 +74,10 @@ impl Guard for AuthLayer {
             parts.extensions.insert(InvalidToken);
             return Ok(());
         };
+        if self.sessions.is_revoked(claims.tid, &claims.sid).await? {
+            parts.extensions.insert(InvalidToken);
+            return Ok(());
+        }
         tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
         parts.extensions.insert(claims.sub);
         parts.extensions.insert(Principal {

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use saas_core::{
     config::Config,
-    db::{Db, TenantScoped, now_millis},
+    db::{Db, TenantScoped},
     error::{Error, Result},
     events::{Envelope, outbox},
     id::TenantId,
@@ -21,9 +21,10 @@ use sqlx::AnyConnection;
 
 use crate::{
     events,
-    keys::{KeyEncryptionKey, SigningKeys, random},
+    keys::{KeyEncryptionKey, SigningKeys},
     password::Passwords,
     principal::AuthLayer,
+    session::Sessions,
     token::AccessTokens,
     users::User,
 };
@@ -37,6 +38,10 @@ pub struct TokenResponse {
     pub token_type: String,
     /// Seconds until the access token expires.
     pub expires_in: u64,
+    /// Opaque refresh token: trade it at `POST /v1/auth/refresh` for new tokens (once).
+    pub refresh_token: String,
+    /// Seconds until the refresh token expires.
+    pub refresh_expires_in: u64,
 }
 
 /// Passwords, users, sessions and tokens; cheap to clone.
@@ -46,6 +51,7 @@ pub struct Auth {
     passwords: Passwords,
     keys: SigningKeys,
     tokens: AccessTokens,
+    sessions: Sessions,
 }
 
 impl Auth {
@@ -61,7 +67,13 @@ impl Auth {
         let rotation = Duration::from_secs(auth.key_rotation_days * 24 * 3600);
         let keys = SigningKeys::load(db.clone(), kek, rotation, ttl).await?;
         let tokens = AccessTokens::new(keys.clone(), &auth.issuer, &auth.audience, ttl);
-        Ok(Self { db, passwords: Passwords::new(auth)?, keys, tokens })
+        let sessions = Sessions::new(
+            db.clone(),
+            Duration::from_secs(auth.refresh_token_ttl_secs),
+            Duration::from_secs(auth.refresh_reuse_grace_secs),
+            Duration::from_secs(auth.session_check_secs),
+        );
+        Ok(Self { db, passwords: Passwords::new(auth)?, keys, tokens, sessions })
     }
 
     /// The signing keys.
@@ -74,9 +86,73 @@ impl Auth {
         &self.tokens
     }
 
-    /// The layer that verifies bearer tokens.
+    /// The sessions.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// The layer that verifies bearer tokens (and that their session is not revoked).
     pub fn layer(&self) -> AuthLayer {
-        AuthLayer::new(self.tokens.clone())
+        AuthLayer::new(self.tokens.clone(), self.sessions.clone())
+    }
+
+    /// Creates a user of `tenant` with `password` (checked for length) and `roles`.
+    pub async fn create_user(
+        &self,
+        tenant: TenantId,
+        email: &str,
+        name: Option<String>,
+        password: &SecretString,
+        roles: &[&str],
+    ) -> Result<User> {
+        Passwords::check_new(password)?;
+        crate::users::normalise_email(email)?;
+        let user = User::new(tenant, email, name, self.passwords.hash(password).await?, roles)?;
+        let mut tx = self.db.tenant_tx(tenant).await?;
+        match User::insert(&mut tx, &user).await {
+            Err(e) if e.code() == "already_exists" => {
+                return Err(Error::conflict("email_taken", "a user of this tenant has this e-mail address"));
+            }
+            other => other?,
+        }
+        let event = Envelope::new(
+            events::USER_REGISTERED,
+            Some(tenant),
+            serde_json::json!({ "email": user.email, "roles": user.role_list() }),
+        )
+        .with_subject(user.id.to_string());
+        outbox::append(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Trades a refresh token for new tokens (see [`Sessions::refresh`]).
+    pub async fn refresh(&self, tenant: &TenantContext, refresh_token: &str) -> Result<TokenResponse> {
+        let refreshed = self.sessions.refresh(tenant.id, refresh_token).await?;
+        let user = self.user(tenant.id, refreshed.user).await?;
+        self.token_response(&user, &refreshed.session, refreshed.refresh_token).await
+    }
+
+    /// Ends the session `session` of `tenant`: its refresh tokens stop at once, its access
+    /// tokens within `auth.session_check_secs` on other servers.
+    pub async fn logout(&self, tenant: TenantId, user: saas_core::id::UserId, session: &str) -> Result<()> {
+        self.sessions.revoke(tenant, session).await?;
+        let mut tx = self.db.tenant_tx(tenant).await?;
+        let event = Envelope::new(events::USER_SIGNED_OUT, Some(tenant), serde_json::json!({ "session": session }))
+            .with_subject(user.to_string());
+        outbox::append(&mut tx, &event).await?;
+        tx.commit().await
+    }
+
+    async fn token_response(&self, user: &User, session: &str, refresh_token: String) -> Result<TokenResponse> {
+        let access_token = self.tokens.issue(user.id, user.tenant_id, session, user.role_list()).await?;
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in: self.tokens.ttl().as_secs(),
+            refresh_token,
+            refresh_expires_in: self.sessions.refresh_ttl().as_secs(),
+        })
     }
 
     /// Signs `email` in to `tenant`: a new session and its access token, or 401
@@ -95,7 +171,6 @@ impl Auth {
             true => Some(self.passwords.hash(password).await?),
             false => None,
         };
-        let session = session_id()?;
         let mut tx = self.db.tenant_tx(tenant.id).await?;
         if let Some(hash) = rehashed {
             sqlx::query("UPDATE users SET password_hash = $3 WHERE tenant_id = $1 AND id = $2")
@@ -105,20 +180,13 @@ impl Auth {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("INSERT INTO auth_sessions (tenant_id, id, user_id, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(tenant.id.to_string())
-            .bind(&session)
-            .bind(user.id.to_string())
-            .bind(now_millis())
-            .execute(&mut *tx)
-            .await?;
+        let (session, refresh_token) = self.sessions.open(&mut tx, user.id).await?;
         let event =
             Envelope::new(events::USER_AUTHENTICATED, Some(tenant.id), serde_json::json!({ "session": session }))
                 .with_subject(user.id.to_string());
         outbox::append(&mut tx, &event).await?;
         tx.commit().await?;
-        let access_token = self.tokens.issue(user.id, tenant.id, &session, user.role_list()).await?;
-        Ok(TokenResponse { access_token, token_type: "Bearer".into(), expires_in: self.tokens.ttl().as_secs() })
+        self.token_response(&user, &session, refresh_token).await
     }
 
     /// The user `id` of `tenant`.
@@ -133,11 +201,6 @@ impl Auth {
     pub fn owner_registrar(&self) -> Arc<dyn OwnerRegistrar> {
         Arc::new(self.clone())
     }
-}
-
-fn session_id() -> Result<String> {
-    use base64::Engine;
-    Ok(format!("ses_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random::<16>()?)))
 }
 
 #[async_trait]

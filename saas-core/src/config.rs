@@ -90,9 +90,17 @@ pub struct AuthConfig {
     pub audience: String,
     /// Lifetime of an access token in seconds. Default 900 (15 min).
     pub access_token_ttl_secs: u64,
-    /// Days a signing key signs before a new one replaces it (checked at start and hourly).
-    /// Default 30.
+    /// Days a signing key signs before a new one replaces it. Default 30.
     pub key_rotation_days: u64,
+    /// Lifetime of a refresh token in seconds (each use replaces it). Default 2 592 000
+    /// (30 days).
+    pub refresh_token_ttl_secs: u64,
+    /// Seconds after a refresh token was used during which using it again (two concurrent
+    /// refreshes of one client) is allowed; later reuse revokes the whole session. Default 10.
+    pub refresh_reuse_grace_secs: u64,
+    /// Seconds a server may take to notice that a session was revoked on another server
+    /// (its access tokens stop working then). Default 30.
+    pub session_check_secs: u64,
     /// 32 bytes, base64, that encrypt the signing keys at rest (secret). Default: generated
     /// once into `<data_dir>/auth-kek` (set it explicitly when several servers share a
     /// database).
@@ -116,6 +124,9 @@ impl Default for AuthConfig {
             audience: "saas-rs".into(),
             access_token_ttl_secs: 900,
             key_rotation_days: 30,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            refresh_reuse_grace_secs: 10,
+            session_check_secs: 30,
             key_encryption_key: None,
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
@@ -618,6 +629,8 @@ impl Config {
             ("tenancy.cache_ttl_secs", self.tenancy.cache_ttl_secs),
             ("auth.access_token_ttl_secs", self.auth.access_token_ttl_secs),
             ("auth.key_rotation_days", self.auth.key_rotation_days),
+            ("auth.refresh_token_ttl_secs", self.auth.refresh_token_ttl_secs),
+            ("auth.session_check_secs", self.auth.session_check_secs),
             ("auth.argon2_iterations", u64::from(self.auth.argon2_iterations)),
             ("auth.argon2_parallelism", u64::from(self.auth.argon2_parallelism)),
         ] {

@@ -409,6 +409,24 @@ async fn two_tenants_sign_up(server: Running) {
     let (first, second) = (json(replayed()).await.1, json(replayed()).await.1);
     assert_ne!(first["access_token"], second["access_token"]);
 
+    // Refresh, then sign out: both tokens of the session stop working.
+    let refresh = |token: &serde_json::Value| {
+        client
+            .post(url("/v1/auth/refresh"))
+            .header("x-tenant-id", "acme")
+            .json(&serde_json::json!({"refresh_token": token}))
+    };
+    let (status, renewed) = json(refresh(&first["refresh_token"])).await;
+    assert_eq!(status, 200, "{renewed}");
+    let session = renewed["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(json(client.get(url("/v1/auth/me")).bearer_auth(&session)).await.0, 200);
+    assert_eq!(json(client.post(url("/v1/auth/logout")).bearer_auth(&session)).await.0, 204);
+    let (status, body) = json(client.get(url("/v1/auth/me")).bearer_auth(&session)).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("invalid_token")));
+    let (status, body) = json(refresh(&renewed["refresh_token"])).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("invalid_refresh_token")));
+    assert_eq!(json(client.post(url("/v1/auth/logout"))).await.0, 401);
+
     // Each tenant, named by header, subdomain or path prefix, is the one served.
     for (slug, id) in ["acme", "globex"].iter().zip(&ids) {
         for request in [

@@ -1,0 +1,98 @@
+//! Login, refresh-token rotation with reuse detection and its grace window, logout, and
+//! what a revoked session does to its access tokens — on SQLite and PostgreSQL.
+
+use axum::{Router, body::Body, routing::get};
+use http::Request;
+use saas_auth::{principal::Principal, service::Auth};
+use saas_core::{
+    config::{AuthConfig, Config},
+    db::{Db, migrate},
+    id::TenantId,
+    tenant::TenantContext,
+    testing::TestDatabase,
+};
+use secrecy::SecretString;
+use tower::ServiceExt;
+
+async fn auth(db: Db, dir: &tempfile::TempDir, grace_secs: u64) -> Auth {
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        auth: AuthConfig {
+            argon2_memory_kib: 64,
+            argon2_iterations: 1,
+            refresh_reuse_grace_secs: grace_secs,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Auth::from_config(db, &config).await.unwrap()
+}
+
+async fn status_with(auth: &Auth, access_token: &str) -> u16 {
+    let app = Router::new().route("/v1/me", get(|p: Principal| async move { p.session })).layer(auth.layer());
+    let request =
+        Request::get("/v1/me").header("authorization", format!("Bearer {access_token}")).body(Body::empty()).unwrap();
+    app.oneshot(request).await.unwrap().status().as_u16()
+}
+
+async fn suite(db: Db, dir: &tempfile::TempDir) {
+    let password = SecretString::from("correct horse battery");
+    let tenant = TenantContext { id: TenantId::new(), slug: "acme".into(), plan: "free".into() };
+
+    // Reuse beyond the grace window (0 s here) revokes the whole session.
+    let strict = auth(db.clone(), dir, 0).await;
+    strict.create_user(tenant.id, "ada@acme.test", None, &password, &["owner"]).await.unwrap();
+    let again = strict.create_user(tenant.id, "ADA@acme.test", None, &password, &[]).await.unwrap_err();
+    assert_eq!(again.code(), "email_taken");
+    let login = strict.login(&tenant, "ada@acme.test", &password).await.unwrap();
+    assert!(login.refresh_token.starts_with("srt_") && login.refresh_expires_in == 30 * 86400);
+    let first = strict.refresh(&tenant, &login.refresh_token).await.unwrap();
+    assert_ne!(first.refresh_token, login.refresh_token, "each refresh hands out a new refresh token");
+    assert_eq!(status_with(&strict, &first.access_token).await, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let reused = strict.refresh(&tenant, &login.refresh_token).await.unwrap_err();
+    assert_eq!((reused.status().as_u16(), reused.code()), (401, "refresh_token_reused"));
+    let family = strict.refresh(&tenant, &first.refresh_token).await.unwrap_err();
+    assert_eq!(family.code(), "invalid_refresh_token", "the whole family is revoked");
+    assert_eq!(status_with(&strict, &first.access_token).await, 401, "and the session's access tokens");
+
+    // Within the grace window, a second use (concurrent refreshes of one client) works.
+    let lenient = auth(db.clone(), dir, 60).await;
+    let login = lenient.login(&tenant, "ada@acme.test", &password).await.unwrap();
+    let (a, b) =
+        tokio::join!(lenient.refresh(&tenant, &login.refresh_token), lenient.refresh(&tenant, &login.refresh_token));
+    assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+    assert!(lenient.refresh(&tenant, &a.unwrap().refresh_token).await.is_ok());
+
+    // Tokens of one tenant mean nothing in another, and junk is refused.
+    let other = TenantContext { id: TenantId::new(), slug: "globex".into(), plan: "free".into() };
+    let login = lenient.login(&tenant, "ada@acme.test", &password).await.unwrap();
+    assert_eq!(lenient.refresh(&other, &login.refresh_token).await.unwrap_err().code(), "invalid_refresh_token");
+    for junk in ["", "srt_nope", "x".repeat(1000).as_str()] {
+        assert_eq!(lenient.refresh(&tenant, junk).await.unwrap_err().code(), "invalid_refresh_token");
+    }
+
+    // Logout: the refresh token stops, and so do the access tokens.
+    let principal = lenient.tokens().verify(&login.access_token).await.unwrap();
+    lenient.logout(tenant.id, principal.sub, &principal.sid).await.unwrap();
+    assert_eq!(lenient.refresh(&tenant, &login.refresh_token).await.unwrap_err().code(), "invalid_refresh_token");
+    assert_eq!(status_with(&lenient, &login.access_token).await, 401);
+}
+
+#[tokio::test]
+async fn sessions_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}/s.db", dir.path().display()), Default::default()).await.unwrap();
+    migrate::run(&db, &[&saas_core::events::MIGRATIONS, &saas_auth::MIGRATIONS]).await.unwrap();
+    suite(db, &dir).await;
+}
+
+#[tokio::test]
+#[ignore = "needs postgres: run .ci/run"]
+async fn sessions_on_postgres_under_row_level_security() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::postgres().await;
+    let owner = database.connect().await;
+    migrate::run(&owner, &[&saas_core::events::MIGRATIONS, &saas_auth::MIGRATIONS]).await.unwrap();
+    suite(database.connect_as_app_role().await, &dir).await;
+}
