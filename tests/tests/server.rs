@@ -538,3 +538,50 @@ async fn platform_admins_manage_tenants(server: Running) {
     assert_eq!(json(admin(client.get(&one))).await.0, 404);
     server.shutdown().await;
 }
+
+/// Runs `tests/scripts/verify_jwt.py` (PyJWT) on `token` with the server's JWKS.
+fn verify_with_pyjwt(jwks: &serde_json::Value, token: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (jwks_file, token_file) = (dir.path().join("jwks.json"), dir.path().join("token"));
+    std::fs::write(&jwks_file, jwks.to_string()).unwrap();
+    std::fs::write(&token_file, token).unwrap();
+    let python = std::env::var("SAAS_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/verify_jwt.py");
+    let output = std::process::Command::new(python)
+        .args([script, jwks_file.to_str().unwrap(), token_file.to_str().unwrap(), "saas-rs", "saas-rs"])
+        .output()
+        .expect("python runs");
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[tokio::test]
+#[ignore = "needs PyJWT (SAAS_TEST_PYTHON): run .ci/run"]
+async fn tokens_verify_with_pyjwt_using_only_the_jwks() {
+    let server = start_with_tenancy(None).await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", server.url);
+    let owner = serde_json::json!({"email": "ada@acme.test", "password": "correct horse battery"});
+    let signup = serde_json::json!({"slug": "acme", "name": "Acme", "owner": owner});
+    assert_eq!(json(client.post(url("/v1/signup")).json(&signup)).await.0, 201);
+    let (_, tokens) = json(client.post(url("/v1/auth/login")).header("x-tenant-id", "acme").json(&owner)).await;
+    let token = tokens["access_token"].as_str().unwrap();
+    let (_, jwks) = json(client.get(url("/.well-known/jwks.json"))).await;
+
+    let (ok, out) = verify_with_pyjwt(&jwks, token);
+    assert!(ok, "PyJWT refused our token: {out}");
+    let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(claims["roles"], serde_json::json!(["owner"]));
+    assert!(claims["tid"].as_str().unwrap().starts_with("ten_"));
+
+    // And PyJWT refuses a tampered one: the check is real.
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    let mut payload: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &parts[1]).unwrap(),
+    )
+    .unwrap();
+    payload["roles"] = serde_json::json!(["admin"]);
+    parts[1] = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload.to_string());
+    let (ok, out) = verify_with_pyjwt(&jwks, &parts.join("."));
+    assert!(!ok && out.contains("Signature"), "{out}");
+    server.shutdown().await;
+}
