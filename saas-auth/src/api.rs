@@ -1,11 +1,12 @@
 //! HTTP routes: `POST /v1/auth/login`, `GET /v1/auth/me`, `GET /.well-known/jwks.json`.
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use saas_core::{
     error::{Problem, Result},
     http::Json,
     tenant::TenantContext,
 };
+use saas_tenancy::admin::{PlatformAdmin, PlatformAdmins};
 use secrecy::SecretString;
 use serde::Deserialize;
 use utoipa::OpenApi;
@@ -22,15 +23,65 @@ use crate::{
 #[openapi(tags((name = "auth", description = "Sign-in, the signed-in user, and the token keys")))]
 struct AuthDoc;
 
+/// What the identity routes need.
+#[derive(Clone)]
+pub struct AuthState {
+    /// The identity service.
+    pub auth: Auth,
+    /// Platform-admin token verification (for unlocking accounts).
+    pub admins: PlatformAdmins,
+}
+
+impl FromRef<AuthState> for PlatformAdmins {
+    fn from_ref(state: &AuthState) -> Self {
+        state.admins.clone()
+    }
+}
+
+impl FromRef<AuthState> for Auth {
+    fn from_ref(state: &AuthState) -> Self {
+        state.auth.clone()
+    }
+}
+
 /// The identity routes, documented.
-pub fn router(auth: Auth) -> OpenApiRouter {
+pub fn router(auth: Auth, admins: PlatformAdmins) -> OpenApiRouter {
     OpenApiRouter::with_openapi(AuthDoc::openapi())
         .routes(routes!(login))
         .routes(routes!(refresh))
         .routes(routes!(logout))
         .routes(routes!(me))
+        .routes(routes!(unlock))
         .routes(routes!(jwks))
-        .with_state(auth)
+        .with_state(AuthState { auth, admins })
+}
+
+/// `POST /v1/auth/unlock` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct UnlockRequest {
+    /// The account's e-mail address.
+    email: String,
+}
+
+/// Lifts the login back-off or lock-out of an account of the request's tenant.
+#[utoipa::path(
+    post, path = "/v1/auth/unlock", tag = "auth", security(("platform_admin" = [])),
+    params(("X-Tenant-ID" = Option<String>, Header, description = "Tenant id or slug")),
+    request_body = UnlockRequest,
+    responses(
+        (status = 204, description = "Unlocked (also when the account was not locked or does not exist)"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn unlock(
+    _: PlatformAdmin,
+    State(auth): State<Auth>,
+    tenant: TenantContext,
+    Json(body): Json<UnlockRequest>,
+) -> Result<axum::http::StatusCode> {
+    auth.unlock(tenant.id, &body.email).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 /// `POST /v1/auth/login` body.
@@ -54,15 +105,19 @@ struct LoginRequest {
         (status = 200, body = TokenResponse),
         (status = 400, description = "No tenant named", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong e-mail address or password (one answer for both)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`login_throttled`: too many failures for this account or address; `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`login_throttled`: too many failures for this account or address; `Retry-After`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Too many sign-ins at once; `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn login(
     State(auth): State<Auth>,
     tenant: TenantContext,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     Json(body): Json<LoginRequest>,
 ) -> Result<Json<TokenResponse>> {
-    Ok(Json(auth.login(&tenant, &body.email, &body.password).await?))
+    let client = client.map(|c| c.0.0.ip().to_string());
+    Ok(Json(auth.login(&tenant, &body.email, &body.password, client.as_deref()).await?))
 }
 
 /// `POST /v1/auth/refresh` body.

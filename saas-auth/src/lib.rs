@@ -13,7 +13,9 @@
 //! | [`service`] | [`Auth`](service::Auth): login, refresh, logout, users, the sign-up owner |
 //! | [`api`] | `POST /v1/auth/login`, `GET /v1/auth/me`, `GET /.well-known/jwks.json` |
 //!
-//! Not built yet: e-mail flows, MFA, API keys, RBAC and brute-force protection.
+//! | [`throttle`] | brute-force protection: back-off and lock-out per account and address |
+//!
+//! Not built yet: e-mail flows, MFA, API keys and RBAC.
 
 pub mod api;
 pub mod events;
@@ -22,6 +24,7 @@ pub mod password;
 pub mod principal;
 pub mod service;
 pub mod session;
+pub mod throttle;
 pub mod token;
 pub mod users;
 

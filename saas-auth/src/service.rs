@@ -4,6 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use saas_core::{
+    cache::Cache,
     config::Config,
     db::{Db, TenantScoped},
     error::{Error, Result},
@@ -25,6 +26,7 @@ use crate::{
     password::Passwords,
     principal::AuthLayer,
     session::Sessions,
+    throttle::LoginThrottle,
     token::AccessTokens,
     users::User,
 };
@@ -52,12 +54,13 @@ pub struct Auth {
     keys: SigningKeys,
     tokens: AccessTokens,
     sessions: Sessions,
+    throttle: LoginThrottle,
 }
 
 impl Auth {
     /// The service of `config`: its argon2 parameters, token settings and key-encryption
     /// key (or the generated one in `<data_dir>/auth-kek`).
-    pub async fn from_config(db: Db, config: &Config) -> Result<Self> {
+    pub async fn from_config(db: Db, cache: Arc<dyn Cache>, config: &Config) -> Result<Self> {
         let auth = &config.auth;
         let kek = match &auth.key_encryption_key {
             Some(key) => KeyEncryptionKey::from_base64(key.expose_secret())?,
@@ -73,7 +76,8 @@ impl Auth {
             Duration::from_secs(auth.refresh_reuse_grace_secs),
             Duration::from_secs(auth.session_check_secs),
         );
-        Ok(Self { db, passwords: Passwords::new(auth)?, keys, tokens, sessions })
+        let throttle = LoginThrottle::new(cache, auth);
+        Ok(Self { db, passwords: Passwords::new(auth)?, keys, tokens, sessions, throttle })
     }
 
     /// The signing keys.
@@ -126,6 +130,11 @@ impl Auth {
         Ok(user)
     }
 
+    /// Lifts the login back-off or lock-out of `email` in `tenant` (platform admins).
+    pub async fn unlock(&self, tenant: TenantId, email: &str) -> Result<()> {
+        self.throttle.clear(tenant, email).await
+    }
+
     /// Trades a refresh token for new tokens (see [`Sessions::refresh`]).
     pub async fn refresh(&self, tenant: &TenantContext, refresh_token: &str) -> Result<TokenResponse> {
         let refreshed = self.sessions.refresh(tenant.id, refresh_token).await?;
@@ -158,15 +167,30 @@ impl Auth {
     /// Signs `email` in to `tenant`: a new session and its access token, or 401
     /// `invalid_credentials`, the same answer and about the same time whether the account
     /// exists or not.
-    pub async fn login(&self, tenant: &TenantContext, email: &str, password: &SecretString) -> Result<TokenResponse> {
+    /// `client` is the caller's address, for the per-address throttle. Too many failures
+    /// answer 429 `login_throttled` (see [`LoginThrottle`]).
+    pub async fn login(
+        &self,
+        tenant: &TenantContext,
+        email: &str,
+        password: &SecretString,
+        client: Option<&str>,
+    ) -> Result<TokenResponse> {
+        self.throttle.check(tenant.id, email, client).await?;
         let mut tx = self.db.tenant_tx(tenant.id).await?;
         let user = User::by_email(&mut tx, email).await?;
         tx.rollback().await?;
         let matches = self.passwords.verify(user.as_ref().map(|u| u.password_hash.as_str()), password).await?;
         let user = match (user, matches) {
             (Some(user), true) => user,
-            _ => return Err(Error::unauthorized("invalid_credentials", "the e-mail address or the password is wrong")),
+            _ => {
+                self.throttle.failed(tenant.id, email, client).await;
+                return Err(Error::unauthorized("invalid_credentials", "the e-mail address or the password is wrong"));
+            }
         };
+        if let Err(e) = self.throttle.clear(tenant.id, email).await {
+            tracing::warn!(error = %e.into_cause(), "cannot clear the login throttle");
+        }
         let rehashed = match self.passwords.needs_rehash(&user.password_hash) {
             true => Some(self.passwords.hash(password).await?),
             false => None,

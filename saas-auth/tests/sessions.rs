@@ -25,7 +25,7 @@ async fn auth(db: Db, dir: &tempfile::TempDir, grace_secs: u64) -> Auth {
         },
         ..Default::default()
     };
-    Auth::from_config(db, &config).await.unwrap()
+    Auth::from_config(db, std::sync::Arc::new(saas_core::cache::MemoryCache::new(1000)), &config).await.unwrap()
 }
 
 async fn status_with(auth: &Auth, access_token: &str) -> u16 {
@@ -44,7 +44,7 @@ async fn suite(db: Db, dir: &tempfile::TempDir) {
     strict.create_user(tenant.id, "ada@acme.test", None, &password, &["owner"]).await.unwrap();
     let again = strict.create_user(tenant.id, "ADA@acme.test", None, &password, &[]).await.unwrap_err();
     assert_eq!(again.code(), "email_taken");
-    let login = strict.login(&tenant, "ada@acme.test", &password).await.unwrap();
+    let login = strict.login(&tenant, "ada@acme.test", &password, None).await.unwrap();
     assert!(login.refresh_token.starts_with("srt_") && login.refresh_expires_in == 30 * 86400);
     let first = strict.refresh(&tenant, &login.refresh_token).await.unwrap();
     assert_ne!(first.refresh_token, login.refresh_token, "each refresh hands out a new refresh token");
@@ -58,7 +58,7 @@ async fn suite(db: Db, dir: &tempfile::TempDir) {
 
     // Within the grace window, a second use (concurrent refreshes of one client) works.
     let lenient = auth(db.clone(), dir, 60).await;
-    let login = lenient.login(&tenant, "ada@acme.test", &password).await.unwrap();
+    let login = lenient.login(&tenant, "ada@acme.test", &password, None).await.unwrap();
     let (a, b) =
         tokio::join!(lenient.refresh(&tenant, &login.refresh_token), lenient.refresh(&tenant, &login.refresh_token));
     assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
@@ -66,7 +66,7 @@ async fn suite(db: Db, dir: &tempfile::TempDir) {
 
     // Tokens of one tenant mean nothing in another, and junk is refused.
     let other = TenantContext { id: TenantId::new(), slug: "globex".into(), plan: "free".into() };
-    let login = lenient.login(&tenant, "ada@acme.test", &password).await.unwrap();
+    let login = lenient.login(&tenant, "ada@acme.test", &password, None).await.unwrap();
     assert_eq!(lenient.refresh(&other, &login.refresh_token).await.unwrap_err().code(), "invalid_refresh_token");
     for junk in ["", "srt_nope", "x".repeat(1000).as_str()] {
         assert_eq!(lenient.refresh(&tenant, junk).await.unwrap_err().code(), "invalid_refresh_token");

@@ -101,6 +101,16 @@ pub struct AuthConfig {
     /// Seconds a server may take to notice that a session was revoked on another server
     /// (its access tokens stop working then). Default 30.
     pub session_check_secs: u64,
+    /// Failed logins of one account after which each further attempt must wait, doubling
+    /// from 1 s. Default 3.
+    pub login_backoff_after: u32,
+    /// Failed logins of one account that lock it for `login_lockout_secs`. Default 10.
+    pub login_lockout_after: u32,
+    /// Seconds an account (or address) stays locked, and the window failures are counted
+    /// in. Default 900.
+    pub login_lockout_secs: u64,
+    /// Failed logins from one client address, any account, that lock the address. Default 100.
+    pub login_ip_lockout_after: u32,
     /// 32 bytes, base64, that encrypt the signing keys at rest (secret). Default: generated
     /// once into `<data_dir>/auth-kek` (set it explicitly when several servers share a
     /// database).
@@ -127,6 +137,10 @@ impl Default for AuthConfig {
             refresh_token_ttl_secs: 30 * 24 * 3600,
             refresh_reuse_grace_secs: 10,
             session_check_secs: 30,
+            login_backoff_after: 3,
+            login_lockout_after: 10,
+            login_lockout_secs: 900,
+            login_ip_lockout_after: 100,
             key_encryption_key: None,
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
@@ -631,6 +645,9 @@ impl Config {
             ("auth.key_rotation_days", self.auth.key_rotation_days),
             ("auth.refresh_token_ttl_secs", self.auth.refresh_token_ttl_secs),
             ("auth.session_check_secs", self.auth.session_check_secs),
+            ("auth.login_lockout_after", u64::from(self.auth.login_lockout_after)),
+            ("auth.login_lockout_secs", self.auth.login_lockout_secs),
+            ("auth.login_ip_lockout_after", u64::from(self.auth.login_ip_lockout_after)),
             ("auth.argon2_iterations", u64::from(self.auth.argon2_iterations)),
             ("auth.argon2_parallelism", u64::from(self.auth.argon2_parallelism)),
         ] {

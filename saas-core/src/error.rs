@@ -169,6 +169,11 @@ impl Error {
         self
     }
 
+    /// How long the client should wait (`Retry-After`), when set.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status

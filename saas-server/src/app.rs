@@ -104,13 +104,14 @@ impl App {
                     .context("cannot connect the quota store to Redis (cache.url)")?,
             ),
         };
-        let auth = Auth::from_config(db.clone(), &config)
+        let auth = Auth::from_config(db.clone(), cache.clone(), &config)
             .await
             .map_err(saas_core::Error::into_cause)
             .context("cannot load the token signing keys")?;
+        let admins = PlatformAdmins::new(db.clone(), config.tenancy.platform_admin_token.as_ref());
         let tenancy = TenancyState {
             tenants: tenants.clone(),
-            admins: PlatformAdmins::new(db.clone(), config.tenancy.platform_admin_token.as_ref()),
+            admins: admins.clone(),
             owners: Some(auth.owner_registrar()),
             quotas: Quotas::new(db.clone(), &config.tenancy, counter.clone()),
             features: Features::new(db.clone(), &config.tenancy),
@@ -131,7 +132,7 @@ impl App {
             OpenApiRouter::with_openapi(openapi::base_document("saas-rs", env!("CARGO_PKG_VERSION")))
                 .merge(health::router(health))
                 .merge(saas_tenancy::api::router(tenancy))
-                .merge(saas_auth::api::router(auth.clone()))
+                .merge(saas_auth::api::router(auth.clone(), admins.clone()))
                 .split_for_parts();
         // Outermost first: the token is verified, then the tenant resolved (its `token`
         // source is the verified principal's tenant).

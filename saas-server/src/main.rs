@@ -2,8 +2,11 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use saas_core::cache::MemoryCache;
 use saas_core::{config::Config, db, observe};
 use tokio_util::sync::CancellationToken;
 
@@ -183,8 +186,9 @@ async fn bootstrap(config: Config, name: &str, force: bool) -> anyhow::Result<()
 async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     let database = connect(&config).await?;
     saas_server::migrate_with_owner(&config, &database).await?;
-    let auth =
-        saas_auth::service::Auth::from_config(database.clone(), &config).await.map_err(saas_core::Error::into_cause)?;
+    let auth = saas_auth::service::Auth::from_config(database.clone(), Arc::new(MemoryCache::new(10)), &config)
+        .await
+        .map_err(saas_core::Error::into_cause)?;
     let result = match command {
         KeysCommand::Rotate => auth.keys().rotate().await.map(|kid| {
             println!("new signing key {kid}: it signs from the servers' next reload, within a minute");
