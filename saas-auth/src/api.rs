@@ -52,6 +52,9 @@ pub fn router(auth: Auth, admins: PlatformAdmins) -> OpenApiRouter {
         .routes(routes!(logout))
         .routes(routes!(me))
         .routes(routes!(unlock))
+        .routes(routes!(list_roles))
+        .routes(routes!(set_role))
+        .routes(routes!(assign_roles))
         .routes(routes!(jwks))
         .with_state(AuthState { auth, admins })
 }
@@ -176,4 +179,117 @@ async fn me(State(auth): State<Auth>, principal: Principal) -> Result<Json<UserV
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses((status = 200, body = Jwks)))]
 async fn jwks(State(auth): State<Auth>) -> Json<Jwks> {
     Json(auth.keys().jwks().await)
+}
+
+/// A role and what it grants.
+#[derive(Debug, serde::Serialize, Deserialize, utoipa::ToSchema)]
+struct RoleView {
+    /// The role's name.
+    name: String,
+    /// Permissions and patterns (`*`, `invoices:*`, `*:read`).
+    permissions: Vec<String>,
+    /// Whether it is built in (owner, admin, member).
+    builtin: bool,
+}
+
+/// The tenant's roles, built-in and custom.
+#[utoipa::path(
+    get, path = "/v1/auth/roles", tag = "auth",
+    responses(
+        (status = 200, body = Vec<RoleView>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs `roles:read`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[saas_macros::require_permission("roles:read")]
+async fn list_roles(State(auth): State<Auth>, principal: Principal) -> Result<Json<Vec<RoleView>>> {
+    let roles = auth.roles(principal.tenant).await?;
+    Ok(Json(
+        roles
+            .into_iter()
+            .map(|(name, permissions)| RoleView {
+                builtin: crate::rbac::builtin_role(&name).is_some(),
+                name,
+                permissions,
+            })
+            .collect(),
+    ))
+}
+
+/// `PUT /v1/auth/roles/{name}` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RoleDefinition {
+    /// What the role grants: `resource:action`, or patterns with `*`.
+    #[schema(example = json!(["invoices:read", "invoices:write"]))]
+    permissions: Vec<String>,
+}
+
+/// Defines or changes a custom role of the tenant.
+#[utoipa::path(
+    put, path = "/v1/auth/roles/{name}", tag = "auth",
+    params(("name" = String, Path, description = "Role name (not owner, admin or member)")),
+    request_body = RoleDefinition,
+    responses(
+        (status = 204, description = "Defined; users get it with their next token"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs `roles:write`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[saas_macros::require_permission("roles:write")]
+async fn set_role(
+    State(auth): State<Auth>,
+    principal: Principal,
+    saas_core::http::Path(name): saas_core::http::Path<String>,
+    Json(body): Json<RoleDefinition>,
+) -> Result<axum::http::StatusCode> {
+    if body.permissions.len() > 200 {
+        return Err(saas_core::Error::validation([saas_core::error::FieldError::new(
+            "permissions",
+            "too_many",
+            "at most 200",
+        )]));
+    }
+    auth.set_role(principal.tenant, &name, &body.permissions).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// `PUT /v1/auth/users/{id}/roles` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RoleAssignment {
+    /// The user's roles from now on.
+    #[schema(example = json!(["member", "billing"]))]
+    roles: Vec<String>,
+}
+
+/// Sets the roles of a user of the tenant.
+#[utoipa::path(
+    put, path = "/v1/auth/users/{id}/roles", tag = "auth",
+    params(("id" = String, Path, description = "User id")),
+    request_body = RoleAssignment,
+    responses(
+        (status = 200, body = UserView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs `users:write`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[saas_macros::require_permission("users:write")]
+async fn assign_roles(
+    State(auth): State<Auth>,
+    principal: Principal,
+    saas_core::http::Path(user): saas_core::http::Path<saas_core::id::UserId>,
+    Json(body): Json<RoleAssignment>,
+) -> Result<Json<UserView>> {
+    if body.roles.len() > 50 {
+        return Err(saas_core::Error::validation([saas_core::error::FieldError::new(
+            "roles",
+            "too_many",
+            "at most 50",
+        )]));
+    }
+    Ok(Json(auth.assign_roles(principal.tenant, user, &body.roles).await?.view()))
 }

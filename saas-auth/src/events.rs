@@ -8,3 +8,7 @@ pub const USER_AUTHENTICATED: &str = "auth.user_authenticated.v1";
 pub const REFRESH_TOKEN_REUSED: &str = "auth.refresh_token_reused.v1";
 /// A user signed out. Data: `session`.
 pub const USER_SIGNED_OUT: &str = "auth.user_signed_out.v1";
+/// A user's roles were set. Data: `roles`; subject: the user id.
+pub const ROLE_ASSIGNED: &str = "auth.role_assigned.v1";
+/// A custom role was defined or changed. Data: `role`, `permissions`.
+pub const PERMISSION_GRANTED: &str = "auth.permission_granted.v1";

@@ -14,14 +14,19 @@
 //! | [`api`] | `POST /v1/auth/login`, `GET /v1/auth/me`, `GET /.well-known/jwks.json` |
 //!
 //! | [`throttle`] | brute-force protection: back-off and lock-out per account and address |
+//! | [`rbac`] | permissions (`permissions!`), built-in and custom roles, [`RequirePermission`](rbac::RequirePermission), `#[require_permission]` |
 //!
-//! Not built yet: e-mail flows, MFA, API keys and RBAC.
+//! Not built yet: e-mail flows, MFA and API keys.
+
+// Lets `#[require_permission]`, which names `::saas_auth`, work inside this crate too.
+extern crate self as saas_auth;
 
 pub mod api;
 pub mod events;
 pub mod keys;
 pub mod password;
 pub mod principal;
+pub mod rbac;
 pub mod service;
 pub mod session;
 pub mod throttle;
@@ -64,6 +69,13 @@ macro_rules! tables {
             PRIMARY KEY (tenant_id, id)
         );
         CREATE INDEX auth_refresh_tokens_session ON auth_refresh_tokens (tenant_id, session_id);
+        CREATE TABLE auth_roles (
+            tenant_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            permissions TEXT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, name)
+        );
         CREATE TABLE auth_signing_keys (
             kid TEXT PRIMARY KEY,
             algorithm TEXT NOT NULL,
@@ -88,7 +100,8 @@ pub static MIGRATIONS: Migrations = Migrations {
             tables!(),
             saas_core::rls_policy!("users"),
             saas_core::rls_policy!("auth_sessions"),
-            saas_core::rls_policy!("auth_refresh_tokens")
+            saas_core::rls_policy!("auth_refresh_tokens"),
+            saas_core::rls_policy!("auth_roles")
         ),
     )],
 };

@@ -25,6 +25,8 @@ pub struct Principal {
     pub session: String,
     /// The user's roles.
     pub roles: Vec<String>,
+    /// The permissions the roles grant (see [`crate::rbac`]).
+    pub permissions: Vec<String>,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
@@ -85,6 +87,7 @@ impl Guard for AuthLayer {
             tenant: claims.tid,
             session: claims.sid.clone(),
             roles: claims.roles.clone(),
+            permissions: claims.perms.clone(),
         });
         Ok(())
     }

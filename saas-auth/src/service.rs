@@ -7,7 +7,7 @@ use saas_core::{
     cache::Cache,
     config::Config,
     db::{Db, TenantScoped},
-    error::{Error, Result},
+    error::{Error, FieldError, Result},
     events::{Envelope, outbox},
     id::TenantId,
     tenant::TenantContext,
@@ -25,6 +25,7 @@ use crate::{
     keys::{KeyEncryptionKey, SigningKeys},
     password::Passwords,
     principal::AuthLayer,
+    rbac,
     session::Sessions,
     throttle::LoginThrottle,
     token::AccessTokens,
@@ -130,6 +131,119 @@ impl Auth {
         Ok(user)
     }
 
+    /// The permissions `roles` grant in `tenant`: built-in roles from code, custom ones from
+    /// `auth_roles`.
+    pub async fn permissions_of(&self, tenant: TenantId, roles: &[String]) -> Result<Vec<String>> {
+        let mut permissions: Vec<String> = Vec::new();
+        let custom: Vec<&String> = roles.iter().filter(|r| rbac::builtin_role(r).is_none()).collect();
+        for role in roles {
+            permissions.extend(rbac::builtin_role(role).unwrap_or_default().iter().map(|p| (*p).to_owned()));
+        }
+        if !custom.is_empty() {
+            let mut tx = self.db.tenant_tx(tenant).await?;
+            for role in custom {
+                let granted: Option<String> =
+                    sqlx::query_scalar("SELECT permissions FROM auth_roles WHERE tenant_id = $1 AND name = $2")
+                        .bind(tenant.to_string())
+                        .bind(role)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                permissions
+                    .extend(granted.iter().flat_map(|g| g.split(',')).filter(|p| !p.is_empty()).map(str::to_owned));
+            }
+            tx.rollback().await?;
+        }
+        permissions.sort();
+        permissions.dedup();
+        Ok(permissions)
+    }
+
+    /// Defines (or redefines) the custom role `name` of `tenant` as granting `permissions`.
+    pub async fn set_role(&self, tenant: TenantId, name: &str, permissions: &[String]) -> Result<()> {
+        let valid_name = (1..=40).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !valid_name || rbac::builtin_role(name).is_some() {
+            return Err(Error::validation([FieldError::new(
+                "name",
+                "invalid",
+                "expected 1 to 40 of a-z, 0-9, `_`, `-`, and not a built-in role (owner, admin, member)",
+            )]));
+        }
+        if let Some((i, bad)) = permissions.iter().enumerate().find(|(_, p)| !rbac::is_valid_grant(p)) {
+            return Err(Error::validation([FieldError::new(
+                format!("permissions[{i}]"),
+                "format",
+                format!("`{bad}` is not `resource:action` (either may be `*`)"),
+            )]));
+        }
+        let mut tx = self.db.tenant_tx(tenant).await?;
+        sqlx::query(
+            "INSERT INTO auth_roles (tenant_id, name, permissions, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, name) DO UPDATE SET permissions = excluded.permissions, updated_at = excluded.updated_at",
+        )
+        .bind(tenant.to_string())
+        .bind(name)
+        .bind(permissions.join(","))
+        .bind(saas_core::db::now_millis())
+        .execute(&mut *tx)
+        .await?;
+        let event = Envelope::new(
+            events::PERMISSION_GRANTED,
+            Some(tenant),
+            serde_json::json!({ "role": name, "permissions": permissions }),
+        );
+        outbox::append(&mut tx, &event).await?;
+        tx.commit().await
+    }
+
+    /// The roles of `tenant`: built-in and custom, with what they grant.
+    pub async fn roles(&self, tenant: TenantId) -> Result<Vec<(String, Vec<String>)>> {
+        let mut roles: Vec<(String, Vec<String>)> = ["owner", "admin", "member"]
+            .iter()
+            .map(|r| {
+                ((*r).to_owned(), rbac::builtin_role(r).unwrap_or_default().iter().map(|p| (*p).to_owned()).collect())
+            })
+            .collect();
+        let mut tx = self.db.tenant_tx(tenant).await?;
+        let custom: Vec<(String, String)> =
+            sqlx::query_as("SELECT name, permissions FROM auth_roles WHERE tenant_id = $1 ORDER BY name")
+                .bind(tenant.to_string())
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.rollback().await?;
+        roles.extend(
+            custom.into_iter().map(|(n, p)| (n, p.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())),
+        );
+        Ok(roles)
+    }
+
+    /// Gives user `user` of `tenant` exactly `roles` (built-in or defined custom ones).
+    pub async fn assign_roles(&self, tenant: TenantId, user: saas_core::id::UserId, roles: &[String]) -> Result<User> {
+        let known: Vec<String> = self.roles(tenant).await?.into_iter().map(|(n, _)| n).collect();
+        if let Some((i, bad)) = roles.iter().enumerate().find(|(_, r)| !known.contains(r)) {
+            return Err(Error::validation([FieldError::new(
+                format!("roles[{i}]"),
+                "unknown",
+                format!("no role `{bad}`"),
+            )]));
+        }
+        let mut tx = self.db.tenant_tx(tenant).await?;
+        let done = sqlx::query("UPDATE users SET roles = $3 WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.to_string())
+            .bind(user.to_string())
+            .bind(roles.join(","))
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("user_not_found", "no such user"));
+        }
+        let event = Envelope::new(events::ROLE_ASSIGNED, Some(tenant), serde_json::json!({ "roles": roles }))
+            .with_subject(user.to_string());
+        outbox::append(&mut tx, &event).await?;
+        tx.commit().await?;
+        self.user(tenant, user).await
+    }
+
     /// Lifts the login back-off or lock-out of `email` in `tenant` (platform admins).
     pub async fn unlock(&self, tenant: TenantId, email: &str) -> Result<()> {
         self.throttle.clear(tenant, email).await
@@ -154,7 +268,8 @@ impl Auth {
     }
 
     async fn token_response(&self, user: &User, session: &str, refresh_token: String) -> Result<TokenResponse> {
-        let access_token = self.tokens.issue(user.id, user.tenant_id, session, user.role_list()).await?;
+        let permissions = self.permissions_of(user.tenant_id, &user.role_list()).await?;
+        let access_token = self.tokens.issue(user.id, user.tenant_id, session, user.role_list(), permissions).await?;
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer".into(),

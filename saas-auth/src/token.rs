@@ -36,6 +36,9 @@ pub struct Claims {
     /// The user's roles in the tenant.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The permissions (and patterns) the roles grant, expanded at issue time.
+    #[serde(default)]
+    pub perms: Vec<String>,
     /// Issuer (`auth.issuer`).
     pub iss: String,
     /// Audience (`auth.audience`).
@@ -84,13 +87,21 @@ impl AccessTokens {
     }
 
     /// A signed token for `user` of `tenant` in session `session`.
-    pub async fn issue(&self, user: UserId, tenant: TenantId, session: &str, roles: Vec<String>) -> Result<String> {
+    pub async fn issue(
+        &self,
+        user: UserId,
+        tenant: TenantId,
+        session: &str,
+        roles: Vec<String>,
+        perms: Vec<String>,
+    ) -> Result<String> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let claims = Claims {
             sub: user,
             tid: tenant,
             sid: session.to_owned(),
             roles,
+            perms,
             iss: self.issuer.to_string(),
             aud: self.audience.to_string(),
             exp: now + self.ttl.as_secs() as i64,

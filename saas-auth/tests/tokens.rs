@@ -34,6 +34,7 @@ fn claims() -> Claims {
         tid: TenantId::new(),
         sid: "ses_x".into(),
         roles: vec!["owner".into()],
+        perms: vec!["*".into()],
         iss: "saas-rs".into(),
         aud: "saas-rs".into(),
         exp: now() + 900,
@@ -60,7 +61,7 @@ async fn a_token_verifies_and_every_forgery_is_rejected() {
     let (_db, keys, tokens, _dir) = setup().await;
     let user = UserId::new();
     let tenant = TenantId::new();
-    let token = tokens.issue(user, tenant, "ses_1", vec!["owner".into()]).await.unwrap();
+    let token = tokens.issue(user, tenant, "ses_1", vec!["owner".into()], vec!["*".into()]).await.unwrap();
     let verified = tokens.verify(&token).await.unwrap();
     assert_eq!((verified.sub, verified.tid, verified.sid.as_str()), (user, tenant, "ses_1"));
     assert_eq!(verified.exp - verified.iat, 900);
@@ -132,15 +133,15 @@ async fn rotation_keeps_old_tokens_valid_and_keys_are_encrypted_at_rest() {
     let (db, keys, _, dir) = setup().await;
     let keys = keys.with_reload_interval(Duration::from_millis(300));
     let tokens = AccessTokens::new(keys.clone(), "saas-rs", "saas-rs", Duration::from_secs(900));
-    let before = tokens.issue(UserId::new(), TenantId::new(), "ses_1", vec![]).await.unwrap();
+    let before = tokens.issue(UserId::new(), TenantId::new(), "ses_1", vec![], vec![]).await.unwrap();
     let new_kid = keys.rotate().await.unwrap();
     // Published at once, signing only after every server has had a reload to learn it.
     assert_eq!(keys.jwks().await.keys.len(), 2);
-    let meanwhile = tokens.issue(UserId::new(), TenantId::new(), "ses_2", vec![]).await.unwrap();
+    let meanwhile = tokens.issue(UserId::new(), TenantId::new(), "ses_2", vec![], vec![]).await.unwrap();
     assert_eq!(kid_of(&meanwhile), kid_of(&before), "the old key signs until the new one activates");
     tokio::time::sleep(Duration::from_millis(400)).await;
     keys.reload().await.unwrap();
-    let after = tokens.issue(UserId::new(), TenantId::new(), "ses_3", vec![]).await.unwrap();
+    let after = tokens.issue(UserId::new(), TenantId::new(), "ses_3", vec![], vec![]).await.unwrap();
     assert_eq!(kid_of(&after), new_kid, "then the new key signs");
     for token in [&before, &meanwhile, &after] {
         assert!(tokens.verify(token).await.is_ok(), "tokens of both keys verify");
@@ -154,7 +155,7 @@ async fn rotation_keeps_old_tokens_valid_and_keys_are_encrypted_at_rest() {
     assert!(!keys.revoke("no-such-kid").await.unwrap());
     // Revoking the signing key puts a new one in its place at once.
     assert!(keys.revoke(&new_kid).await.unwrap());
-    let replacement = fresh.issue(UserId::new(), TenantId::new(), "ses_4", vec![]).await.unwrap();
+    let replacement = fresh.issue(UserId::new(), TenantId::new(), "ses_4", vec![], vec![]).await.unwrap();
     assert_ne!(kid_of(&replacement), new_kid);
     assert!(fresh.verify(&replacement).await.is_ok());
 

@@ -1,0 +1,117 @@
+//! RBAC: permissions carried by the token, built-in and custom roles, the layer and the
+//! attribute; every protected route answers 403 without its permission and works with it.
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    body::Body,
+    routing::{get, post},
+};
+use http::Request;
+use saas_auth::{principal::Principal, rbac::RequirePermission, service::Auth};
+use saas_core::{
+    cache::MemoryCache,
+    config::{AuthConfig, Config},
+    db::{Db, migrate},
+    id::TenantId,
+    tenant::TenantContext,
+};
+use saas_macros::require_permission;
+use secrecy::SecretString;
+use tower::ServiceExt;
+
+mod perms {
+    saas_auth::permissions! { invoices: [read, write], reports: [read] }
+}
+
+#[require_permission("reports:read")]
+async fn report(principal: Principal) -> String {
+    format!("report for {}", principal.user)
+}
+
+async fn setup() -> (Auth, Db, TenantContext, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}/r.db", dir.path().display()), Default::default()).await.unwrap();
+    migrate::run(&db, &[&saas_core::events::MIGRATIONS, &saas_tenancy::MIGRATIONS, &saas_auth::MIGRATIONS])
+        .await
+        .unwrap();
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        auth: AuthConfig { argon2_memory_kib: 64, argon2_iterations: 1, ..Default::default() },
+        ..Default::default()
+    };
+    let auth = Auth::from_config(db.clone(), Arc::new(MemoryCache::new(100)), &config).await.unwrap();
+    let tenant = TenantContext { id: TenantId::new(), slug: "acme".into(), plan: "free".into() };
+    (auth, db, tenant, dir)
+}
+
+async fn token(auth: &Auth, tenant: &TenantContext, email: &str, roles: &[&str]) -> (String, saas_core::id::UserId) {
+    let password = SecretString::from("correct horse battery");
+    let user = auth.create_user(tenant.id, email, None, &password, roles).await.unwrap();
+    (auth.login(tenant, email, &password, None).await.unwrap().access_token, user.id)
+}
+
+async fn status(app: &Router, method: &str, uri: &str, token: &str, body: Option<serde_json::Value>) -> u16 {
+    let mut request = Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {token}"));
+    if body.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+    app.clone().oneshot(request.body(body).unwrap()).await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn routes_answer_403_without_the_permission_and_work_with_it() {
+    let (auth, db, tenant, _dir) = setup().await;
+    assert_eq!(perms::invoices::write.name(), "invoices:write");
+    let app = Router::new()
+        .route(
+            "/v1/invoices",
+            post(|| async { "created" }).route_layer(RequirePermission::new(perms::invoices::write.name())),
+        )
+        .route("/v1/reports", get(report))
+        .merge(Router::from(saas_auth::api::router(auth.clone(), saas_tenancy::admin::PlatformAdmins::new(db, None))))
+        .layer(auth.layer());
+
+    let (owner, _) = token(&auth, &tenant, "owner@acme.test", &["owner"]).await;
+    let (member, member_id) = token(&auth, &tenant, "member@acme.test", &["member"]).await;
+    let billing_role = serde_json::json!({"permissions": ["invoices:*"]});
+    let roles_of = |roles: &[&str]| serde_json::json!({ "roles": roles });
+
+    // Built-in roles: the owner has everything, a member reads.
+    assert_eq!(status(&app, "POST", "/v1/invoices", &owner, None).await, 200);
+    assert_eq!(status(&app, "POST", "/v1/invoices", &member, None).await, 403);
+    assert_eq!(status(&app, "GET", "/v1/reports", &member, None).await, 200, "*:read covers reports:read");
+    assert_eq!(status(&app, "GET", "/v1/auth/roles", &member, None).await, 200);
+    assert_eq!(status(&app, "PUT", "/v1/auth/roles/billing", &member, Some(billing_role.clone())).await, 403);
+    let assign = format!("/v1/auth/users/{member_id}/roles");
+    assert_eq!(status(&app, "PUT", &assign, &member, Some(roles_of(&["owner"]))).await, 403, "no self-promotion");
+
+    // A custom role, assigned by the owner, reaches the member with its next token.
+    assert_eq!(status(&app, "PUT", "/v1/auth/roles/billing", &owner, Some(billing_role)).await, 204);
+    assert_eq!(
+        status(&app, "PUT", "/v1/auth/roles/owner", &owner, Some(serde_json::json!({"permissions": []}))).await,
+        422
+    );
+    assert_eq!(
+        status(&app, "PUT", "/v1/auth/roles/x", &owner, Some(serde_json::json!({"permissions": ["Bad One"]}))).await,
+        422
+    );
+    assert_eq!(status(&app, "PUT", &assign, &owner, Some(roles_of(&["member", "billing"]))).await, 200);
+    assert_eq!(status(&app, "PUT", &assign, &owner, Some(roles_of(&["ghost"]))).await, 422);
+    assert_eq!(
+        status(&app, "POST", "/v1/invoices", &member, None).await,
+        403,
+        "the old token still carries the old roles"
+    );
+    let password = SecretString::from("correct horse battery");
+    let renewed = auth.login(&tenant, "member@acme.test", &password, None).await.unwrap().access_token;
+    assert_eq!(status(&app, "POST", "/v1/invoices", &renewed, None).await, 200);
+    let claims = auth.tokens().verify(&renewed).await.unwrap();
+    assert_eq!(claims.perms, ["*:read", "invoices:*"]);
+
+    // Without a token: 401; with a bad one: 401 too.
+    assert_eq!(status(&app, "GET", "/v1/reports", "", None).await, 401);
+    assert_eq!(status(&app, "GET", "/v1/reports", "a.b.c", None).await, 401);
+}
