@@ -13,6 +13,7 @@ use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    api_keys::ApiKeyView,
     keys::Jwks,
     principal::Principal,
     service::{Auth, TokenResponse},
@@ -55,6 +56,8 @@ pub fn router(auth: Auth, admins: PlatformAdmins) -> OpenApiRouter {
         .routes(routes!(list_roles))
         .routes(routes!(set_role))
         .routes(routes!(assign_roles))
+        .routes(routes!(list_api_keys, create_api_key))
+        .routes(routes!(revoke_api_key))
         .routes(routes!(jwks))
         .with_state(AuthState { auth, admins })
 }
@@ -292,4 +295,102 @@ async fn assign_roles(
         )]));
     }
     Ok(Json(auth.assign_roles(principal.tenant, user, &body.roles).await?.view()))
+}
+
+/// `POST /v1/auth/api-keys` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewApiKey {
+    /// A name for people, 1 to 100 characters.
+    #[schema(example = "CI deploys")]
+    name: String,
+    /// What the key may do; each must be a permission you have.
+    #[schema(example = json!(["invoices:read"]))]
+    permissions: Vec<String>,
+    /// Days until it expires (1 to 3650); absent: never.
+    #[serde(default)]
+    expires_in_days: Option<u32>,
+}
+
+/// A new API key: `key` is shown only in this answer.
+#[derive(Debug, serde::Serialize, Deserialize, utoipa::ToSchema)]
+struct CreatedApiKey {
+    /// The key: send it as `Authorization: Bearer <key>`. Not shown again.
+    key: String,
+    /// Its listing.
+    #[serde(flatten)]
+    listing: ApiKeyView,
+}
+
+/// Creates an API key of the tenant, scoped to permissions you have.
+#[utoipa::path(
+    post, path = "/v1/auth/api-keys", tag = "auth",
+    request_body = NewApiKey,
+    responses(
+        (status = 201, body = CreatedApiKey),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs `api_keys:write`, and every permission granted", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[saas_macros::require_permission("api_keys:write")]
+async fn create_api_key(
+    State(auth): State<Auth>,
+    principal: Principal,
+    Json(body): Json<NewApiKey>,
+) -> Result<(axum::http::StatusCode, Json<CreatedApiKey>)> {
+    if principal.api_key.is_some() {
+        return Err(saas_core::Error::forbidden("permission_denied", "API keys cannot create API keys"));
+    }
+    let expires_in = match body.expires_in_days {
+        None => None,
+        Some(days @ 1..=3650) => Some(std::time::Duration::from_secs(u64::from(days) * 86_400)),
+        Some(_) => {
+            return Err(saas_core::Error::validation([saas_core::error::FieldError::new(
+                "expires_in_days",
+                "out_of_range",
+                "expected 1 to 3650",
+            )]));
+        }
+    };
+    let (key, listing) = auth
+        .api_keys()
+        .create(principal.tenant, principal.user, &principal.permissions, &body.name, &body.permissions, expires_in)
+        .await?;
+    Ok((axum::http::StatusCode::CREATED, Json(CreatedApiKey { key, listing })))
+}
+
+/// The tenant's API keys (never their secrets).
+#[utoipa::path(
+    get, path = "/v1/auth/api-keys", tag = "auth",
+    responses(
+        (status = 200, body = Vec<ApiKeyView>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs `api_keys:read`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[saas_macros::require_permission("api_keys:read")]
+async fn list_api_keys(State(auth): State<Auth>, principal: Principal) -> Result<Json<Vec<ApiKeyView>>> {
+    Ok(Json(auth.api_keys().list(principal.tenant).await?))
+}
+
+/// Revokes an API key of the tenant.
+#[utoipa::path(
+    delete, path = "/v1/auth/api-keys/{id}", tag = "auth",
+    params(("id" = String, Path, description = "Key id (`key_…`)")),
+    responses(
+        (status = 204, description = "Revoked: it stops at once on this server, within 30 s on the others"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs `api_keys:write`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[saas_macros::require_permission("api_keys:write")]
+async fn revoke_api_key(
+    State(auth): State<Auth>,
+    principal: Principal,
+    saas_core::http::Path(id): saas_core::http::Path<String>,
+) -> Result<axum::http::StatusCode> {
+    auth.api_keys().revoke(principal.tenant, &id).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

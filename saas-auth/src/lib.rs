@@ -14,14 +14,16 @@
 //! | [`api`] | `POST /v1/auth/login`, `GET /v1/auth/me`, `GET /.well-known/jwks.json` |
 //!
 //! | [`throttle`] | brute-force protection: back-off and lock-out per account and address |
+//! | [`api_keys`] | API keys: per tenant, scoped to permissions, hashed, expiring, revocable |
 //! | [`rbac`] | permissions (`permissions!`), built-in and custom roles, [`RequirePermission`](rbac::RequirePermission), `#[require_permission]` |
 //!
-//! Not built yet: e-mail flows, MFA and API keys.
+//! Not built yet: e-mail flows and MFA.
 
 // Lets `#[require_permission]`, which names `::saas_auth`, work inside this crate too.
 extern crate self as saas_auth;
 
 pub mod api;
+pub mod api_keys;
 pub mod events;
 pub mod keys;
 pub mod password;
@@ -76,6 +78,20 @@ macro_rules! tables {
             updated_at BIGINT NOT NULL,
             PRIMARY KEY (tenant_id, name)
         );
+        CREATE TABLE auth_api_keys (
+            tenant_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            prefix TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,
+            permissions TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            expires_at BIGINT,
+            last_used_at BIGINT,
+            revoked_at BIGINT,
+            PRIMARY KEY (tenant_id, id)
+        );
         CREATE TABLE auth_signing_keys (
             kid TEXT PRIMARY KEY,
             algorithm TEXT NOT NULL,
@@ -101,7 +117,8 @@ pub static MIGRATIONS: Migrations = Migrations {
             saas_core::rls_policy!("users"),
             saas_core::rls_policy!("auth_sessions"),
             saas_core::rls_policy!("auth_refresh_tokens"),
-            saas_core::rls_policy!("auth_roles")
+            saas_core::rls_policy!("auth_roles"),
+            saas_core::rls_policy!("auth_api_keys")
         ),
     )],
 };

@@ -12,7 +12,7 @@ use saas_core::{
 };
 use saas_tenancy::{api::TenantMembership, resolve::TokenTenant};
 
-use crate::{session::Sessions, token::AccessTokens};
+use crate::{api_keys::ApiKeys, session::Sessions, token::AccessTokens};
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +25,11 @@ pub struct Principal {
     pub session: String,
     /// The user's roles.
     pub roles: Vec<String>,
-    /// The permissions the roles grant (see [`crate::rbac`]).
+    /// The permissions the roles (or the API key) grant (see [`crate::rbac`]).
     pub permissions: Vec<String>,
+    /// The API key the request came with (its id), when it was not a user's token; `user`
+    /// is then the key's creator and `session` the key id.
+    pub api_key: Option<String>,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
@@ -53,24 +56,41 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
 pub struct AuthLayer {
     tokens: AccessTokens,
     sessions: Sessions,
+    api_keys: ApiKeys,
 }
 
 impl AuthLayer {
-    /// Verifies with `tokens`, and that the token's session is not revoked in `sessions`.
-    pub fn new(tokens: AccessTokens, sessions: Sessions) -> Self {
-        Self { tokens, sessions }
+    /// Verifies access tokens with `tokens` (and that their session is not revoked in
+    /// `sessions`), and API keys (`sak_…`) with `api_keys`.
+    pub fn new(tokens: AccessTokens, sessions: Sessions, api_keys: ApiKeys) -> Self {
+        Self { tokens, sessions, api_keys }
     }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    Some(value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim())
 }
 
 /// A compact JWS has two dots; platform-admin tokens (`sap_…`) and API keys have none.
 fn bearer_jwt(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
-    (token.matches('.').count() == 2).then_some(token)
+    bearer(parts).filter(|token| token.matches('.').count() == 2)
 }
 
 impl Guard for AuthLayer {
     async fn check(&self, parts: &mut Parts) -> Result<()> {
+        if let Some(key) = bearer(parts).filter(|t| t.starts_with("sak_")) {
+            match self.api_keys.verify(key).await? {
+                Some(principal) => {
+                    parts.extensions.insert(principal.user);
+                    parts.extensions.insert(Principal::clone(&principal));
+                }
+                None => {
+                    parts.extensions.insert(InvalidToken);
+                }
+            }
+            return Ok(());
+        }
         let Some(token) = bearer_jwt(parts) else { return Ok(()) };
         let Ok(claims) = self.tokens.verify(token).await else {
             parts.extensions.insert(InvalidToken);
@@ -88,6 +108,7 @@ impl Guard for AuthLayer {
             session: claims.sid.clone(),
             roles: claims.roles.clone(),
             permissions: claims.perms.clone(),
+            api_key: None,
         });
         Ok(())
     }

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
 use crate::{
+    api_keys::ApiKeys,
     events,
     keys::{KeyEncryptionKey, SigningKeys},
     password::Passwords,
@@ -56,6 +57,7 @@ pub struct Auth {
     tokens: AccessTokens,
     sessions: Sessions,
     throttle: LoginThrottle,
+    api_keys: ApiKeys,
 }
 
 impl Auth {
@@ -78,7 +80,8 @@ impl Auth {
             Duration::from_secs(auth.session_check_secs),
         );
         let throttle = LoginThrottle::new(cache, auth);
-        Ok(Self { db, passwords: Passwords::new(auth)?, keys, tokens, sessions, throttle })
+        let api_keys = ApiKeys::new(db.clone());
+        Ok(Self { db, passwords: Passwords::new(auth)?, keys, tokens, sessions, throttle, api_keys })
     }
 
     /// The signing keys.
@@ -98,7 +101,12 @@ impl Auth {
 
     /// The layer that verifies bearer tokens (and that their session is not revoked).
     pub fn layer(&self) -> AuthLayer {
-        AuthLayer::new(self.tokens.clone(), self.sessions.clone())
+        AuthLayer::new(self.tokens.clone(), self.sessions.clone(), self.api_keys.clone())
+    }
+
+    /// The API keys.
+    pub fn api_keys(&self) -> &ApiKeys {
+        &self.api_keys
     }
 
     /// Creates a user of `tenant` with `password` (checked for length) and `roles`.

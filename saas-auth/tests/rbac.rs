@@ -115,3 +115,82 @@ async fn routes_answer_403_without_the_permission_and_work_with_it() {
     assert_eq!(status(&app, "GET", "/v1/reports", "", None).await, 401);
     assert_eq!(status(&app, "GET", "/v1/reports", "a.b.c", None).await, 401);
 }
+
+#[tokio::test]
+async fn api_keys_work_within_their_scopes_until_revoked_or_expired() {
+    let (auth, db, tenant, _dir) = setup().await;
+    let app = Router::new()
+        .route("/v1/invoices", post(|| async { "created" }).route_layer(RequirePermission::new("invoices:write")))
+        .route("/v1/reports", get(report))
+        .merge(Router::from(saas_auth::api::router(
+            auth.clone(),
+            saas_tenancy::admin::PlatformAdmins::new(db.clone(), None),
+        )))
+        .layer(auth.layer());
+    let (owner, _) = token(&auth, &tenant, "owner@acme.test", &["owner"]).await;
+    let (member, _) = token(&auth, &tenant, "member@acme.test", &["member"]).await;
+
+    let create = |token: &str, body: serde_json::Value| {
+        let request = Request::post("/v1/auth/api-keys")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status().as_u16();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+            (status, serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default())
+        }
+    };
+    let (code, created) =
+        create(&owner, serde_json::json!({"name": "reports bot", "permissions": ["reports:read"]})).await;
+    assert_eq!(code, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with(&format!("sak_{}_", tenant.id)), "recognisable, carries its tenant");
+
+    // Within its scope it works; outside, 403.
+    assert_eq!(status(&app, "GET", "/v1/reports", &key, None).await, 200);
+    assert_eq!(status(&app, "POST", "/v1/invoices", &key, None).await, 403);
+    // Nobody grants more than they have, and keys do not make keys.
+    assert_eq!(create(&member, serde_json::json!({"name": "x", "permissions": ["invoices:write"]})).await.0, 403);
+    assert_eq!(create(&key, serde_json::json!({"name": "x", "permissions": ["reports:read"]})).await.0, 403);
+    assert_eq!(create(&owner, serde_json::json!({"name": "", "permissions": ["reports:read"]})).await.0, 422);
+
+    // Listed without its secret, with its last use.
+    let listing = auth.api_keys().list(tenant.id).await.unwrap();
+    assert_eq!(listing.len(), 1);
+    assert!(listing[0].last_used_at.is_some());
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT token_hash FROM auth_api_keys").fetch_all(db.pool()).await.unwrap();
+    assert!(!stored[0].contains(key.rsplit('_').next().unwrap()), "only a hash is stored");
+
+    // Revoked: it stops at once.
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(status(&app, "DELETE", &format!("/v1/auth/api-keys/{id}"), &owner, None).await, 204);
+    assert_eq!(status(&app, "GET", "/v1/reports", &key, None).await, 401);
+    assert_eq!(status(&app, "DELETE", &format!("/v1/auth/api-keys/{id}"), &owner, None).await, 404);
+
+    // Expired: it stops too.
+    let (expiring, _) = auth
+        .api_keys()
+        .create(
+            tenant.id,
+            saas_core::id::UserId::new(),
+            &["*".to_owned()],
+            "short",
+            &["reports:read".to_owned()],
+            Some(std::time::Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status(&app, "GET", "/v1/reports", &expiring, None).await, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(status(&app, "GET", "/v1/reports", &expiring, None).await, 401, "expired, though verified a moment ago");
+    let fresh_keys = saas_auth::api_keys::ApiKeys::new(db.clone());
+    assert!(fresh_keys.verify(&expiring).await.unwrap().is_none(), "and refused when read afresh");
+    for junk in ["sak_", "sak_ten_x_y", &format!("sak_{}_nope", tenant.id)] {
+        assert_eq!(status(&app, "GET", "/v1/reports", junk, None).await, 401, "{junk}");
+    }
+}

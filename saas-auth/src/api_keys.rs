@@ -1,0 +1,256 @@
+//! API keys: per tenant, scoped to permissions, shown once, stored as a hash.
+//!
+//! A key reads `sak_<tenant id>_<secret>`: recognisable by secret scanners, and carrying
+//! its tenant so it can be looked up under row-level security. Only the SHA-256 of the
+//! secret is stored. A key grants the permissions it was created with (at most those of
+//! its creator), until it expires or is revoked; `Authorization: Bearer sak_…` makes it
+//! the request's [`Principal`]. Verified keys are cached for
+//! [`KEY_CACHE_SECS`], which bounds how long a revoked key keeps working on other servers
+//! (on the server that revoked it, it stops at once).
+
+use std::{sync::Arc, time::Duration};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use saas_core::{
+    db::{Db, now_millis},
+    error::{Error, FieldError, Result},
+    id::{TenantId, UserId},
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{keys::random, principal::Principal, rbac};
+
+/// Seconds a verified key is trusted without reading it again.
+pub const KEY_CACHE_SECS: u64 = 30;
+
+/// An API key as listed (never its secret).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApiKeyView {
+    /// The key's id.
+    pub id: String,
+    /// A name for people.
+    pub name: String,
+    /// The start of the key, to recognise it.
+    pub prefix: String,
+    /// What it may do.
+    pub permissions: Vec<String>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds; `null`: never.
+    pub expires_at: Option<i64>,
+    /// Unix milliseconds of the last use (updated at most once a minute); `null`: never used.
+    pub last_used_at: Option<i64>,
+    /// Unix milliseconds; `null` while valid.
+    pub revoked_at: Option<i64>,
+}
+
+/// API keys of all tenants; cheap to clone.
+#[derive(Clone)]
+pub struct ApiKeys {
+    db: Db,
+    /// Verified keys with their expiry (Unix ms).
+    verified: moka::sync::Cache<[u8; 32], (Arc<Principal>, Option<i64>)>,
+    last_used_written: moka::sync::Cache<String, ()>,
+}
+
+/// id, created_by, permissions, name, expires_at, revoked_at.
+type KeyRow = (String, String, String, String, Option<i64>, Option<i64>);
+/// id, name, prefix, permissions, created_at, expires_at, last_used_at, revoked_at.
+type ListRow = (String, String, String, String, i64, Option<i64>, Option<i64>, Option<i64>);
+
+impl ApiKeys {
+    /// Keys stored in `db`.
+    pub fn new(db: Db) -> Self {
+        Self {
+            db,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(KEY_CACHE_SECS))
+                .build(),
+            last_used_written: moka::sync::Cache::builder().time_to_live(Duration::from_secs(60)).build(),
+        }
+    }
+
+    /// Creates a key of `tenant` for `creator`, granting `permissions` (each must be covered
+    /// by `creator_permissions`), expiring after `expires_in` if given. Returns the key,
+    /// which is never shown again, and its listing.
+    pub async fn create(
+        &self,
+        tenant: TenantId,
+        creator: UserId,
+        creator_permissions: &[String],
+        name: &str,
+        permissions: &[String],
+        expires_in: Option<Duration>,
+    ) -> Result<(String, ApiKeyView)> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(Error::validation([FieldError::new("name", "length", "expected 1 to 100 characters")]));
+        }
+        if permissions.is_empty() || permissions.len() > 100 {
+            return Err(Error::validation([FieldError::new("permissions", "length", "expected 1 to 100 permissions")]));
+        }
+        for (i, permission) in permissions.iter().enumerate() {
+            if !rbac::is_valid_grant(permission) {
+                return Err(Error::validation([FieldError::new(
+                    format!("permissions[{i}]"),
+                    "format",
+                    "expected `resource:action`",
+                )]));
+            }
+            // A key never grants more than its creator has.
+            if !creator_permissions.iter().any(|granted| rbac::covers(granted, permission)) {
+                return Err(Error::forbidden(
+                    "permission_denied",
+                    format!("you cannot grant `{permission}`: you do not have it"),
+                ));
+            }
+        }
+        let secret = URL_SAFE_NO_PAD.encode(random::<32>()?);
+        let key = format!("sak_{tenant}_{secret}");
+        let now = now_millis();
+        let view = ApiKeyView {
+            id: format!("key_{}", URL_SAFE_NO_PAD.encode(random::<12>()?)),
+            name: name.to_owned(),
+            prefix: key[..key.len().min(16 + 26)].chars().take(38).collect(),
+            permissions: permissions.to_vec(),
+            created_at: now,
+            expires_at: expires_in.map(|d| now + d.as_millis() as i64),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        let mut tx = self.db.tenant_tx(tenant).await?;
+        sqlx::query(
+            "INSERT INTO auth_api_keys (tenant_id, id, name, prefix, token_hash, permissions, created_by, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(tenant.to_string())
+        .bind(&view.id)
+        .bind(&view.name)
+        .bind(&view.prefix)
+        .bind(hash(&secret))
+        .bind(permissions.join(","))
+        .bind(creator.to_string())
+        .bind(now)
+        .bind(view.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((key, view))
+    }
+
+    /// The principal a key stands for, or `None` for an unknown, expired or revoked key.
+    pub async fn verify(&self, key: &str) -> Result<Option<Arc<Principal>>> {
+        let Some((tenant, secret)) = parse(key) else { return Ok(None) };
+        let fingerprint: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        let now = now_millis();
+        if let Some((principal, expires_at)) = self.verified.get(&fingerprint) {
+            if expires_at.is_none_or(|e| e > now) {
+                return Ok(Some(principal));
+            }
+            self.verified.invalidate(&fingerprint);
+            return Ok(None);
+        }
+        let mut tx = self.db.tenant_tx(tenant).await?;
+        let row: Option<KeyRow> = sqlx::query_as(
+            "SELECT id, created_by, permissions, name, expires_at, revoked_at FROM auth_api_keys \
+             WHERE tenant_id = $1 AND token_hash = $2",
+        )
+        .bind(tenant.to_string())
+        .bind(hash(secret))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let mut expiry = None;
+        let principal = match row {
+            Some((id, creator, permissions, _, expires_at, None)) if expires_at.is_none_or(|e| e > now) => {
+                expiry = expires_at;
+                if self.last_used_written.get(&id).is_none() {
+                    sqlx::query("UPDATE auth_api_keys SET last_used_at = $3 WHERE tenant_id = $1 AND id = $2")
+                        .bind(tenant.to_string())
+                        .bind(&id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    self.last_used_written.insert(id.clone(), ());
+                }
+                Some(Arc::new(Principal {
+                    user: creator.parse().map_err(Error::internal)?,
+                    tenant,
+                    session: id.clone(),
+                    roles: Vec::new(),
+                    permissions: permissions.split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect(),
+                    api_key: Some(id),
+                }))
+            }
+            _ => None,
+        };
+        tx.commit().await?;
+        // The expiry is checked on every cache hit, so an expiring key stops on time.
+        if let Some(principal) = &principal {
+            self.verified.insert(fingerprint, (principal.clone(), expiry));
+        }
+        Ok(principal)
+    }
+
+    /// The keys of `tenant`, newest first.
+    pub async fn list(&self, tenant: TenantId) -> Result<Vec<ApiKeyView>> {
+        let mut tx = self.db.tenant_tx(tenant).await?;
+        let rows: Vec<ListRow> = sqlx::query_as(
+            "SELECT id, name, prefix, permissions, created_at, expires_at, last_used_at, revoked_at FROM auth_api_keys \
+             WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 1000",
+        )
+        .bind(tenant.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.rollback().await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, prefix, permissions, created_at, expires_at, last_used_at, revoked_at)| ApiKeyView {
+                id,
+                name,
+                prefix,
+                permissions: permissions.split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect(),
+                created_at,
+                expires_at,
+                last_used_at,
+                revoked_at,
+            })
+            .collect())
+    }
+
+    /// Revokes key `id` of `tenant`; 404 `api_key_not_found` when there is none.
+    pub async fn revoke(&self, tenant: TenantId, id: &str) -> Result<()> {
+        let mut tx = self.db.tenant_tx(tenant).await?;
+        let done = sqlx::query(
+            "UPDATE auth_api_keys SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
+        )
+        .bind(tenant.to_string())
+        .bind(id)
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("api_key_not_found", "no such active API key"));
+        }
+        // This server forgets it at once; the others within KEY_CACHE_SECS.
+        self.verified.invalidate_all();
+        Ok(())
+    }
+}
+
+/// `sak_<tenant id>_<secret>` → (tenant, secret).
+fn parse(key: &str) -> Option<(TenantId, &str)> {
+    let rest = key.strip_prefix("sak_")?;
+    if rest.len() > 200 {
+        return None;
+    }
+    // The tenant id is `ten_` and 26 characters.
+    let (tenant, secret) = (rest.get(..30)?, rest.get(30..)?.strip_prefix('_')?);
+    Some((tenant.parse().ok()?, secret))
+}
+
+fn hash(secret: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
+}
