@@ -162,6 +162,12 @@ async fn refresh(
     )
 )]
 async fn logout(State(auth): State<Auth>, principal: Principal) -> Result<axum::http::StatusCode> {
+    if principal.api_key.is_some() {
+        return Err(saas_core::Error::bad_request(
+            "not_a_session",
+            "an API key has no session to end; revoke the key instead",
+        ));
+    }
     auth.logout(principal.tenant, principal.user, &principal.session).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
@@ -254,7 +260,7 @@ async fn set_role(
             "at most 200",
         )]));
     }
-    auth.set_role(principal.tenant, &name, &body.permissions).await?;
+    auth.set_role(&principal, &name, &body.permissions).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
@@ -294,7 +300,7 @@ async fn assign_roles(
             "at most 50",
         )]));
     }
-    Ok(Json(auth.assign_roles(principal.tenant, user, &body.roles).await?.view()))
+    Ok(Json(auth.assign_roles(&principal, user, &body.roles).await?.view()))
 }
 
 /// `POST /v1/auth/api-keys` body.
@@ -339,9 +345,8 @@ async fn create_api_key(
     principal: Principal,
     Json(body): Json<NewApiKey>,
 ) -> Result<(axum::http::StatusCode, Json<CreatedApiKey>)> {
-    if principal.api_key.is_some() {
-        return Err(saas_core::Error::forbidden("permission_denied", "API keys cannot create API keys"));
-    }
+    // What the creator holds now, not what its (up to 15 min old) token says.
+    let held = auth.current_permissions(&principal).await?;
     let expires_in = match body.expires_in_days {
         None => None,
         Some(days @ 1..=3650) => Some(std::time::Duration::from_secs(u64::from(days) * 86_400)),
@@ -355,7 +360,7 @@ async fn create_api_key(
     };
     let (key, listing) = auth
         .api_keys()
-        .create(principal.tenant, principal.user, &principal.permissions, &body.name, &body.permissions, expires_in)
+        .create(principal.tenant, principal.user, &held, &body.name, &body.permissions, expires_in)
         .await?;
     Ok((axum::http::StatusCode::CREATED, Json(CreatedApiKey { key, listing })))
 }

@@ -2,8 +2,9 @@
 //!
 //! A key reads `sak_<tenant id>_<secret>`: recognisable by secret scanners, and carrying
 //! its tenant so it can be looked up under row-level security. Only the SHA-256 of the
-//! secret is stored. A key grants the permissions it was created with (at most those of
-//! its creator), until it expires or is revoked; `Authorization: Bearer sak_…` makes it
+//! secret is stored. A key grants the permissions it was created with, as far as its
+//! creator still holds them (a demoted or deleted creator takes them from the key), until it
+//! expires or is revoked; `Authorization: Bearer sak_…` makes it
 //! the request's [`Principal`]. Verified keys are cached for
 //! [`KEY_CACHE_SECS`], which bounds how long a revoked key keeps working on other servers
 //! (on the server that revoked it, it stops at once).
@@ -52,6 +53,8 @@ pub struct ApiKeys {
     /// Verified keys with their expiry (Unix ms).
     verified: moka::sync::Cache<[u8; 32], (Arc<Principal>, Option<i64>)>,
     last_used_written: moka::sync::Cache<String, ()>,
+    /// Bumped by every revocation: a verification that began before one must not cache.
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// id, created_by, permissions, name, expires_at, revoked_at.
@@ -69,6 +72,7 @@ impl ApiKeys {
                 .time_to_live(Duration::from_secs(KEY_CACHE_SECS))
                 .build(),
             last_used_written: moka::sync::Cache::builder().time_to_live(Duration::from_secs(60)).build(),
+            generation: Default::default(),
         }
     }
 
@@ -100,7 +104,7 @@ impl ApiKeys {
                 )]));
             }
             // A key never grants more than its creator has.
-            if !creator_permissions.iter().any(|granted| rbac::covers(granted, permission)) {
+            if !rbac::covers_all(creator_permissions, permission) {
                 return Err(Error::forbidden(
                     "permission_denied",
                     format!("you cannot grant `{permission}`: you do not have it"),
@@ -152,6 +156,7 @@ impl ApiKeys {
             self.verified.invalidate(&fingerprint);
             return Ok(None);
         }
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
         let mut tx = self.db.tenant_tx(tenant).await?;
         let row: Option<KeyRow> = sqlx::query_as(
             "SELECT id, created_by, permissions, name, expires_at, revoked_at FROM auth_api_keys \
@@ -174,21 +179,44 @@ impl ApiKeys {
                         .await?;
                     self.last_used_written.insert(id.clone(), ());
                 }
-                Some(Arc::new(Principal {
-                    user: creator.parse().map_err(Error::internal)?,
-                    tenant,
-                    session: id.clone(),
-                    roles: Vec::new(),
-                    permissions: permissions.split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect(),
-                    api_key: Some(id),
-                }))
+                // A key never does more than its creator can do now: a creator who lost a
+                // permission (or the account) takes it from the key too.
+                let roles: Option<String> =
+                    sqlx::query_scalar("SELECT roles FROM users WHERE tenant_id = $1 AND id = $2")
+                        .bind(tenant.to_string())
+                        .bind(&creator)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                match roles {
+                    None => None,
+                    Some(roles) => {
+                        let roles: Vec<String> =
+                            roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect();
+                        let held = rbac::permissions_of(&mut tx, &roles).await?;
+                        let permissions = permissions
+                            .split(',')
+                            .filter(|p| !p.is_empty() && rbac::covers_all(&held, p))
+                            .map(str::to_owned)
+                            .collect();
+                        Some(Arc::new(Principal {
+                            user: creator.parse().map_err(Error::internal)?,
+                            tenant,
+                            session: id.clone(),
+                            roles: Vec::new(),
+                            permissions,
+                            api_key: Some(id),
+                        }))
+                    }
+                }
             }
             _ => None,
         };
         tx.commit().await?;
         // The expiry is checked on every cache hit, so an expiring key stops on time.
         if let Some(principal) = &principal {
-            self.verified.insert(fingerprint, (principal.clone(), expiry));
+            if self.generation.load(std::sync::atomic::Ordering::Acquire) == generation {
+                self.verified.insert(fingerprint, (principal.clone(), expiry));
+            }
         }
         Ok(principal)
     }
@@ -235,6 +263,7 @@ impl ApiKeys {
             return Err(Error::not_found("api_key_not_found", "no such active API key"));
         }
         // This server forgets it at once; the others within KEY_CACHE_SECS.
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.verified.invalidate_all();
         Ok(())
     }

@@ -63,6 +63,51 @@ macro_rules! permissions {
     };
 }
 
+/// The most permissions a custom role grants (tokens carry them).
+pub const MAX_ROLE_PERMISSIONS: usize = 50;
+/// The most roles a user has.
+pub const MAX_USER_ROLES: usize = 10;
+
+/// The permissions `roles` grant in the transaction's tenant: built-in roles from code,
+/// custom ones from `auth_roles`; sorted, without duplicates.
+pub async fn permissions_of(tx: &mut saas_core::db::TenantTx, roles: &[String]) -> Result<Vec<String>> {
+    let mut permissions: Vec<String> = Vec::new();
+    for role in roles {
+        match builtin_role(role) {
+            Some(grants) => permissions.extend(grants.iter().map(|p| (*p).to_owned())),
+            None => {
+                let granted: Option<String> =
+                    sqlx::query_scalar("SELECT permissions FROM auth_roles WHERE tenant_id = $1 AND name = $2")
+                        .bind(tx.tenant().to_string())
+                        .bind(role)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                permissions
+                    .extend(granted.iter().flat_map(|g| g.split(',')).filter(|p| !p.is_empty()).map(str::to_owned));
+            }
+        }
+    }
+    permissions.sort();
+    permissions.dedup();
+    Ok(permissions)
+}
+
+/// Whether the grants `held` cover the whole of `grant` (itself possibly a pattern):
+/// `*:read` is covered by `*` or `*:read`, not by `invoices:*`.
+pub fn covers_all(held: &[String], grant: &str) -> bool {
+    held.iter().any(|h| {
+        if h == "*" || h == grant {
+            return true;
+        }
+        match (h.split_once(':'), grant.split_once(':')) {
+            (Some((h_res, h_act)), Some((g_res, g_act))) => {
+                (h_res == "*" || h_res == g_res) && (h_act == "*" || h_act == g_act)
+            }
+            _ => false,
+        }
+    })
+}
+
 /// The permissions of the built-in roles; `None` for a custom role.
 pub fn builtin_role(role: &str) -> Option<&'static [&'static str]> {
     match role {

@@ -26,6 +26,7 @@ use crate::{
     keys::{KeyEncryptionKey, SigningKeys},
     password::Passwords,
     principal::AuthLayer,
+    principal::Principal,
     rbac,
     session::Sessions,
     throttle::LoginThrottle,
@@ -142,32 +143,27 @@ impl Auth {
     /// The permissions `roles` grant in `tenant`: built-in roles from code, custom ones from
     /// `auth_roles`.
     pub async fn permissions_of(&self, tenant: TenantId, roles: &[String]) -> Result<Vec<String>> {
-        let mut permissions: Vec<String> = Vec::new();
-        let custom: Vec<&String> = roles.iter().filter(|r| rbac::builtin_role(r).is_none()).collect();
-        for role in roles {
-            permissions.extend(rbac::builtin_role(role).unwrap_or_default().iter().map(|p| (*p).to_owned()));
-        }
-        if !custom.is_empty() {
-            let mut tx = self.db.tenant_tx(tenant).await?;
-            for role in custom {
-                let granted: Option<String> =
-                    sqlx::query_scalar("SELECT permissions FROM auth_roles WHERE tenant_id = $1 AND name = $2")
-                        .bind(tenant.to_string())
-                        .bind(role)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                permissions
-                    .extend(granted.iter().flat_map(|g| g.split(',')).filter(|p| !p.is_empty()).map(str::to_owned));
-            }
-            tx.rollback().await?;
-        }
-        permissions.sort();
-        permissions.dedup();
+        let mut tx = self.db.tenant_tx(tenant).await?;
+        let permissions = rbac::permissions_of(&mut tx, roles).await?;
+        tx.rollback().await?;
         Ok(permissions)
     }
 
-    /// Defines (or redefines) the custom role `name` of `tenant` as granting `permissions`.
-    pub async fn set_role(&self, tenant: TenantId, name: &str, permissions: &[String]) -> Result<()> {
+    /// What `actor` may grant now: a user's permissions as its roles stand in the database
+    /// (not as its possibly older token says). API keys manage nothing.
+    pub(crate) async fn current_permissions(&self, actor: &Principal) -> Result<Vec<String>> {
+        if actor.api_key.is_some() {
+            return Err(Error::forbidden("permission_denied", "API keys cannot manage roles, users or keys"));
+        }
+        let user = self.user(actor.tenant, actor.user).await?;
+        self.permissions_of(actor.tenant, &user.role_list()).await
+    }
+
+    /// Defines (or redefines) the custom role `name` of the actor's tenant as granting
+    /// `permissions`, each of which the actor must have itself (nobody grants more than they
+    /// hold).
+    pub async fn set_role(&self, actor: &Principal, name: &str, permissions: &[String]) -> Result<()> {
+        let tenant = actor.tenant;
         let valid_name = (1..=40).contains(&name.len())
             && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
         if !valid_name || rbac::builtin_role(name).is_some() {
@@ -177,12 +173,26 @@ impl Auth {
                 "expected 1 to 40 of a-z, 0-9, `_`, `-`, and not a built-in role (owner, admin, member)",
             )]));
         }
+        if permissions.len() > rbac::MAX_ROLE_PERMISSIONS {
+            return Err(Error::validation([FieldError::new(
+                "permissions",
+                "too_many",
+                format!("at most {}", rbac::MAX_ROLE_PERMISSIONS),
+            )]));
+        }
         if let Some((i, bad)) = permissions.iter().enumerate().find(|(_, p)| !rbac::is_valid_grant(p)) {
             return Err(Error::validation([FieldError::new(
                 format!("permissions[{i}]"),
                 "format",
                 format!("`{bad}` is not `resource:action` (either may be `*`)"),
             )]));
+        }
+        let held = self.current_permissions(actor).await?;
+        if let Some(missing) = permissions.iter().find(|p| !rbac::covers_all(&held, p)) {
+            return Err(Error::forbidden(
+                "permission_denied",
+                format!("you cannot grant `{missing}`: you do not have it"),
+            ));
         }
         let mut tx = self.db.tenant_tx(tenant).await?;
         sqlx::query(
@@ -225,17 +235,53 @@ impl Auth {
         Ok(roles)
     }
 
-    /// Gives user `user` of `tenant` exactly `roles` (built-in or defined custom ones).
-    pub async fn assign_roles(&self, tenant: TenantId, user: saas_core::id::UserId, roles: &[String]) -> Result<User> {
-        let known: Vec<String> = self.roles(tenant).await?.into_iter().map(|(n, _)| n).collect();
-        if let Some((i, bad)) = roles.iter().enumerate().find(|(_, r)| !known.contains(r)) {
+    /// Gives user `user` of the actor's tenant exactly `roles` (built-in or defined custom
+    /// ones). The actor must hold every permission of each role it adds or removes; only an
+    /// owner adds or removes `owner`, and the last owner keeps it.
+    pub async fn assign_roles(&self, actor: &Principal, user: saas_core::id::UserId, roles: &[String]) -> Result<User> {
+        let tenant = actor.tenant;
+        if roles.len() > rbac::MAX_USER_ROLES {
+            return Err(Error::validation([FieldError::new(
+                "roles",
+                "too_many",
+                format!("at most {}", rbac::MAX_USER_ROLES),
+            )]));
+        }
+        let defined = self.roles(tenant).await?;
+        if let Some((i, bad)) = roles.iter().enumerate().find(|(_, r)| !defined.iter().any(|(n, _)| n == *r)) {
             return Err(Error::validation([FieldError::new(
                 format!("roles[{i}]"),
                 "unknown",
                 format!("no role `{bad}`"),
             )]));
         }
+        let held = self.current_permissions(actor).await?;
+        let actor_roles = self.user(tenant, actor.user).await?.role_list();
+        let before = self.user(tenant, user).await?.role_list();
+        let changed = roles.iter().filter(|r| !before.contains(r)).chain(before.iter().filter(|r| !roles.contains(r)));
+        for role in changed {
+            if role == "owner" && !actor_roles.iter().any(|r| r == "owner") {
+                return Err(Error::forbidden("permission_denied", "only an owner gives or takes the owner role"));
+            }
+            let grants = defined.iter().find(|(n, _)| n == role).map(|(_, p)| p.clone()).unwrap_or_default();
+            if let Some(missing) = grants.iter().find(|p| !rbac::covers_all(&held, p)) {
+                return Err(Error::forbidden(
+                    "permission_denied",
+                    format!("you cannot give or take `{role}`: it grants `{missing}`, which you do not have"),
+                ));
+            }
+        }
         let mut tx = self.db.tenant_tx(tenant).await?;
+        if before.iter().any(|r| r == "owner") && !roles.iter().any(|r| r == "owner") {
+            let holders: Vec<String> = sqlx::query_scalar("SELECT roles FROM users WHERE tenant_id = $1")
+                .bind(tenant.to_string())
+                .fetch_all(&mut *tx)
+                .await?;
+            let owners = holders.iter().filter(|r| r.split(',').any(|r| r == "owner")).count();
+            if owners <= 1 {
+                return Err(Error::conflict("last_owner", "the tenant's last owner keeps the owner role"));
+            }
+        }
         let done = sqlx::query("UPDATE users SET roles = $3 WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.to_string())
             .bind(user.to_string())
@@ -396,7 +442,7 @@ pub async fn erase_auth_rows(
 ) -> Result<saas_core::events::Subscription> {
     saas_tenancy::purge::on_tenant_deleted(bus, db, "saas-auth", |conn, tenant| {
         Box::pin(async move {
-            for table in ["auth_sessions", "users"] {
+            for table in ["auth_api_keys", "auth_refresh_tokens", "auth_roles", "auth_sessions", "users"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
                     .bind(tenant.to_string())
                     .execute(&mut *conn)

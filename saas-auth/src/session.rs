@@ -187,8 +187,10 @@ impl Sessions {
                 .await?;
         tx.rollback().await?;
         let revoked = !matches!(row, Some(None));
-        self.revoked.insert(key, revoked);
-        Ok(revoked)
+        // Only if absent: a revocation made meanwhile has written `true`, which a read that
+        // began before it must not replace.
+        let entry = self.revoked.entry(key).or_insert(revoked);
+        Ok(*entry.value())
     }
 }
 

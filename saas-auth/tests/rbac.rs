@@ -127,7 +127,7 @@ async fn api_keys_work_within_their_scopes_until_revoked_or_expired() {
             saas_tenancy::admin::PlatformAdmins::new(db.clone(), None),
         )))
         .layer(auth.layer());
-    let (owner, _) = token(&auth, &tenant, "owner@acme.test", &["owner"]).await;
+    let (owner, owner_id) = token(&auth, &tenant, "owner@acme.test", &["owner"]).await;
     let (member, _) = token(&auth, &tenant, "member@acme.test", &["member"]).await;
 
     let create = |token: &str, body: serde_json::Value| {
@@ -177,7 +177,7 @@ async fn api_keys_work_within_their_scopes_until_revoked_or_expired() {
         .api_keys()
         .create(
             tenant.id,
-            saas_core::id::UserId::new(),
+            owner_id,
             &["*".to_owned()],
             "short",
             &["reports:read".to_owned()],
@@ -193,4 +193,66 @@ async fn api_keys_work_within_their_scopes_until_revoked_or_expired() {
     for junk in ["sak_", "sak_ten_x_y", &format!("sak_{}_nope", tenant.id)] {
         assert_eq!(status(&app, "GET", "/v1/reports", junk, None).await, 401, "{junk}");
     }
+}
+
+#[tokio::test]
+async fn nobody_grants_more_than_they_hold() {
+    let (auth, db, tenant, _dir) = setup().await;
+    let app = Router::new()
+        .merge(Router::from(saas_auth::api::router(
+            auth.clone(),
+            saas_tenancy::admin::PlatformAdmins::new(db.clone(), None),
+        )))
+        .layer(auth.layer());
+    let (owner, owner_id) = token(&auth, &tenant, "owner@acme.test", &["owner"]).await;
+    let (admin, admin_id) = token(&auth, &tenant, "admin@acme.test", &["admin"]).await;
+    let put = |uri: String, token: String, body: serde_json::Value| {
+        let app = app.clone();
+        async move { status(&app, "PUT", &uri, &token, Some(body)).await }
+    };
+    // The owner defines an editor role that may manage roles and users, but not everything.
+    let editor = serde_json::json!({"permissions": ["*:read", "roles:write", "users:write"]});
+    assert_eq!(put("/v1/auth/roles/editor".into(), owner.clone(), editor).await, 204);
+    let (editor, editor_id) = token(&auth, &tenant, "editor@acme.test", &["editor"]).await;
+
+    // The editor cannot widen its own role, define a wider one, or take a wider role.
+    for permissions in [serde_json::json!(["*"]), serde_json::json!(["invoices:write"]), serde_json::json!(["*:write"])]
+    {
+        let body = serde_json::json!({ "permissions": permissions });
+        assert_eq!(put("/v1/auth/roles/editor".into(), editor.clone(), body.clone()).await, 403, "{body}");
+        assert_eq!(put("/v1/auth/roles/wider".into(), editor.clone(), body).await, 403);
+    }
+    let own_roles = format!("/v1/auth/users/{editor_id}/roles");
+    for roles in [["owner"], ["admin"]] {
+        assert_eq!(
+            put(own_roles.clone(), editor.clone(), serde_json::json!({ "roles": roles })).await,
+            403,
+            "{roles:?}"
+        );
+    }
+    // It may grant what it holds.
+    assert_eq!(
+        put("/v1/auth/roles/reader".into(), editor.clone(), serde_json::json!({"permissions": ["*:read"]})).await,
+        204
+    );
+
+    // Only an owner touches the owner role, and the last owner keeps it.
+    let admin_roles = format!("/v1/auth/users/{admin_id}/roles");
+    let owner_roles = format!("/v1/auth/users/{owner_id}/roles");
+    assert_eq!(put(admin_roles.clone(), admin.clone(), serde_json::json!({"roles": ["owner"]})).await, 403);
+    assert_eq!(put(owner_roles.clone(), admin.clone(), serde_json::json!({"roles": ["member"]})).await, 403);
+    assert_eq!(put(owner_roles, owner.clone(), serde_json::json!({"roles": ["member"]})).await, 409, "last owner");
+
+    // A key loses what its creator loses.
+    let created = auth
+        .api_keys()
+        .create(tenant.id, admin_id, &["*".to_owned()], "admin key", &["invoices:write".to_owned()], None)
+        .await
+        .unwrap()
+        .0;
+    assert!(auth.api_keys().verify(&created).await.unwrap().unwrap().can("invoices:write"));
+    assert_eq!(put(admin_roles, owner.clone(), serde_json::json!({"roles": ["member"]})).await, 200);
+    let fresh = saas_auth::api_keys::ApiKeys::new(db.clone());
+    let principal = fresh.verify(&created).await.unwrap().unwrap();
+    assert!(!principal.can("invoices:write"), "the demoted creator's key is demoted too");
 }

@@ -94,3 +94,32 @@ async fn an_address_failing_on_many_accounts_is_locked() {
         "other addresses are not"
     );
 }
+
+#[tokio::test]
+async fn failures_from_elsewhere_cannot_lock_the_owner_out() {
+    let limits =
+        AuthConfig { login_backoff_after: 2, login_lockout_after: 3, login_lockout_secs: 600, ..Default::default() };
+    let (auth, tenant, _dir) = setup(limits).await;
+    let (right, wrong) = (SecretString::from("correct horse battery"), SecretString::from("wrong password!"));
+    let attacker = Some("203.0.113.9");
+    for _ in 0..3 {
+        let outcome = auth.login(&tenant, "ada@acme.test", &wrong, attacker).await;
+        assert!(matches!(code(outcome).0.as_str(), "invalid_credentials" | "login_throttled"));
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    let (locked, wait) = code(auth.login(&tenant, "ada@acme.test", &right, attacker).await);
+    assert_eq!(locked, "login_throttled");
+    assert!(wait.unwrap() > 30, "the attacker's address is locked out of the account: {wait:?}");
+    // The owner, from her own address, waits at most the account-wide back-off.
+    let owner = Some("2001:db8:1:2::10");
+    match auth.login(&tenant, "ada@acme.test", &right, owner).await {
+        Ok(_) => {}
+        Err(e) => {
+            assert_eq!(e.code(), "login_throttled");
+            let wait = e.retry_after().unwrap();
+            assert!(wait <= saas_auth::throttle::MAX_ACCOUNT_WAIT, "{wait:?}");
+            tokio::time::sleep(wait).await;
+            assert!(auth.login(&tenant, "ada@acme.test", &right, owner).await.is_ok());
+        }
+    }
+}
