@@ -51,6 +51,7 @@ pub fn router(auth: Auth, admins: PlatformAdmins) -> OpenApiRouter {
         .routes(routes!(login))
         .routes(routes!(refresh))
         .routes(routes!(logout))
+        .routes(routes!(change_password))
         .routes(routes!(me))
         .routes(routes!(unlock))
         .routes(routes!(list_roles))
@@ -398,4 +399,46 @@ async fn revoke_api_key(
 ) -> Result<axum::http::StatusCode> {
     auth.api_keys().revoke(principal.tenant, &id).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/auth/password` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    /// The password now.
+    #[schema(value_type = String, format = Password)]
+    current_password: SecretString,
+    /// The new password, 8 characters to 1024 bytes.
+    #[schema(value_type = String, format = Password)]
+    new_password: SecretString,
+}
+
+/// What a password change did.
+#[derive(Debug, serde::Serialize, Deserialize, utoipa::ToSchema)]
+struct PasswordChanged {
+    /// How many other sessions were signed out.
+    other_sessions_signed_out: u64,
+}
+
+/// Changes the signed-in user's password and signs out their other sessions.
+#[utoipa::path(
+    post, path = "/v1/auth/password", tag = "auth",
+    request_body = PasswordChange,
+    responses(
+        (status = 200, body = PasswordChanged),
+        (status = 401, description = "Not signed in, or the current password is wrong", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The new password is too short or too long", body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn change_password(
+    State(auth): State<Auth>,
+    principal: Principal,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    Json(body): Json<PasswordChange>,
+) -> Result<Json<PasswordChanged>> {
+    let client = client.map(|c| c.0.0.ip().to_string());
+    let signed_out =
+        auth.change_password(&principal, &body.current_password, &body.new_password, client.as_deref()).await?;
+    Ok(Json(PasswordChanged { other_sessions_signed_out: signed_out }))
 }

@@ -12,3 +12,5 @@ pub const USER_SIGNED_OUT: &str = "auth.user_signed_out.v1";
 pub const ROLE_ASSIGNED: &str = "auth.role_assigned.v1";
 /// A custom role was defined or changed. Data: `role`, `permissions`.
 pub const PERMISSION_GRANTED: &str = "auth.permission_granted.v1";
+/// A user changed their password; their other sessions were signed out. Data: `{}`.
+pub const PASSWORD_CHANGED: &str = "auth.password_changed.v1";

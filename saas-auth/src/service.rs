@@ -298,6 +298,45 @@ impl Auth {
         self.user(tenant, user).await
     }
 
+    /// Changes the signed-in user's password after checking the current one, and signs out
+    /// every other session of the user (this one stays). A wrong current password is 401
+    /// `invalid_credentials` and counts as a failed login.
+    pub async fn change_password(
+        &self,
+        actor: &Principal,
+        current: &SecretString,
+        new: &SecretString,
+        client: Option<&str>,
+    ) -> Result<u64> {
+        if actor.api_key.is_some() {
+            return Err(Error::bad_request("not_a_session", "an API key has no password"));
+        }
+        Passwords::check_new(new).map_err(|e| {
+            Error::validation(
+                e.field_errors().iter().map(|f| FieldError::new("new_password", f.code.clone(), f.message.clone())),
+            )
+        })?;
+        let user = self.user(actor.tenant, actor.user).await?;
+        self.throttle.check(actor.tenant, &user.email, client).await?;
+        if !self.passwords.verify(Some(&user.password_hash), current).await? {
+            self.throttle.failed(actor.tenant, &user.email, client).await;
+            return Err(Error::unauthorized("invalid_credentials", "the current password is wrong"));
+        }
+        let hash = self.passwords.hash(new).await?;
+        let mut tx = self.db.tenant_tx(actor.tenant).await?;
+        sqlx::query("UPDATE users SET password_hash = $3 WHERE tenant_id = $1 AND id = $2")
+            .bind(actor.tenant.to_string())
+            .bind(actor.user.to_string())
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?;
+        let event = Envelope::new(events::PASSWORD_CHANGED, Some(actor.tenant), serde_json::json!({}))
+            .with_subject(actor.user.to_string());
+        outbox::append(&mut tx, &event).await?;
+        tx.commit().await?;
+        self.sessions.revoke_others(actor.tenant, actor.user, &actor.session).await
+    }
+
     /// Lifts the login back-off or lock-out of `email` in `tenant` (platform admins).
     pub async fn unlock(&self, tenant: TenantId, email: &str) -> Result<()> {
         self.throttle.clear(tenant, email).await

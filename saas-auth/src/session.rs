@@ -171,6 +171,28 @@ impl Sessions {
         Ok(())
     }
 
+    /// Revokes every session of `user` but `keep` (after a password change), with their
+    /// refresh tokens. Returns how many were revoked.
+    pub async fn revoke_others(&self, tenant: TenantId, user: UserId, keep: &str) -> Result<u64> {
+        let mut tx = self.db.tenant_tx(tenant).await?;
+        let sessions: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM auth_sessions WHERE tenant_id = $1 AND user_id = $2 AND id <> $3 AND revoked_at IS NULL",
+        )
+        .bind(tenant.to_string())
+        .bind(user.to_string())
+        .bind(keep)
+        .fetch_all(&mut *tx)
+        .await?;
+        for session in &sessions {
+            self.revoke_in(&mut tx, session).await?;
+        }
+        tx.commit().await?;
+        for session in &sessions {
+            self.revoked.insert((tenant, session.as_str().into()), true);
+        }
+        Ok(sessions.len() as u64)
+    }
+
     /// Whether `session` of `tenant` is revoked (or unknown), as read at most
     /// `auth.session_check_secs` ago.
     pub async fn is_revoked(&self, tenant: TenantId, session: &str) -> Result<bool> {

@@ -72,6 +72,34 @@ async fn suite(db: Db, dir: &tempfile::TempDir) {
         assert_eq!(lenient.refresh(&tenant, junk).await.unwrap_err().code(), "invalid_refresh_token");
     }
 
+    // A password change signs out the user's other sessions, not this one.
+    let here = lenient.login(&tenant, "ada@acme.test", &password, None).await.unwrap();
+    let elsewhere = lenient.login(&tenant, "ada@acme.test", &password, None).await.unwrap();
+    let me = lenient.tokens().verify(&here.access_token).await.unwrap();
+    let actor = saas_auth::principal::Principal {
+        user: me.sub,
+        tenant: me.tid,
+        session: me.sid.clone(),
+        roles: me.roles.clone(),
+        permissions: me.perms.clone(),
+        api_key: None,
+    };
+    let new_password = SecretString::from("even better horse");
+    let wrong = lenient.change_password(&actor, &SecretString::from("not it at all"), &new_password, None).await;
+    assert_eq!(wrong.unwrap_err().code(), "invalid_credentials");
+    let short = lenient.change_password(&actor, &password, &SecretString::from("short"), None).await;
+    assert_eq!(short.unwrap_err().field_errors()[0].field, "new_password");
+    let signed_out = lenient.change_password(&actor, &password, &new_password, None).await.unwrap();
+    assert!(signed_out >= 2, "the other sessions: {signed_out}");
+    assert_eq!(status_with(&lenient, &elsewhere.access_token).await, 401, "signed out elsewhere");
+    assert_eq!(lenient.refresh(&tenant, &elsewhere.refresh_token).await.unwrap_err().code(), "invalid_refresh_token");
+    assert_eq!(status_with(&lenient, &here.access_token).await, 200, "this session stays");
+    assert_eq!(
+        lenient.login(&tenant, "ada@acme.test", &password, None).await.unwrap_err().code(),
+        "invalid_credentials"
+    );
+    let login = lenient.login(&tenant, "ada@acme.test", &new_password, None).await.unwrap();
+
     // Logout: the refresh token stops, and so do the access tokens.
     let principal = lenient.tokens().verify(&login.access_token).await.unwrap();
     lenient.logout(tenant.id, principal.sub, &principal.sid).await.unwrap();
