@@ -15,8 +15,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     api_keys::ApiKeyView,
     keys::Jwks,
+    mfa::Enrolment,
     principal::Principal,
-    service::{Auth, TokenResponse},
+    service::{Auth, LoginOutcome, TokenResponse},
     users::UserView,
 };
 
@@ -52,6 +53,9 @@ pub fn router(auth: Auth, admins: PlatformAdmins) -> OpenApiRouter {
         .routes(routes!(refresh))
         .routes(routes!(logout))
         .routes(routes!(change_password))
+        .routes(routes!(enroll_mfa))
+        .routes(routes!(confirm_mfa))
+        .routes(routes!(verify_mfa))
         .routes(routes!(me))
         .routes(routes!(unlock))
         .routes(routes!(list_roles))
@@ -109,7 +113,7 @@ struct LoginRequest {
     params(("X-Tenant-ID" = Option<String>, Header, description = "Tenant id or slug (or use the subdomain or `/t/{tenant}` prefix)")),
     request_body = LoginRequest,
     responses(
-        (status = 200, body = TokenResponse),
+        (status = 200, description = "Tokens, or with MFA on `{mfa_required, mfa_token, expires_in}`", body = LoginOutcome),
         (status = 400, description = "No tenant named", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong e-mail address or password (one answer for both)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`login_throttled`: too many failures for this account or address; `Retry-After`", body = Problem, content_type = "application/problem+json"),
@@ -122,9 +126,9 @@ async fn login(
     tenant: TenantContext,
     client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     Json(body): Json<LoginRequest>,
-) -> Result<Json<TokenResponse>> {
+) -> Result<Json<LoginOutcome>> {
     let client = client.map(|c| c.0.0.ip().to_string());
-    Ok(Json(auth.login(&tenant, &body.email, &body.password, client.as_deref()).await?))
+    Ok(Json(auth.begin_login(&tenant, &body.email, &body.password, client.as_deref()).await?))
 }
 
 /// `POST /v1/auth/refresh` body.
@@ -441,4 +445,82 @@ async fn change_password(
     let signed_out =
         auth.change_password(&principal, &body.current_password, &body.new_password, client.as_deref()).await?;
     Ok(Json(PasswordChanged { other_sessions_signed_out: signed_out }))
+}
+
+/// Starts MFA enrolment: a TOTP secret, as text, `otpauth://` URI and SVG QR code.
+#[utoipa::path(
+    post, path = "/v1/auth/mfa/enroll", tag = "auth",
+    responses(
+        (status = 200, body = Enrolment),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "MFA is on already", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn enroll_mfa(State(auth): State<Auth>, principal: Principal) -> Result<Json<Enrolment>> {
+    Ok(Json(auth.enroll_mfa(&principal).await?))
+}
+
+/// A TOTP code (six digits), or at `/v1/auth/mfa/verify` a recovery code.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct MfaCode {
+    /// The code.
+    #[schema(example = "123456")]
+    code: String,
+}
+
+/// The recovery codes, shown once.
+#[derive(Debug, serde::Serialize, Deserialize, utoipa::ToSchema)]
+struct RecoveryCodes {
+    /// Ten single-use codes for when the authenticator is lost.
+    recovery_codes: Vec<String>,
+}
+
+/// Confirms enrolment with a first code: MFA is on.
+#[utoipa::path(
+    post, path = "/v1/auth/mfa/confirm", tag = "auth",
+    request_body = MfaCode,
+    responses(
+        (status = 200, body = RecoveryCodes),
+        (status = 401, description = "Not signed in, or `invalid_mfa_code`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not enrolled, or on already", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn confirm_mfa(
+    State(auth): State<Auth>,
+    principal: Principal,
+    Json(body): Json<MfaCode>,
+) -> Result<Json<RecoveryCodes>> {
+    Ok(Json(RecoveryCodes { recovery_codes: auth.confirm_mfa(&principal, &body.code).await? }))
+}
+
+/// `POST /v1/auth/mfa/verify` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct MfaAnswer {
+    /// The `mfa_token` of the login.
+    mfa_token: String,
+    /// A TOTP code, or a recovery code.
+    code: String,
+}
+
+/// Answers the login's MFA challenge: tokens.
+#[utoipa::path(
+    post, path = "/v1/auth/mfa/verify", tag = "auth",
+    params(("X-Tenant-ID" = Option<String>, Header, description = "Tenant id or slug (or use the subdomain or `/t/{tenant}` prefix)")),
+    request_body = MfaAnswer,
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 401, description = "`invalid_mfa_token` or `invalid_mfa_code` (sign in again)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn verify_mfa(
+    State(auth): State<Auth>,
+    tenant: TenantContext,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    Json(body): Json<MfaAnswer>,
+) -> Result<Json<TokenResponse>> {
+    let client = client.map(|c| c.0.0.ip().to_string());
+    Ok(Json(auth.verify_mfa(&tenant, &body.mfa_token, &body.code, client.as_deref()).await?))
 }

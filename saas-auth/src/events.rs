@@ -14,3 +14,5 @@ pub const ROLE_ASSIGNED: &str = "auth.role_assigned.v1";
 pub const PERMISSION_GRANTED: &str = "auth.permission_granted.v1";
 /// A user changed their password; their other sessions were signed out. Data: `{}`.
 pub const PASSWORD_CHANGED: &str = "auth.password_changed.v1";
+/// A user turned MFA on. Data: `{}`; subject: the user id.
+pub const MFA_ENABLED: &str = "auth.mfa_enabled.v1";

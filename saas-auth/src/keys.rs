@@ -74,7 +74,7 @@ impl KeyEncryptionKey {
         ChaCha20Poly1305::new_from_slice(self.0.expose_secret()).expect("32-byte key")
     }
 
-    fn seal(&self, plaintext: &[u8]) -> Result<String> {
+    pub(crate) fn seal(&self, plaintext: &[u8]) -> Result<String> {
         let nonce = random::<12>()?;
         let sealed = self
             .cipher()
@@ -83,7 +83,7 @@ impl KeyEncryptionKey {
         Ok(URL_SAFE_NO_PAD.encode([nonce.as_slice(), &sealed].concat()))
     }
 
-    fn open(&self, sealed: &str) -> Result<Vec<u8>> {
+    pub(crate) fn open(&self, sealed: &str) -> Result<Vec<u8>> {
         let bytes = URL_SAFE_NO_PAD.decode(sealed).map_err(Error::internal)?;
         let (nonce, ciphertext) =
             bytes.split_at_checked(12).ok_or_else(|| Error::internal(anyhow::anyhow!("sealed key too short")))?;
@@ -351,6 +351,11 @@ impl SigningKeys {
         }
         self.reload().await?;
         Ok(self.loaded.read().await.verifying.get(kid).copied())
+    }
+
+    /// The key-encryption key, for other secrets stored sealed (MFA secrets).
+    pub(crate) fn kek(&self) -> &KeyEncryptionKey {
+        &self.kek
     }
 
     /// A secret derived from the key-encryption key, for other keyed hashes the server

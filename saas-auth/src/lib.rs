@@ -14,10 +14,11 @@
 //! | [`api`] | `POST /v1/auth/login`, `GET /v1/auth/me`, `GET /.well-known/jwks.json` |
 //!
 //! | [`throttle`] | brute-force protection: back-off and lock-out per account and address |
+//! | [`mfa`] | TOTP (RFC 6238) with otpauth URI and QR code, single-use codes, recovery codes, the login challenge |
 //! | [`api_keys`] | API keys: per tenant, scoped to permissions, hashed, expiring, revocable |
 //! | [`rbac`] | permissions (`permissions!`), built-in and custom roles, [`RequirePermission`](rbac::RequirePermission), `#[require_permission]` |
 //!
-//! Not built yet: e-mail flows and MFA.
+//! Not built yet: e-mail flows.
 
 // Lets `#[require_permission]`, which names `::saas_auth`, work inside this crate too.
 extern crate self as saas_auth;
@@ -26,6 +27,7 @@ pub mod api;
 pub mod api_keys;
 pub mod events;
 pub mod keys;
+pub mod mfa;
 pub mod password;
 pub mod principal;
 pub mod rbac;
@@ -92,6 +94,15 @@ macro_rules! tables {
             revoked_at BIGINT,
             PRIMARY KEY (tenant_id, id)
         );
+        CREATE TABLE auth_mfa (
+            tenant_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            secret TEXT NOT NULL,
+            confirmed_at BIGINT,
+            last_step BIGINT NOT NULL,
+            recovery_codes TEXT NOT NULL,
+            PRIMARY KEY (tenant_id, user_id)
+        );
         CREATE TABLE auth_signing_keys (
             kid TEXT PRIMARY KEY,
             algorithm TEXT NOT NULL,
@@ -118,7 +129,8 @@ pub static MIGRATIONS: Migrations = Migrations {
             saas_core::rls_policy!("auth_sessions"),
             saas_core::rls_policy!("auth_refresh_tokens"),
             saas_core::rls_policy!("auth_roles"),
-            saas_core::rls_policy!("auth_api_keys")
+            saas_core::rls_policy!("auth_api_keys"),
+            saas_core::rls_policy!("auth_mfa")
         ),
     )],
 };

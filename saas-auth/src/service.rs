@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use saas_core::{
-    cache::Cache,
+    cache::{Cache, CacheExt},
     config::Config,
     db::{Db, TenantScoped},
     error::{Error, FieldError, Result},
@@ -23,7 +23,9 @@ use sqlx::AnyConnection;
 use crate::{
     api_keys::ApiKeys,
     events,
+    keys::random,
     keys::{KeyEncryptionKey, SigningKeys},
+    mfa,
     password::Passwords,
     principal::AuthLayer,
     principal::Principal,
@@ -59,6 +61,35 @@ pub struct Auth {
     sessions: Sessions,
     throttle: LoginThrottle,
     api_keys: ApiKeys,
+    cache: Arc<dyn Cache>,
+    issuer: Arc<str>,
+}
+
+/// What a correct password leads to: tokens, or (with MFA on) a challenge to answer with a
+/// code at `POST /v1/auth/mfa/verify`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum LoginOutcome {
+    /// Signed in.
+    Tokens(TokenResponse),
+    /// A code is needed.
+    MfaRequired {
+        /// Always `true`.
+        mfa_required: bool,
+        /// Answer it with a code within `expires_in` seconds; single use.
+        mfa_token: String,
+        /// Seconds the challenge stays open.
+        expires_in: u64,
+    },
+}
+
+/// Seconds an MFA challenge stays open.
+const MFA_CHALLENGE_SECS: u64 = 300;
+
+#[derive(Serialize, Deserialize)]
+struct MfaChallenge {
+    tenant: TenantId,
+    user: saas_core::id::UserId,
 }
 
 impl Auth {
@@ -80,9 +111,19 @@ impl Auth {
             Duration::from_secs(auth.refresh_reuse_grace_secs),
             Duration::from_secs(auth.session_check_secs),
         );
-        let throttle = LoginThrottle::new(cache, auth);
+        let throttle = LoginThrottle::new(cache.clone(), auth);
         let api_keys = ApiKeys::new(db.clone());
-        Ok(Self { db, passwords: Passwords::new(auth)?, keys, tokens, sessions, throttle, api_keys })
+        Ok(Self {
+            db,
+            passwords: Passwords::new(auth)?,
+            keys,
+            tokens,
+            sessions,
+            throttle,
+            api_keys,
+            cache,
+            issuer: auth.issuer.as_str().into(),
+        })
     }
 
     /// The signing keys.
@@ -384,6 +425,23 @@ impl Auth {
         password: &SecretString,
         client: Option<&str>,
     ) -> Result<TokenResponse> {
+        match self.begin_login(tenant, email, password, client).await? {
+            LoginOutcome::Tokens(tokens) => Ok(tokens),
+            LoginOutcome::MfaRequired { .. } => {
+                Err(Error::unauthorized("mfa_required", "this account has MFA on: use begin_login and verify_mfa"))
+            }
+        }
+    }
+
+    /// Checks the password (as [`login`](Self::login)) and answers tokens, or, when the
+    /// user has MFA on, a challenge for [`verify_mfa`](Self::verify_mfa).
+    pub async fn begin_login(
+        &self,
+        tenant: &TenantContext,
+        email: &str,
+        password: &SecretString,
+        client: Option<&str>,
+    ) -> Result<LoginOutcome> {
         self.throttle.check(tenant.id, email, client).await?;
         let mut tx = self.db.tenant_tx(tenant.id).await?;
         let user = User::by_email(&mut tx, email).await?;
@@ -396,29 +454,109 @@ impl Auth {
                 return Err(Error::unauthorized("invalid_credentials", "the e-mail address or the password is wrong"));
             }
         };
-        if let Err(e) = self.throttle.clear(tenant.id, email).await {
-            tracing::warn!(error = %e.into_cause(), "cannot clear the login throttle");
-        }
-        let rehashed = match self.passwords.needs_rehash(&user.password_hash) {
-            true => Some(self.passwords.hash(password).await?),
-            false => None,
-        };
-        let mut tx = self.db.tenant_tx(tenant.id).await?;
-        if let Some(hash) = rehashed {
+        if self.passwords.needs_rehash(&user.password_hash) {
+            let hash = self.passwords.hash(password).await?;
+            let mut tx = self.db.tenant_tx(tenant.id).await?;
             sqlx::query("UPDATE users SET password_hash = $3 WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant.id.to_string())
                 .bind(user.id.to_string())
                 .bind(hash)
                 .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
         }
+        let mut tx = self.db.tenant_tx(tenant.id).await?;
+        let mfa = mfa::enabled(&mut tx, user.id).await?;
+        tx.rollback().await?;
+        if mfa {
+            // The password was right, but the account's failures stay until the code is.
+            use base64::Engine;
+            let token = format!("mfa_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random::<24>()?));
+            let challenge = MfaChallenge { tenant: tenant.id, user: user.id };
+            self.cache
+                .set_json(&format!("auth:mfa:{token}"), &challenge, Duration::from_secs(MFA_CHALLENGE_SECS))
+                .await?;
+            return Ok(LoginOutcome::MfaRequired {
+                mfa_required: true,
+                mfa_token: token,
+                expires_in: MFA_CHALLENGE_SECS,
+            });
+        }
+        if let Err(e) = self.throttle.clear(tenant.id, email).await {
+            tracing::warn!(error = %e.into_cause(), "cannot clear the login throttle");
+        }
+        Ok(LoginOutcome::Tokens(self.open_session(&user).await?))
+    }
+
+    /// Answers an MFA challenge with a TOTP code or a recovery code: tokens, or 401
+    /// `invalid_mfa_code` (counted as a failed login). The challenge is used up either way.
+    pub async fn verify_mfa(
+        &self,
+        tenant: &TenantContext,
+        mfa_token: &str,
+        code: &str,
+        client: Option<&str>,
+    ) -> Result<TokenResponse> {
+        let key = format!("auth:mfa:{mfa_token}");
+        let challenge: Option<MfaChallenge> = match mfa_token.len() <= 64 && mfa_token.starts_with("mfa_") {
+            true => self.cache.get_json(&key).await?,
+            false => None,
+        };
+        let challenge = challenge.filter(|c| c.tenant == tenant.id).ok_or_else(|| {
+            Error::unauthorized("invalid_mfa_token", "the MFA challenge is unknown or expired; sign in again")
+        })?;
+        self.cache.delete(&key).await?;
+        let user = self.user(tenant.id, challenge.user).await?;
+        self.throttle.check(tenant.id, &user.email, client).await?;
+        let mut tx = self.db.tenant_tx(tenant.id).await?;
+        match mfa::check(&mut tx, self.keys.kek(), user.id, code, false).await {
+            Ok(_) => tx.commit().await?,
+            Err(e) => {
+                drop(tx);
+                self.throttle.failed(tenant.id, &user.email, client).await;
+                return Err(e);
+            }
+        }
+        if let Err(e) = self.throttle.clear(tenant.id, &user.email).await {
+            tracing::warn!(error = %e.into_cause(), "cannot clear the login throttle");
+        }
+        self.open_session(&user).await
+    }
+
+    /// Starts MFA enrolment for the signed-in user.
+    pub async fn enroll_mfa(&self, actor: &Principal) -> Result<mfa::Enrolment> {
+        if actor.api_key.is_some() {
+            return Err(Error::bad_request("not_a_session", "API keys have no MFA"));
+        }
+        let user = self.user(actor.tenant, actor.user).await?;
+        let mut tx = self.db.tenant_tx(actor.tenant).await?;
+        let enrolment = mfa::enroll(&mut tx, self.keys.kek(), user.id, &self.issuer, &user.email).await?;
+        tx.commit().await?;
+        Ok(enrolment)
+    }
+
+    /// Confirms enrolment with a first code: MFA is on, and the 10 recovery codes are
+    /// returned (shown once).
+    pub async fn confirm_mfa(&self, actor: &Principal, code: &str) -> Result<Vec<String>> {
+        let mut tx = self.db.tenant_tx(actor.tenant).await?;
+        let codes = mfa::check(&mut tx, self.keys.kek(), actor.user, code, true).await?.unwrap_or_default();
+        let event = Envelope::new(events::MFA_ENABLED, Some(actor.tenant), serde_json::json!({}))
+            .with_subject(actor.user.to_string());
+        outbox::append(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(codes)
+    }
+
+    /// Opens a session for `user`: its tokens.
+    async fn open_session(&self, user: &User) -> Result<TokenResponse> {
+        let mut tx = self.db.tenant_tx(user.tenant_id).await?;
         let (session, refresh_token) = self.sessions.open(&mut tx, user.id).await?;
         let event =
-            Envelope::new(events::USER_AUTHENTICATED, Some(tenant.id), serde_json::json!({ "session": session }))
+            Envelope::new(events::USER_AUTHENTICATED, Some(user.tenant_id), serde_json::json!({ "session": session }))
                 .with_subject(user.id.to_string());
         outbox::append(&mut tx, &event).await?;
         tx.commit().await?;
-        self.token_response(&user, &session, refresh_token).await
+        self.token_response(user, &session, refresh_token).await
     }
 
     /// The user `id` of `tenant`.

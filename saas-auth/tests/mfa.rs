@@ -1,0 +1,111 @@
+//! MFA: enrolment, confirmation, the login challenge, each code once, recovery codes once.
+
+use std::sync::Arc;
+
+use saas_auth::{
+    mfa::{STEP_SECS, totp},
+    principal::Principal,
+    service::{Auth, LoginOutcome},
+};
+use saas_core::{
+    cache::MemoryCache,
+    config::{AuthConfig, Config},
+    db::{Db, migrate},
+    id::TenantId,
+    tenant::TenantContext,
+};
+use secrecy::SecretString;
+
+fn decode_base32(text: &str) -> Vec<u8> {
+    let (mut buffer, mut bits, mut out) = (0u32, 0, Vec::new());
+    for c in text.bytes() {
+        let value = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567".iter().position(|&a| a == c).unwrap() as u32;
+        buffer = (buffer << 5) | value;
+        bits += 5;
+        if bits >= 8 {
+            out.push((buffer >> (bits - 8)) as u8);
+            bits -= 8;
+        }
+    }
+    out
+}
+
+fn code_now(secret: &[u8], offset: i64) -> String {
+    let step = (time::OffsetDateTime::now_utc().unix_timestamp() as u64 / STEP_SECS) as i64 + offset;
+    format!("{:06}", totp(secret, step as u64))
+}
+
+#[tokio::test]
+async fn mfa_guards_the_login_and_each_code_works_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}/m.db", dir.path().display()), Default::default()).await.unwrap();
+    migrate::run(&db, &[&saas_core::events::MIGRATIONS, &saas_auth::MIGRATIONS]).await.unwrap();
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        auth: AuthConfig { argon2_memory_kib: 64, argon2_iterations: 1, ..Default::default() },
+        ..Default::default()
+    };
+    let auth = Auth::from_config(db, Arc::new(MemoryCache::new(100)), &config).await.unwrap();
+    let tenant = TenantContext { id: TenantId::new(), slug: "acme".into(), plan: "free".into() };
+    let password = SecretString::from("correct horse battery");
+    let user = auth.create_user(tenant.id, "ada@acme.test", None, &password, &["owner"]).await.unwrap();
+    let ada = Principal {
+        user: user.id,
+        tenant: tenant.id,
+        session: String::new(),
+        roles: vec![],
+        permissions: vec![],
+        api_key: None,
+    };
+
+    let enrolment = auth.enroll_mfa(&ada).await.unwrap();
+    assert!(
+        enrolment.otpauth_uri.starts_with("otpauth://totp/saas-rs:ada@acme.test?secret="),
+        "{}",
+        enrolment.otpauth_uri
+    );
+    assert!(enrolment.qr_svg.contains("<svg"));
+    let secret = decode_base32(&enrolment.secret);
+    assert_eq!(secret.len(), 20);
+    // Not in force until confirmed: the login still answers tokens.
+    assert!(matches!(
+        auth.begin_login(&tenant, "ada@acme.test", &password, None).await.unwrap(),
+        LoginOutcome::Tokens(_)
+    ));
+    assert_eq!(auth.confirm_mfa(&ada, "000000").await.unwrap_err().code(), "invalid_mfa_code");
+    let recovery = auth.confirm_mfa(&ada, &code_now(&secret, 0)).await.unwrap();
+    assert_eq!(recovery.len(), 10);
+    assert_eq!(auth.enroll_mfa(&ada).await.unwrap_err().code(), "mfa_already_enabled");
+
+    // Now the password alone yields a challenge; a code turns it into tokens.
+    let challenge = |outcome| match outcome {
+        LoginOutcome::MfaRequired { mfa_token, .. } => mfa_token,
+        LoginOutcome::Tokens(_) => panic!("expected a challenge"),
+    };
+    assert_eq!(auth.login(&tenant, "ada@acme.test", &password, None).await.unwrap_err().code(), "mfa_required");
+    let token = challenge(auth.begin_login(&tenant, "ada@acme.test", &password, None).await.unwrap());
+    let next = code_now(&secret, 1);
+    let tokens = auth.verify_mfa(&tenant, &token, &next, None).await.unwrap();
+    assert!(auth.tokens().verify(&tokens.access_token).await.is_ok());
+    assert_eq!(
+        auth.verify_mfa(&tenant, &token, &next, None).await.unwrap_err().code(),
+        "invalid_mfa_token",
+        "challenges are single-use"
+    );
+
+    // The same code (or an older one) is refused on the next challenge: each step once.
+    for used in [next.clone(), code_now(&secret, 0)] {
+        let token = challenge(auth.begin_login(&tenant, "ada@acme.test", &password, None).await.unwrap());
+        assert_eq!(auth.verify_mfa(&tenant, &token, &used, None).await.unwrap_err().code(), "invalid_mfa_code");
+    }
+
+    // A recovery code works once.
+    let token = challenge(auth.begin_login(&tenant, "ada@acme.test", &password, None).await.unwrap());
+    assert!(auth.verify_mfa(&tenant, &token, &recovery[0], None).await.is_ok());
+    let token = challenge(auth.begin_login(&tenant, "ada@acme.test", &password, None).await.unwrap());
+    assert_eq!(auth.verify_mfa(&tenant, &token, &recovery[0], None).await.unwrap_err().code(), "invalid_mfa_code");
+    // A challenge of one tenant means nothing in another.
+    let token = challenge(auth.begin_login(&tenant, "ada@acme.test", &password, None).await.unwrap());
+    let other = TenantContext { id: TenantId::new(), slug: "globex".into(), plan: "free".into() };
+    assert_eq!(auth.verify_mfa(&other, &token, &recovery[1], None).await.unwrap_err().code(), "invalid_mfa_token");
+}
