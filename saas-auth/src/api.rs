@@ -21,6 +21,18 @@ use crate::{
     users::UserView,
 };
 
+/// The caller's address (the TCP peer), for the login throttle; `None` without one.
+struct ClientAddress(Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, _: &S) -> std::result::Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(Self(peer.map(|c| c.0.ip().to_string())))
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(tags((name = "auth", description = "Sign-in, the signed-in user, and the token keys")))]
 struct AuthDoc;
@@ -117,17 +129,15 @@ struct LoginRequest {
         (status = 400, description = "No tenant named", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong e-mail address or password (one answer for both)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`login_throttled`: too many failures for this account or address; `Retry-After`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`login_throttled`: too many failures for this account or address; `Retry-After`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Too many sign-ins at once; `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn login(
     State(auth): State<Auth>,
     tenant: TenantContext,
-    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    ClientAddress(client): ClientAddress,
     Json(body): Json<LoginRequest>,
 ) -> Result<Json<LoginOutcome>> {
-    let client = client.map(|c| c.0.0.ip().to_string());
     Ok(Json(auth.begin_login(&tenant, &body.email, &body.password, client.as_deref()).await?))
 }
 
@@ -438,10 +448,9 @@ struct PasswordChanged {
 async fn change_password(
     State(auth): State<Auth>,
     principal: Principal,
-    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    ClientAddress(client): ClientAddress,
     Json(body): Json<PasswordChange>,
 ) -> Result<Json<PasswordChanged>> {
-    let client = client.map(|c| c.0.0.ip().to_string());
     let signed_out =
         auth.change_password(&principal, &body.current_password, &body.new_password, client.as_deref()).await?;
     Ok(Json(PasswordChanged { other_sessions_signed_out: signed_out }))
@@ -518,9 +527,8 @@ struct MfaAnswer {
 async fn verify_mfa(
     State(auth): State<Auth>,
     tenant: TenantContext,
-    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    ClientAddress(client): ClientAddress,
     Json(body): Json<MfaAnswer>,
 ) -> Result<Json<TokenResponse>> {
-    let client = client.map(|c| c.0.0.ip().to_string());
     Ok(Json(auth.verify_mfa(&tenant, &body.mfa_token, &body.code, client.as_deref()).await?))
 }

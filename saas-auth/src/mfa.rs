@@ -80,13 +80,7 @@ pub(crate) async fn enroll(
     issuer: &str,
     account: &str,
 ) -> Result<Enrolment> {
-    let confirmed: Option<Option<i64>> =
-        sqlx::query_scalar("SELECT confirmed_at FROM auth_mfa WHERE tenant_id = $1 AND user_id = $2")
-            .bind(tx.tenant().to_string())
-            .bind(user.to_string())
-            .fetch_optional(&mut **tx)
-            .await?;
-    if matches!(confirmed, Some(Some(_))) {
+    if enabled(tx, user).await? {
         return Err(Error::conflict("mfa_already_enabled", "MFA is on already"));
     }
     let secret = random::<20>()?;
