@@ -68,6 +68,10 @@ pub fn router(auth: Auth, admins: PlatformAdmins) -> OpenApiRouter {
         .routes(routes!(enroll_mfa))
         .routes(routes!(confirm_mfa))
         .routes(routes!(verify_mfa))
+        .routes(routes!(request_email_verification))
+        .routes(routes!(verify_email))
+        .routes(routes!(request_password_reset))
+        .routes(routes!(reset_password))
         .routes(routes!(me))
         .routes(routes!(unlock))
         .routes(routes!(list_roles))
@@ -531,4 +535,100 @@ async fn verify_mfa(
     Json(body): Json<MfaAnswer>,
 ) -> Result<Json<TokenResponse>> {
     Ok(Json(auth.verify_mfa(&tenant, &body.mfa_token, &body.code, client.as_deref()).await?))
+}
+
+/// Sends the signed-in user a code proving their e-mail address.
+#[utoipa::path(
+    post, path = "/v1/auth/email/verification", tag = "auth",
+    responses(
+        (status = 202, description = "Sent"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn request_email_verification(State(auth): State<Auth>, principal: Principal) -> Result<axum::http::StatusCode> {
+    auth.request_email_verification(&principal).await?;
+    Ok(axum::http::StatusCode::ACCEPTED)
+}
+
+/// A code sent by e-mail.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct EmailCode {
+    /// The `emt_…` code from the message.
+    token: String,
+}
+
+/// Proves an e-mail address with the code sent to it.
+#[utoipa::path(
+    post, path = "/v1/auth/email/verify", tag = "auth",
+    params(("X-Tenant-ID" = Option<String>, Header, description = "Tenant id or slug (or use the subdomain or `/t/{tenant}` prefix)")),
+    request_body = EmailCode,
+    responses(
+        (status = 204, description = "Verified"),
+        (status = 400, description = "`invalid_email_token`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn verify_email(
+    State(auth): State<Auth>,
+    tenant: TenantContext,
+    Json(body): Json<EmailCode>,
+) -> Result<axum::http::StatusCode> {
+    auth.verify_email(tenant.id, &body.token).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/auth/password/reset-request` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ResetRequest {
+    /// The account's e-mail address.
+    email: String,
+}
+
+/// Sends a password-reset code if the address is an account of the tenant; answers 202
+/// either way.
+#[utoipa::path(
+    post, path = "/v1/auth/password/reset-request", tag = "auth",
+    params(("X-Tenant-ID" = Option<String>, Header, description = "Tenant id or slug (or use the subdomain or `/t/{tenant}` prefix)")),
+    request_body = ResetRequest,
+    responses((status = 202, description = "Sent if the account exists"))
+)]
+async fn request_password_reset(
+    State(auth): State<Auth>,
+    tenant: TenantContext,
+    Json(body): Json<ResetRequest>,
+) -> Result<axum::http::StatusCode> {
+    auth.request_password_reset(tenant.id, &body.email).await?;
+    Ok(axum::http::StatusCode::ACCEPTED)
+}
+
+/// `POST /v1/auth/password/reset` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PasswordReset {
+    /// The `emt_…` code from the message.
+    token: String,
+    /// The new password.
+    #[schema(value_type = String, format = Password)]
+    new_password: SecretString,
+}
+
+/// Sets a new password with a reset code; every session of the user is signed out.
+#[utoipa::path(
+    post, path = "/v1/auth/password/reset", tag = "auth",
+    params(("X-Tenant-ID" = Option<String>, Header, description = "Tenant id or slug (or use the subdomain or `/t/{tenant}` prefix)")),
+    request_body = PasswordReset,
+    responses(
+        (status = 204, description = "Password set"),
+        (status = 400, description = "`invalid_email_token`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn reset_password(
+    State(auth): State<Auth>,
+    tenant: TenantContext,
+    Json(body): Json<PasswordReset>,
+) -> Result<axum::http::StatusCode> {
+    auth.reset_password(tenant.id, &body.token, &body.new_password).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

@@ -16,3 +16,8 @@ pub const PERMISSION_GRANTED: &str = "auth.permission_granted.v1";
 pub const PASSWORD_CHANGED: &str = "auth.password_changed.v1";
 /// A user turned MFA on. Data: `{}`; subject: the user id.
 pub const MFA_ENABLED: &str = "auth.mfa_enabled.v1";
+/// A user proved their e-mail address. Data: `{}`; subject: the user id.
+pub const EMAIL_VERIFIED: &str = "auth.email_verified.v1";
+/// A user set a new password through a reset link; all their sessions were signed out.
+/// Data: `{}`; subject: the user id.
+pub const PASSWORD_RESET: &str = "auth.password_reset.v1";

@@ -18,15 +18,17 @@
 //! | [`api_keys`] | API keys: per tenant, scoped to permissions, hashed, expiring, revocable |
 //! | [`rbac`] | permissions (`permissions!`), built-in and custom roles, [`RequirePermission`](rbac::RequirePermission), `#[require_permission]` |
 //!
-//! Not built yet: e-mail flows.
+//! | [`mail`] | the `Mailer` port (e-mail verification, password reset) and a file transport |
 
 // Lets `#[require_permission]`, which names `::saas_auth`, work inside this crate too.
 extern crate self as saas_auth;
 
 pub mod api;
 pub mod api_keys;
+mod email_tokens;
 pub mod events;
 pub mod keys;
+pub mod mail;
 pub mod mfa;
 pub mod password;
 pub mod principal;
@@ -50,6 +52,7 @@ macro_rules! tables {
             password_hash TEXT NOT NULL,
             roles TEXT NOT NULL,
             created_at BIGINT NOT NULL,
+            email_verified_at BIGINT,
             PRIMARY KEY (tenant_id, id),
             UNIQUE (tenant_id, email)
         );
@@ -103,6 +106,15 @@ macro_rules! tables {
             recovery_codes TEXT NOT NULL,
             PRIMARY KEY (tenant_id, user_id)
         );
+        CREATE TABLE auth_email_tokens (
+            tenant_id TEXT NOT NULL,
+            token_hash TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            purpose TEXT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            used_at BIGINT,
+            PRIMARY KEY (tenant_id, token_hash)
+        );
         CREATE TABLE auth_signing_keys (
             kid TEXT PRIMARY KEY,
             algorithm TEXT NOT NULL,
@@ -130,7 +142,8 @@ pub static MIGRATIONS: Migrations = Migrations {
             saas_core::rls_policy!("auth_refresh_tokens"),
             saas_core::rls_policy!("auth_roles"),
             saas_core::rls_policy!("auth_api_keys"),
-            saas_core::rls_policy!("auth_mfa")
+            saas_core::rls_policy!("auth_mfa"),
+            saas_core::rls_policy!("auth_email_tokens")
         ),
     )],
 };

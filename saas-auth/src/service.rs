@@ -22,9 +22,10 @@ use sqlx::AnyConnection;
 
 use crate::{
     api_keys::ApiKeys,
-    events,
+    email_tokens, events,
     keys::random,
     keys::{KeyEncryptionKey, SigningKeys},
+    mail::{Email, FileMailer, Mailer},
     mfa,
     password::Passwords,
     principal::AuthLayer,
@@ -63,6 +64,7 @@ pub struct Auth {
     api_keys: ApiKeys,
     cache: Arc<dyn Cache>,
     issuer: Arc<str>,
+    mailer: Arc<dyn Mailer>,
 }
 
 /// What a correct password leads to: tokens, or (with MFA on) a challenge to answer with a
@@ -123,7 +125,89 @@ impl Auth {
             api_keys,
             cache,
             issuer: auth.issuer.as_str().into(),
+            mailer: Arc::new(FileMailer::new(config.data_dir.join("mail"))),
         })
+    }
+
+    /// Sends e-mail through `mailer` instead of files under `<data_dir>/mail`.
+    pub fn with_mailer(mut self, mailer: Arc<dyn Mailer>) -> Self {
+        self.mailer = mailer;
+        self
+    }
+
+    /// Sends the signed-in user a link (token) proving their e-mail address.
+    pub async fn request_email_verification(&self, actor: &Principal) -> Result<()> {
+        if actor.api_key.is_some() {
+            return Err(Error::bad_request("not_a_session", "an API key has no e-mail address"));
+        }
+        let user = self.user(actor.tenant, actor.user).await?;
+        let mut tx = self.db.tenant_tx(actor.tenant).await?;
+        let token = email_tokens::issue(&mut tx, user.id, email_tokens::Purpose::VerifyEmail).await?;
+        tx.commit().await?;
+        let text = format!("Confirm your e-mail address with this code (valid 24 hours):\n\n{token}\n");
+        self.mailer.send(&Email { to: user.email.clone(), subject: "Confirm your e-mail address".into(), text }).await
+    }
+
+    /// Marks the address of the token's user as proven.
+    pub async fn verify_email(&self, tenant: TenantId, token: &str) -> Result<()> {
+        let mut tx = self.db.tenant_tx(tenant).await?;
+        let user = email_tokens::redeem(&mut tx, token, email_tokens::Purpose::VerifyEmail).await?;
+        sqlx::query("UPDATE users SET email_verified_at = $3 WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.to_string())
+            .bind(user.to_string())
+            .bind(saas_core::db::now_millis())
+            .execute(&mut *tx)
+            .await?;
+        let event =
+            Envelope::new(events::EMAIL_VERIFIED, Some(tenant), serde_json::json!({})).with_subject(user.to_string());
+        outbox::append(&mut tx, &event).await?;
+        tx.commit().await
+    }
+
+    /// Sends a password-reset code to `email` if it is an account of `tenant`; answers the
+    /// same either way, so nothing tells whether the account exists.
+    pub async fn request_password_reset(&self, tenant: TenantId, email: &str) -> Result<()> {
+        let mut tx = self.db.tenant_tx(tenant).await?;
+        let Some(user) = User::by_email(&mut tx, email).await? else { return Ok(()) };
+        let token = email_tokens::issue(&mut tx, user.id, email_tokens::Purpose::ResetPassword).await?;
+        tx.commit().await?;
+        let text = format!(
+            "Someone asked to reset your password. If it was you, use this code within an hour:\n\n{token}\n\nIf not, ignore this message.\n"
+        );
+        if let Err(e) = self.mailer.send(&Email { to: user.email, subject: "Reset your password".into(), text }).await {
+            // Failing here would tell the caller the account exists.
+            tracing::error!(error = %e.into_cause(), "cannot send a password-reset e-mail");
+        }
+        Ok(())
+    }
+
+    /// Sets a new password with a reset code, signs out every session of the user, and
+    /// lifts the login throttle of the account.
+    pub async fn reset_password(&self, tenant: TenantId, token: &str, new: &SecretString) -> Result<()> {
+        Passwords::check_new(new).map_err(|e| {
+            Error::validation(
+                e.field_errors().iter().map(|f| FieldError::new("new_password", f.code.clone(), f.message.clone())),
+            )
+        })?;
+        let hash = self.passwords.hash(new).await?;
+        let mut tx = self.db.tenant_tx(tenant).await?;
+        let user = email_tokens::redeem(&mut tx, token, email_tokens::Purpose::ResetPassword).await?;
+        sqlx::query("UPDATE users SET password_hash = $3 WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.to_string())
+            .bind(user.to_string())
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?;
+        let event =
+            Envelope::new(events::PASSWORD_RESET, Some(tenant), serde_json::json!({})).with_subject(user.to_string());
+        outbox::append(&mut tx, &event).await?;
+        tx.commit().await?;
+        self.sessions.revoke_others(tenant, user, "").await?;
+        let email = self.user(tenant, user).await?.email;
+        if let Err(e) = self.throttle.clear(tenant, &email).await {
+            tracing::warn!(error = %e.into_cause(), "cannot clear the login throttle");
+        }
+        Ok(())
     }
 
     /// The signing keys.

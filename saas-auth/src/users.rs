@@ -27,6 +27,8 @@ pub struct User {
     pub roles: String,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// When the address was proven (Unix milliseconds); `None` until then.
+    pub email_verified_at: Option<i64>,
 }
 
 /// What a client sees of a user.
@@ -44,6 +46,8 @@ pub struct UserView {
     pub name: Option<String>,
     /// Roles in the tenant.
     pub roles: Vec<String>,
+    /// Whether the address is proven.
+    pub email_verified: bool,
 }
 
 impl User {
@@ -63,6 +67,7 @@ impl User {
             password_hash,
             roles: roles.join(","),
             created_at: now_millis(),
+            email_verified_at: None,
         })
     }
 
@@ -79,6 +84,7 @@ impl User {
             email: self.email.clone(),
             name: self.name.clone(),
             roles: self.role_list(),
+            email_verified: self.email_verified_at.is_some(),
         }
     }
 

@@ -1,0 +1,134 @@
+//! E-mail verification and password reset: codes by e-mail, single use, no enumeration,
+//! and a reset signs out every session.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use saas_auth::{
+    mail::{Email, Mailer},
+    principal::Principal,
+    service::Auth,
+};
+use saas_core::{
+    cache::MemoryCache,
+    config::{AuthConfig, Config},
+    db::{Db, migrate},
+    id::TenantId,
+    tenant::TenantContext,
+};
+use secrecy::SecretString;
+
+#[derive(Default)]
+struct Outbox(Mutex<Vec<Email>>);
+
+#[async_trait]
+impl Mailer for Outbox {
+    async fn send(&self, email: &Email) -> saas_core::Result<()> {
+        self.0.lock().unwrap().push(email.clone());
+        Ok(())
+    }
+}
+
+fn code_in(email: &Email) -> String {
+    email.text.split_whitespace().find(|w| w.starts_with("emt_")).unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn verification_and_reset_codes_work_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}/e.db", dir.path().display()), Default::default()).await.unwrap();
+    migrate::run(&db, &[&saas_core::events::MIGRATIONS, &saas_auth::MIGRATIONS]).await.unwrap();
+    flows(db, &dir).await;
+}
+
+#[tokio::test]
+#[ignore = "needs postgres: run .ci/run"]
+async fn verification_and_reset_on_postgres_under_row_level_security() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = saas_core::testing::TestDatabase::postgres().await;
+    let owner = database.connect().await;
+    migrate::run(&owner, &[&saas_core::events::MIGRATIONS, &saas_auth::MIGRATIONS]).await.unwrap();
+    flows(database.connect_as_app_role().await, &dir).await;
+}
+
+async fn flows(db: Db, dir: &tempfile::TempDir) {
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        auth: AuthConfig { argon2_memory_kib: 64, argon2_iterations: 1, ..Default::default() },
+        ..Default::default()
+    };
+    let outbox = Arc::new(Outbox::default());
+    let auth =
+        Auth::from_config(db, Arc::new(MemoryCache::new(100)), &config).await.unwrap().with_mailer(outbox.clone());
+    let tenant = TenantContext { id: TenantId::new(), slug: "acme".into(), plan: "free".into() };
+    let password = SecretString::from("correct horse battery");
+    let user = auth.create_user(tenant.id, "ada@acme.test", None, &password, &["member"]).await.unwrap();
+    let ada = Principal {
+        user: user.id,
+        tenant: tenant.id,
+        session: String::new(),
+        roles: vec![],
+        permissions: vec![],
+        api_key: None,
+    };
+
+    // Verification.
+    auth.request_email_verification(&ada).await.unwrap();
+    let code = code_in(&outbox.0.lock().unwrap()[0]);
+    assert_eq!(outbox.0.lock().unwrap()[0].to, "ada@acme.test");
+    assert!(!auth.user(tenant.id, user.id).await.unwrap().view().email_verified);
+    auth.verify_email(tenant.id, &code).await.unwrap();
+    assert!(auth.user(tenant.id, user.id).await.unwrap().view().email_verified);
+    assert_eq!(auth.verify_email(tenant.id, &code).await.unwrap_err().code(), "invalid_email_token", "single use");
+
+    // Reset: the same answer for unknown addresses, and a message only for the real one.
+    let before = auth.login(&tenant, "ada@acme.test", &password, None).await.unwrap();
+    auth.request_password_reset(tenant.id, "nobody@acme.test").await.unwrap();
+    assert_eq!(outbox.0.lock().unwrap().len(), 1, "no message for an unknown address");
+    auth.request_password_reset(tenant.id, "ada@acme.test").await.unwrap();
+    let reset = code_in(&outbox.0.lock().unwrap()[1]);
+    assert_eq!(
+        auth.verify_email(tenant.id, &reset).await.unwrap_err().code(),
+        "invalid_email_token",
+        "codes have one purpose"
+    );
+    let other = TenantId::new();
+    let new_password = SecretString::from("a brand new horse");
+    assert_eq!(auth.reset_password(other, &reset, &new_password).await.unwrap_err().code(), "invalid_email_token");
+    assert_eq!(
+        auth.reset_password(tenant.id, &reset, &SecretString::from("short")).await.unwrap_err().status().as_u16(),
+        422
+    );
+    auth.reset_password(tenant.id, &reset, &new_password).await.unwrap();
+    assert_eq!(auth.reset_password(tenant.id, &reset, &new_password).await.unwrap_err().code(), "invalid_email_token");
+    assert!(auth.login(&tenant, "ada@acme.test", &new_password, None).await.is_ok());
+    assert_eq!(auth.login(&tenant, "ada@acme.test", &password, None).await.unwrap_err().code(), "invalid_credentials");
+    assert_eq!(
+        auth.refresh(&tenant, &before.refresh_token).await.unwrap_err().code(),
+        "invalid_refresh_token",
+        "every session was signed out"
+    );
+    // A newer code replaces an older one.
+    auth.request_password_reset(tenant.id, "ada@acme.test").await.unwrap();
+    auth.request_password_reset(tenant.id, "ada@acme.test").await.unwrap();
+    let (older, newer) = {
+        let sent = outbox.0.lock().unwrap();
+        (code_in(&sent[2]), code_in(&sent[3]))
+    };
+    assert_eq!(auth.reset_password(tenant.id, &older, &password).await.unwrap_err().code(), "invalid_email_token");
+    assert!(auth.reset_password(tenant.id, &newer, &password).await.is_ok());
+}
+
+#[tokio::test]
+async fn the_file_mailer_writes_private_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mailer = saas_auth::mail::FileMailer::new(dir.path().join("mail"));
+    mailer.send(&Email { to: "a@b.test".into(), subject: "Hi".into(), text: "secret emt_x".into() }).await.unwrap();
+    let file = std::fs::read_dir(mailer.dir()).unwrap().next().unwrap().unwrap().path();
+    assert!(std::fs::read_to_string(&file).unwrap().contains("Subject: Hi"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}
