@@ -68,6 +68,7 @@ pub fn router(auth: Auth, admins: PlatformAdmins) -> OpenApiRouter {
         .routes(routes!(enroll_mfa))
         .routes(routes!(confirm_mfa))
         .routes(routes!(verify_mfa))
+        .routes(routes!(disable_mfa))
         .routes(routes!(request_email_verification))
         .routes(routes!(verify_email))
         .routes(routes!(request_password_reset))
@@ -630,5 +631,24 @@ async fn reset_password(
     Json(body): Json<PasswordReset>,
 ) -> Result<axum::http::StatusCode> {
     auth.reset_password(tenant.id, &body.token, &body.new_password).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Turns MFA off, proven with a current code (TOTP or recovery).
+#[utoipa::path(
+    post, path = "/v1/auth/mfa/disable", tag = "auth",
+    request_body = MfaCode,
+    responses(
+        (status = 204, description = "MFA is off"),
+        (status = 401, description = "Not signed in, or `invalid_mfa_code`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "MFA is not on", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn disable_mfa(
+    State(auth): State<Auth>,
+    principal: Principal,
+    Json(body): Json<MfaCode>,
+) -> Result<axum::http::StatusCode> {
+    auth.disable_mfa(&principal, &body.code).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

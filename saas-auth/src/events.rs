@@ -21,3 +21,5 @@ pub const EMAIL_VERIFIED: &str = "auth.email_verified.v1";
 /// A user set a new password through a reset link; all their sessions were signed out.
 /// Data: `{}`; subject: the user id.
 pub const PASSWORD_RESET: &str = "auth.password_reset.v1";
+/// A user turned MFA off. Data: `{}`; subject: the user id.
+pub const MFA_DISABLED: &str = "auth.mfa_disabled.v1";

@@ -104,6 +104,17 @@ pub(crate) async fn enroll(
     Ok(Enrolment { secret: secret_text, otpauth_uri, qr_svg })
 }
 
+/// Turns MFA off for `user` after checking `code` (a TOTP or recovery code).
+pub(crate) async fn disable(tx: &mut TenantTx, kek: &KeyEncryptionKey, user: UserId, code: &str) -> Result<()> {
+    check(tx, kek, user, code, false).await?;
+    sqlx::query("DELETE FROM auth_mfa WHERE tenant_id = $1 AND user_id = $2")
+        .bind(tx.tenant().to_string())
+        .bind(user.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Whether MFA is on for `user`.
 pub(crate) async fn enabled(tx: &mut TenantTx, user: UserId) -> Result<bool> {
     let confirmed: Option<Option<i64>> =

@@ -631,6 +631,19 @@ impl Auth {
         Ok(codes)
     }
 
+    /// Turns MFA off for the signed-in user, proven with a current code (TOTP or recovery).
+    pub async fn disable_mfa(&self, actor: &Principal, code: &str) -> Result<()> {
+        if actor.api_key.is_some() {
+            return Err(Error::bad_request("not_a_session", "API keys have no MFA"));
+        }
+        let mut tx = self.db.tenant_tx(actor.tenant).await?;
+        mfa::disable(&mut tx, self.keys.kek(), actor.user, code).await?;
+        let event = Envelope::new(events::MFA_DISABLED, Some(actor.tenant), serde_json::json!({}))
+            .with_subject(actor.user.to_string());
+        outbox::append(&mut tx, &event).await?;
+        tx.commit().await
+    }
+
     /// Opens a session for `user`: its tokens.
     async fn open_session(&self, user: &User) -> Result<TokenResponse> {
         let mut tx = self.db.tenant_tx(user.tenant_id).await?;

@@ -108,4 +108,13 @@ async fn mfa_guards_the_login_and_each_code_works_once() {
     let token = challenge(auth.begin_login(&tenant, "ada@acme.test", &password, None).await.unwrap());
     let other = TenantContext { id: TenantId::new(), slug: "globex".into(), plan: "free".into() };
     assert_eq!(auth.verify_mfa(&other, &token, &recovery[1], None).await.unwrap_err().code(), "invalid_mfa_token");
+
+    // Turning it off takes a valid code; then the password alone signs in again.
+    assert_eq!(auth.disable_mfa(&ada, "000000").await.unwrap_err().code(), "invalid_mfa_code");
+    auth.disable_mfa(&ada, &recovery[1]).await.unwrap();
+    assert!(matches!(
+        auth.begin_login(&tenant, "ada@acme.test", &password, None).await.unwrap(),
+        LoginOutcome::Tokens(_)
+    ));
+    assert_eq!(auth.disable_mfa(&ada, &recovery[2]).await.unwrap_err().code(), "mfa_not_enrolled");
 }
