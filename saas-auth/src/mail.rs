@@ -54,7 +54,7 @@ impl Mailer for FileMailer {
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             std::fs::create_dir_all(&dir)?;
-            write_private(&path, &content)
+            crate::keys::write_private(&path, &content)
         })
         .await
         .map_err(Error::internal)?
@@ -66,15 +66,4 @@ impl Mailer for FileMailer {
 
 fn uuid_like() -> Result<String> {
     Ok(hex::encode(crate::keys::random::<8>()?))
-}
-
-#[cfg(unix)]
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::{io::Write, os::unix::fs::OpenOptionsExt};
-    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?.write_all(text.as_bytes())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, text)
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use http::{header, request::Parts};
+use http::request::Parts;
 use saas_core::{
     error::{Error, Result},
     http::guard::{Guard, GuardService},
@@ -68,8 +68,7 @@ impl AuthLayer {
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    Some(value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim())
+    saas_core::http::bearer_token(&parts.headers)
 }
 
 /// A compact JWS has two dots; platform-admin tokens (`sap_…`) and API keys have none.

@@ -1,17 +1,17 @@
 //! E-mail verification and password reset: codes by e-mail, single use, no enumeration,
 //! and a reset signs out every session.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use saas_auth::{
     mail::{Email, Mailer},
-    principal::Principal,
     service::Auth,
 };
 use saas_core::{
     cache::MemoryCache,
-    config::{AuthConfig, Config},
     db::{Db, migrate},
     id::TenantId,
     tenant::TenantContext,
@@ -52,25 +52,14 @@ async fn verification_and_reset_on_postgres_under_row_level_security() {
 }
 
 async fn flows(db: Db, dir: &tempfile::TempDir) {
-    let config = Config {
-        data_dir: dir.path().to_owned(),
-        auth: AuthConfig { argon2_memory_kib: 64, argon2_iterations: 1, ..Default::default() },
-        ..Default::default()
-    };
+    let config = common::quick_config(dir.path());
     let outbox = Arc::new(Outbox::default());
     let auth =
         Auth::from_config(db, Arc::new(MemoryCache::new(100)), &config).await.unwrap().with_mailer(outbox.clone());
     let tenant = TenantContext { id: TenantId::new(), slug: "acme".into(), plan: "free".into() };
     let password = SecretString::from("correct horse battery");
     let user = auth.create_user(tenant.id, "ada@acme.test", None, &password, &["member"]).await.unwrap();
-    let ada = Principal {
-        user: user.id,
-        tenant: tenant.id,
-        session: String::new(),
-        roles: vec![],
-        permissions: vec![],
-        api_key: None,
-    };
+    let ada = common::principal_of(&user);
 
     // Verification.
     auth.request_email_verification(&ada).await.unwrap();

@@ -1,15 +1,15 @@
 //! MFA: enrolment, confirmation, the login challenge, each code once, recovery codes once.
 
+mod common;
+
 use std::sync::Arc;
 
 use saas_auth::{
     mfa::{STEP_SECS, totp},
-    principal::Principal,
     service::{Auth, LoginOutcome},
 };
 use saas_core::{
     cache::MemoryCache,
-    config::{AuthConfig, Config},
     db::{Db, migrate},
     id::TenantId,
     tenant::TenantContext,
@@ -40,23 +40,12 @@ async fn mfa_guards_the_login_and_each_code_works_once() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::connect(&format!("sqlite://{}/m.db", dir.path().display()), Default::default()).await.unwrap();
     migrate::run(&db, &[&saas_core::events::MIGRATIONS, &saas_auth::MIGRATIONS]).await.unwrap();
-    let config = Config {
-        data_dir: dir.path().to_owned(),
-        auth: AuthConfig { argon2_memory_kib: 64, argon2_iterations: 1, ..Default::default() },
-        ..Default::default()
-    };
+    let config = common::quick_config(dir.path());
     let auth = Auth::from_config(db, Arc::new(MemoryCache::new(100)), &config).await.unwrap();
     let tenant = TenantContext { id: TenantId::new(), slug: "acme".into(), plan: "free".into() };
     let password = SecretString::from("correct horse battery");
     let user = auth.create_user(tenant.id, "ada@acme.test", None, &password, &["owner"]).await.unwrap();
-    let ada = Principal {
-        user: user.id,
-        tenant: tenant.id,
-        session: String::new(),
-        roles: vec![],
-        permissions: vec![],
-        api_key: None,
-    };
+    let ada = common::principal_of(&user);
 
     let enrolment = auth.enroll_mfa(&ada).await.unwrap();
     assert!(

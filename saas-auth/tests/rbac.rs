@@ -1,6 +1,8 @@
 //! RBAC: permissions carried by the token, built-in and custom roles, the layer and the
 //! attribute; every protected route answers 403 without its permission and works with it.
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::{
@@ -12,7 +14,6 @@ use http::Request;
 use saas_auth::{principal::Principal, rbac::RequirePermission, service::Auth};
 use saas_core::{
     cache::MemoryCache,
-    config::{AuthConfig, Config},
     db::{Db, migrate},
     id::TenantId,
     tenant::TenantContext,
@@ -36,11 +37,7 @@ async fn setup() -> (Auth, Db, TenantContext, tempfile::TempDir) {
     migrate::run(&db, &[&saas_core::events::MIGRATIONS, &saas_tenancy::MIGRATIONS, &saas_auth::MIGRATIONS])
         .await
         .unwrap();
-    let config = Config {
-        data_dir: dir.path().to_owned(),
-        auth: AuthConfig { argon2_memory_kib: 64, argon2_iterations: 1, ..Default::default() },
-        ..Default::default()
-    };
+    let config = common::quick_config(dir.path());
     let auth = Auth::from_config(db.clone(), Arc::new(MemoryCache::new(100)), &config).await.unwrap();
     let tenant = TenantContext { id: TenantId::new(), slug: "acme".into(), plan: "free".into() };
     (auth, db, tenant, dir)

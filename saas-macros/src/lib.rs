@@ -167,7 +167,9 @@ fn tenant_scoped(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
 ///
 /// ```ignore
 /// #[require_permission("invoices:write")]
-/// async fn create_invoice(Json(new): Json<NewInvoice>) -> Result<Json<Invoice>> { todo!() }
+/// async fn create_invoice(principal: Principal, Json(new): Json<NewInvoice>) -> Result<Json<Invoice>> {
+///     Ok(Json(invoices.create(principal.tenant, new).await?))
+/// }
 /// ```
 ///
 /// It adds a first parameter, `saas_auth::rbac::Authorized<…>`, that checks the request's

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use http::{header, request::Parts};
+use http::request::Parts;
 use saas_core::{
     db::{Db, now_millis},
     error::{Error, Result},
@@ -97,14 +97,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
         let denied = || Error::unauthorized("unauthorized", "a platform-admin bearer token is required");
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && t.len() <= 512)
-            .ok_or_else(denied)?;
+        let token = saas_core::http::bearer_token(&parts.headers).filter(|t| t.len() <= 512).ok_or_else(denied)?;
         if PlatformAdmins::from_ref(state).verify(token).await? { Ok(PlatformAdmin) } else { Err(denied()) }
     }
 }

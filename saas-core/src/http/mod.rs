@@ -32,6 +32,15 @@ pub use extract::{Json, Path, Query, TypedHeader};
 pub use idempotency::IdempotencyLayer;
 pub use rate_limit::RateLimitLayer;
 
+/// The credential of an `Authorization: Bearer <credential>` header (scheme in any case),
+/// trimmed; `None` without one.
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credential) = value.split_once(' ')?;
+    let credential = credential.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
+}
+
 /// The request id header.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -106,5 +115,20 @@ impl HttpStack {
             // Innermost: it changes the request body type, which the router accepts.
             .layer(RequestBodyLimitLayer::new(self.body_limit));
         router.layer(inner).layer(outer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bearer_tokens_are_read_in_any_case_and_trimmed() {
+        let mut headers = http::HeaderMap::new();
+        for (value, token) in
+            [("Bearer abc", Some("abc")), ("bearer  abc ", Some("abc")), ("Basic abc", None), ("Bearer ", None)]
+        {
+            headers.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+            assert_eq!(super::bearer_token(&headers), token, "{value}");
+        }
+        assert_eq!(super::bearer_token(&http::HeaderMap::new()), None);
     }
 }
