@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use saas_core::{
     cache::{Cache, CacheExt},
-    config::Config,
+    config::{Config, SessionStoreKind},
     db::{Db, TenantScoped},
     error::{Error, FieldError, Result},
     events::{Envelope, outbox},
@@ -31,7 +31,7 @@ use crate::{
     principal::AuthLayer,
     principal::Principal,
     rbac,
-    session::Sessions,
+    session::{SessionStore, Sessions, SqlSessionStore},
     throttle::LoginThrottle,
     token::AccessTokens,
     users::User,
@@ -108,6 +108,7 @@ impl Auth {
         let keys = SigningKeys::load(db.clone(), kek, rotation, ttl).await?;
         let tokens = AccessTokens::new(keys.clone(), &auth.issuer, &auth.audience, ttl);
         let sessions = Sessions::new(
+            session_store(&db, config).await?,
             db.clone(),
             Duration::from_secs(auth.refresh_token_ttl_secs),
             Duration::from_secs(auth.refresh_reuse_grace_secs),
@@ -646,8 +647,8 @@ impl Auth {
 
     /// Opens a session for `user`: its tokens.
     async fn open_session(&self, user: &User) -> Result<TokenResponse> {
+        let (session, refresh_token) = self.sessions.open(user.tenant_id, user.id).await?;
         let mut tx = self.db.tenant_tx(user.tenant_id).await?;
-        let (session, refresh_token) = self.sessions.open(&mut tx, user.id).await?;
         let event =
             Envelope::new(events::USER_AUTHENTICATED, Some(user.tenant_id), serde_json::json!({ "session": session }))
                 .with_subject(user.id.to_string());
@@ -709,14 +710,31 @@ fn prefix_fields(error: Error, parent: &str) -> Error {
     )
 }
 
-/// Subscribes saas-auth to tenant deletions: erases the tenant's users and sessions.
+/// The session store `auth.session_store` names.
+async fn session_store(db: &Db, config: &Config) -> Result<Arc<dyn SessionStore>> {
+    match config.auth.session_store {
+        SessionStoreKind::Sql => Ok(Arc::new(SqlSessionStore::new(db.clone()))),
+        #[cfg(feature = "redis")]
+        SessionStoreKind::Redis => Ok(Arc::new(crate::session::RedisSessionStore::connect(&config.cache_url()).await?)),
+        #[cfg(not(feature = "redis"))]
+        SessionStoreKind::Redis => {
+            Err(Error::internal(anyhow::anyhow!("auth.session_store = \"redis\" needs saas-auth's `redis` feature")))
+        }
+    }
+}
+
+/// Subscribes saas-auth to tenant deletions: erases the tenant's users, sessions (in
+/// whichever store holds them), roles, API keys, MFA secrets and e-mail codes.
 pub async fn erase_auth_rows(
     bus: &Arc<dyn saas_core::events::EventBus>,
-    db: Db,
+    auth: &Auth,
 ) -> Result<saas_core::events::Subscription> {
-    saas_tenancy::purge::on_tenant_deleted(bus, db, "saas-auth", |conn, tenant| {
+    let sessions = auth.sessions.store().clone();
+    saas_tenancy::purge::on_tenant_deleted(bus, auth.db.clone(), "saas-auth", move |conn, tenant| {
+        let sessions = sessions.clone();
         Box::pin(async move {
-            for table in ["auth_api_keys", "auth_refresh_tokens", "auth_roles", "auth_sessions", "users"] {
+            sessions.erase_tenant(conn, tenant).await?;
+            for table in ["auth_api_keys", "auth_roles", "auth_mfa", "auth_email_tokens", "users"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
                     .bind(tenant.to_string())
                     .execute(&mut *conn)

@@ -1,11 +1,12 @@
 //! Login, refresh-token rotation with reuse detection and its grace window, logout, and
-//! what a revoked session does to its access tokens — on SQLite and PostgreSQL.
+//! what a revoked session does to its access tokens: with sessions in SQLite, in PostgreSQL
+//! and in Redis.
 
 use axum::{Router, body::Body, routing::get};
 use http::Request;
 use saas_auth::{principal::Principal, service::Auth};
 use saas_core::{
-    config::{AuthConfig, Config},
+    config::{AuthConfig, CacheConfig, Config, SessionStoreKind},
     db::{Db, migrate},
     id::TenantId,
     tenant::TenantContext,
@@ -14,13 +15,28 @@ use saas_core::{
 use secrecy::SecretString;
 use tower::ServiceExt;
 
-async fn auth(db: Db, dir: &tempfile::TempDir, grace_secs: u64) -> Auth {
+/// Where the sessions live: the database, or the Redis at this URL.
+#[derive(Clone)]
+enum Store {
+    Sql,
+    Redis(String),
+}
+
+async fn auth(db: Db, dir: &tempfile::TempDir, store: &Store, grace_secs: u64) -> Auth {
+    let (session_store, cache) = match store {
+        Store::Sql => (SessionStoreKind::Sql, CacheConfig::default()),
+        Store::Redis(url) => {
+            (SessionStoreKind::Redis, CacheConfig { url: Some(url.clone().into()), ..Default::default() })
+        }
+    };
     let config = Config {
         data_dir: dir.path().to_owned(),
+        cache,
         auth: AuthConfig {
             argon2_memory_kib: 64,
             argon2_iterations: 1,
             refresh_reuse_grace_secs: grace_secs,
+            session_store,
             ..Default::default()
         },
         ..Default::default()
@@ -35,12 +51,13 @@ async fn status_with(auth: &Auth, access_token: &str) -> u16 {
     app.oneshot(request).await.unwrap().status().as_u16()
 }
 
-async fn suite(db: Db, dir: &tempfile::TempDir) {
+async fn suite(db: Db, dir: &tempfile::TempDir, store: Store) {
     let password = SecretString::from("correct horse battery");
     let tenant = TenantContext { id: TenantId::new(), slug: "acme".into(), plan: "free".into() };
 
     // Reuse beyond the grace window (0 s here) revokes the whole session.
-    let strict = auth(db.clone(), dir, 0).await;
+    let strict = auth(db.clone(), dir, &store, 0).await;
+    assert_eq!(strict.sessions().store().name(), if matches!(store, Store::Sql) { "sql" } else { "redis" });
     strict.create_user(tenant.id, "ada@acme.test", None, &password, &["owner"]).await.unwrap();
     let again = strict.create_user(tenant.id, "ADA@acme.test", None, &password, &[]).await.unwrap_err();
     assert_eq!(again.code(), "email_taken");
@@ -57,7 +74,7 @@ async fn suite(db: Db, dir: &tempfile::TempDir) {
     assert_eq!(status_with(&strict, &first.access_token).await, 401, "and the session's access tokens");
 
     // Within the grace window, a second use (concurrent refreshes of one client) works.
-    let lenient = auth(db.clone(), dir, 60).await;
+    let lenient = auth(db.clone(), dir, &store, 60).await;
     let login = lenient.login(&tenant, "ada@acme.test", &password, None).await.unwrap();
     let (a, b) =
         tokio::join!(lenient.refresh(&tenant, &login.refresh_token), lenient.refresh(&tenant, &login.refresh_token));
@@ -105,6 +122,18 @@ async fn suite(db: Db, dir: &tempfile::TempDir) {
     lenient.logout(tenant.id, principal.sub, &principal.sid).await.unwrap();
     assert_eq!(lenient.refresh(&tenant, &login.refresh_token).await.unwrap_err().code(), "invalid_refresh_token");
     assert_eq!(status_with(&lenient, &login.access_token).await, 401);
+
+    // A session nobody asked about is revoked, and a revocation reaches a second server
+    // (its own cache of session states) once it looks the session up.
+    assert!(lenient.sessions().is_revoked(tenant.id, "ses_unknown").await.unwrap());
+    let login = lenient.login(&tenant, "ada@acme.test", &new_password, None).await.unwrap();
+    let claims = lenient.tokens().verify(&login.access_token).await.unwrap();
+    let second_server = auth(db.clone(), dir, &store, 60).await;
+    assert!(!second_server.sessions().is_revoked(tenant.id, &claims.sid).await.unwrap());
+    let third_server = auth(db.clone(), dir, &store, 60).await;
+    lenient.logout(tenant.id, claims.sub, &claims.sid).await.unwrap();
+    assert!(third_server.sessions().is_revoked(tenant.id, &claims.sid).await.unwrap(), "read from the store");
+    assert!(!lenient.sessions().store().revoke(tenant.id, &claims.sid).await.unwrap(), "revoked once");
 }
 
 #[tokio::test]
@@ -112,7 +141,7 @@ async fn sessions_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::connect(&format!("sqlite://{}/s.db", dir.path().display()), Default::default()).await.unwrap();
     migrate::run(&db, &[&saas_core::events::MIGRATIONS, &saas_auth::MIGRATIONS]).await.unwrap();
-    suite(db, &dir).await;
+    suite(db, &dir, Store::Sql).await;
 }
 
 #[tokio::test]
@@ -122,5 +151,43 @@ async fn sessions_on_postgres_under_row_level_security() {
     let database = TestDatabase::postgres().await;
     let owner = database.connect().await;
     migrate::run(&owner, &[&saas_core::events::MIGRATIONS, &saas_auth::MIGRATIONS]).await.unwrap();
-    suite(database.connect_as_app_role().await, &dir).await;
+    suite(database.connect_as_app_role().await, &dir, Store::Sql).await;
+}
+
+#[tokio::test]
+#[ignore = "needs redis: set SAAS_TEST_REDIS_URL or run .ci/run"]
+async fn sessions_in_redis() {
+    let url = std::env::var("SAAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}/s.db", dir.path().display()), Default::default()).await.unwrap();
+    migrate::run(&db, &[&saas_core::events::MIGRATIONS, &saas_auth::MIGRATIONS]).await.unwrap();
+    suite(db, &dir, Store::Redis(url)).await;
+}
+
+/// A deleted tenant's sessions are erased from Redis, and only that tenant's.
+#[tokio::test]
+#[ignore = "needs redis: set SAAS_TEST_REDIS_URL or run .ci/run"]
+async fn erasing_a_tenant_in_redis_keeps_the_others() {
+    use saas_auth::session::{RedisSessionStore, SessionStore, StoredRefresh};
+    let url = std::env::var("SAAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let store = RedisSessionStore::connect(&url).await.unwrap();
+    let (gone, kept, user) = (TenantId::new(), TenantId::new(), saas_core::id::UserId::new());
+    let later = saas_core::db::now_millis() + 60_000;
+    for tenant in [gone, kept] {
+        let refresh = StoredRefresh { hash: format!("h{tenant}"), expires_at: later };
+        store.open(tenant, "ses_a", user, &refresh).await.unwrap();
+        assert!(!store.is_revoked(tenant, "ses_a").await.unwrap());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}/s.db", dir.path().display()), Default::default()).await.unwrap();
+    let mut conn = db.pool().acquire().await.unwrap();
+    store.erase_tenant(&mut *conn, gone).await.unwrap();
+    assert!(store.is_revoked(gone, "ses_a").await.unwrap(), "erased");
+    assert!(!store.is_revoked(kept, "ses_a").await.unwrap(), "another tenant's session stays");
+    let next = StoredRefresh { hash: "next".into(), expires_at: later };
+    let now = saas_core::db::now_millis();
+    assert_eq!(
+        store.rotate(gone, &format!("h{gone}"), &next, now, 0).await.unwrap(),
+        saas_auth::session::Rotation::Invalid
+    );
 }

@@ -125,6 +125,48 @@ pub struct AuthConfig {
     /// Password hashes computed at once; more are refused with 503 and `Retry-After`.
     /// Default 0: the number of CPU cores.
     pub max_concurrent_hashes: usize,
+    /// The algorithm new signing keys use: `EdDSA` (Ed25519, default), `ES256` (ECDSA
+    /// P-256) or `RS256` (RSA 2048, PKCS#1 v1.5). Changing it rotates the key at the next
+    /// start; tokens of the old key verify until they expire.
+    pub token_algorithm: TokenAlgorithm,
+    /// Where sessions and refresh tokens live: `sql` (default; the database) or `redis`
+    /// (`cache.url`; run Redis with persistence, or a restart signs everyone out).
+    pub session_store: SessionStoreKind,
+}
+
+/// The JWS algorithm of access tokens (`auth.token_algorithm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum TokenAlgorithm {
+    /// Ed25519 (RFC 8037): small, fast, constant-time. The default.
+    #[default]
+    EdDSA,
+    /// ECDSA over P-256 with SHA-256 (RFC 7518 3.4).
+    ES256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256 and a 2048-bit key (RFC 7518 3.3), for verifiers
+    /// that know nothing else.
+    RS256,
+}
+
+impl TokenAlgorithm {
+    /// The JWS `alg` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EdDSA => "EdDSA",
+            Self::ES256 => "ES256",
+            Self::RS256 => "RS256",
+        }
+    }
+}
+
+/// Where sessions live (`auth.session_store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStoreKind {
+    /// In the database (default).
+    #[default]
+    Sql,
+    /// In Redis at `cache.url`.
+    Redis,
 }
 
 impl Default for AuthConfig {
@@ -146,6 +188,8 @@ impl Default for AuthConfig {
             argon2_iterations: 2,
             argon2_parallelism: 1,
             max_concurrent_hashes: 0,
+            token_algorithm: TokenAlgorithm::EdDSA,
+            session_store: SessionStoreKind::Sql,
         }
     }
 }
@@ -704,6 +748,9 @@ impl Config {
         }
         if tenancy.platform_admin_token.as_ref().is_some_and(|t| t.expose_secret().len() < 32) {
             return Err(ConfigError::new("tenancy.platform_admin_token", "expected at least 32 characters"));
+        }
+        if self.auth.session_store == SessionStoreKind::Redis && !self.cache_url().starts_with("redis") {
+            return Err(ConfigError::new("auth.session_store", "`redis` needs `cache.url` to be a redis:// URL"));
         }
         if tenancy.quota_store == QuotaStore::Redis && !self.cache_url().starts_with("redis") {
             return Err(ConfigError::new("tenancy.quota_store", "`redis` needs `cache.url` to be a redis:// URL"));

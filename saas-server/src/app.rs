@@ -107,7 +107,7 @@ impl App {
         let auth = Auth::from_config(db.clone(), cache.clone(), &config)
             .await
             .map_err(saas_core::Error::into_cause)
-            .context("cannot load the token signing keys")?;
+            .context("cannot start saas-auth (token signing keys, session store)")?;
         let admins = PlatformAdmins::new(db.clone(), config.tenancy.platform_admin_token.as_ref());
         let tenancy = TenancyState {
             tenants: tenants.clone(),
@@ -122,7 +122,7 @@ impl App {
                 .await
                 .map_err(saas_core::Error::into_cause)
                 .context("cannot subscribe to tenant deletions")?,
-            saas_auth::service::erase_auth_rows(&bus, db.clone())
+            saas_auth::service::erase_auth_rows(&bus, &auth)
                 .await
                 .map_err(saas_core::Error::into_cause)
                 .context("cannot subscribe to tenant deletions")?,

@@ -405,26 +405,9 @@ impl QuotaCounter for RedisCounter {
     }
 
     async fn erase_tenant(&self, tenant: TenantId) -> Result<()> {
-        let mut conn = self.conn.clone();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("quota:{tenant}:*"))
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut conn)
-                .await
-                .map_err(counter_unavailable)?;
-            if !keys.is_empty() {
-                let _: () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await.map_err(counter_unavailable)?;
-            }
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
-        }
+        saas_core::cache::delete_matching(&mut self.conn.clone(), &format!("quota:{tenant}:*"))
+            .await
+            .map_err(counter_unavailable)
     }
 
     fn name(&self) -> &'static str {

@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use serde::{Serialize, de::DeserializeOwned};
 
 #[cfg(feature = "redis")]
-pub use self::redis::RedisCache;
+pub use self::redis::{RedisCache, delete_matching};
 pub use memory::MemoryCache;
 
 use crate::error::{Error, Result};

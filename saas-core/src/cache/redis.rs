@@ -56,6 +56,23 @@ impl RedisCache {
     }
 }
 
+/// Deletes every key matching the glob `pattern` (SCAN in batches, never `KEYS`, so a large
+/// keyspace does not block the server); how adapters erase a deleted tenant's keys.
+pub async fn delete_matching(conn: &mut ConnectionManager, pattern: &str) -> redis::RedisResult<()> {
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) =
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(500).query_async(conn).await?;
+        if !keys.is_empty() {
+            redis::cmd("DEL").arg(keys).query_async::<()>(conn).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
 #[async_trait]
 impl Cache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
