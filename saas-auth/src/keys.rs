@@ -1,7 +1,10 @@
-//! Signing keys: Ed25519, stored encrypted, rotated, published as a JWKS.
+//! Signing keys: Ed25519 (or P-256, or RSA 2048: `auth.token_algorithm`), stored encrypted, rotated,
+//! published as a JWKS.
 //!
 //! The private half of each key is stored in `auth_signing_keys` encrypted with
-//! ChaCha20-Poly1305 under the key-encryption key (`auth.key_encryption_key`).
+//! ChaCha20-Poly1305 under the key-encryption key (`auth.key_encryption_key`). New keys use
+//! `auth.token_algorithm`; when it changes, the next start rotates to a key of the new
+//! algorithm, and keys of the old one keep verifying until their tokens have expired.
 //!
 //! Every server re-reads the keys each [`RELOAD_INTERVAL`]. Rotation (on schedule,
 //! `auth.key_rotation_days`, or `saas keys rotate`) is two-phase so that no server ever sees
@@ -15,14 +18,16 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, aead::Aead};
-use ed25519_dalek::{SigningKey, VerifyingKey};
 use saas_core::{
+    config::TokenAlgorithm,
     db::{Db, now_millis},
     error::{Error, Result},
 };
 use secrecy::{ExposeSecret, SecretSlice};
 use serde::Serialize;
 use tokio::sync::{Mutex, RwLock};
+
+use crate::jws::{PrivateKey, PublicKey};
 
 /// How often every server re-reads the keys, and how long a new key waits before it signs.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(60);
@@ -124,18 +129,29 @@ pub(crate) fn random<const N: usize>() -> Result<[u8; N]> {
     Ok(bytes)
 }
 
-/// One public key of the JWKS (RFC 8037: `kty` OKP, `crv` Ed25519).
+/// One public key of the JWKS (RFC 7517; Ed25519 as RFC 8037).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Jwk {
-    /// Always `OKP`.
+    /// `OKP` (EdDSA), `EC` (ES256) or `RSA` (RS256).
     pub kty: String,
-    /// Always `Ed25519`.
-    pub crv: String,
-    /// The public key, base64url.
-    pub x: String,
+    /// `Ed25519` or `P-256`; absent for RSA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+    /// The Ed25519 public key, or the P-256 point's x coordinate, base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    /// The P-256 point's y coordinate, base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+    /// The RSA modulus, base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    /// The RSA public exponent, base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
     /// Key id, as in the tokens' `kid` header.
     pub kid: String,
-    /// Always `EdDSA`.
+    /// `EdDSA`, `ES256` or `RS256`: the only `alg` this key verifies.
     pub alg: String,
     /// Always `sig`.
     #[serde(rename = "use")]
@@ -151,10 +167,10 @@ pub struct Jwks {
 
 struct Loaded {
     /// The key that signs now: kid, key, created_at.
-    signing: Option<(String, SigningKey, i64)>,
-    /// The newest key's created_at, for the rotation schedule.
-    newest: Option<i64>,
-    verifying: HashMap<String, VerifyingKey>,
+    signing: Option<(String, PrivateKey, i64)>,
+    /// The newest key's created_at and algorithm, for the rotation schedule.
+    newest: Option<(i64, TokenAlgorithm)>,
+    verifying: HashMap<String, PublicKey>,
     jwks: Jwks,
 }
 
@@ -163,6 +179,7 @@ struct Loaded {
 pub struct SigningKeys {
     db: Db,
     kek: KeyEncryptionKey,
+    algorithm: TokenAlgorithm,
     rotation: Duration,
     token_ttl: Duration,
     loaded: Arc<RwLock<Loaded>>,
@@ -173,12 +190,21 @@ pub struct SigningKeys {
 }
 
 impl SigningKeys {
-    /// Keys stored in `db`, rotated every `rotation`, verifying tokens that live `token_ttl`.
-    pub async fn load(db: Db, kek: KeyEncryptionKey, rotation: Duration, token_ttl: Duration) -> Result<Self> {
+    /// Keys of `algorithm` stored in `db`, rotated every `rotation`, verifying tokens that
+    /// live `token_ttl`. Creates the first key, or rotates when the newest is due or of
+    /// another algorithm.
+    pub async fn load(
+        db: Db,
+        kek: KeyEncryptionKey,
+        algorithm: TokenAlgorithm,
+        rotation: Duration,
+        token_ttl: Duration,
+    ) -> Result<Self> {
         let empty = Loaded { signing: None, newest: None, verifying: HashMap::new(), jwks: Jwks { keys: vec![] } };
         let keys = Self {
             db,
             kek,
+            algorithm,
             rotation,
             token_ttl,
             loaded: Arc::new(RwLock::new(empty)),
@@ -207,8 +233,10 @@ impl SigningKeys {
     /// [`RELOAD_INTERVAL`] on (at once when no key can sign), when every server has loaded
     /// it; the key it replaces signs until then. Returns the new `kid`.
     pub async fn rotate(&self) -> Result<String> {
-        let seed = random::<32>()?;
-        let key = SigningKey::from_bytes(&seed);
+        // RSA key generation takes a good fraction of a second: off the async runtime.
+        let algorithm = self.algorithm;
+        let key =
+            tokio::task::spawn_blocking(move || PrivateKey::generate(algorithm)).await.map_err(Error::internal)??;
         let kid = URL_SAFE_NO_PAD.encode(random::<12>()?);
         let now = now_millis();
         let mut tx = self.db.begin().await?;
@@ -224,17 +252,18 @@ impl SigningKeys {
             .await?;
         sqlx::query(
             "INSERT INTO auth_signing_keys (kid, algorithm, public_key, private_key, created_at, activates_at) \
-             VALUES ($1, 'EdDSA', $2, $3, $4, $5)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&kid)
-        .bind(URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes()))
-        .bind(self.kek.seal(&seed)?)
+        .bind(algorithm.as_str())
+        .bind(URL_SAFE_NO_PAD.encode(key.public().to_bytes()?))
+        .bind(self.kek.seal(&key.to_bytes()?)?)
         .bind(now)
         .bind(activates_at)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        tracing::info!(kid, "rotated the token signing key");
+        tracing::info!(kid, algorithm = algorithm.as_str(), "rotated the token signing key");
         self.reload().await?;
         Ok(kid)
     }
@@ -269,12 +298,15 @@ impl SigningKeys {
         Ok(true)
     }
 
-    /// Rotates when the signing key is older than `auth.key_rotation_days` (or there is none).
+    /// Rotates when the newest key is older than `auth.key_rotation_days` or of another
+    /// algorithm than `auth.token_algorithm`, or no key can sign.
     pub async fn rotate_if_due(&self) -> Result<()> {
         self.reload().await?;
         let due = match (&self.loaded.read().await.signing, self.loaded.read().await.newest) {
             (None, _) | (_, None) => true,
-            (Some(_), Some(newest)) => now_millis() - newest >= self.rotation.as_millis() as i64,
+            (Some(_), Some((newest, algorithm))) => {
+                now_millis() - newest >= self.rotation.as_millis() as i64 || algorithm != self.algorithm
+            }
         };
         if due { self.rotate().await.map(drop) } else { Ok(()) }
     }
@@ -286,50 +318,45 @@ impl SigningKeys {
         // A retired key may still have signed until a server's next reload; its tokens
         // live `token_ttl` after that, plus a minute of clock skew.
         let oldest_alive = now - self.token_ttl.as_millis() as i64 - self.reload_interval.as_millis() as i64 - 60_000;
-        let rows: Vec<(String, String, String, i64, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT kid, public_key, private_key, created_at, activates_at, retired_at FROM auth_signing_keys \
+        let rows: Vec<(String, String, String, String, i64, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT kid, algorithm, public_key, private_key, created_at, activates_at, retired_at FROM auth_signing_keys \
              WHERE revoked_at IS NULL AND (retired_at IS NULL OR retired_at > $1) ORDER BY activates_at DESC",
         )
         .bind(oldest_alive)
         .fetch_all(self.db.pool())
         .await?;
-        let newest = rows.iter().map(|r| r.3).max();
+        let algorithm_of = |kid: &str, name: &str| {
+            TokenAlgorithm::from_name(name)
+                .ok_or_else(|| Error::internal(anyhow::anyhow!("signing key {kid} has an unknown algorithm {name}")))
+        };
+        let newest = match rows.iter().max_by_key(|r| r.4) {
+            Some(row) => Some((row.4, algorithm_of(&row.0, &row.1)?)),
+            None => None,
+        };
         // Rows come newest activation first: the first active key signs. A key still
         // waiting to activate signs only when no key is active (it was revoked meanwhile).
         let signs = |&(activates, retired): &(i64, Option<i64>)| activates <= now && retired.is_none_or(|r| r > now);
-        let signer = rows.iter().position(|r| signs(&(r.4, r.5))).or_else(|| rows.iter().position(|r| r.5.is_none()));
+        let signer = rows.iter().position(|r| signs(&(r.5, r.6))).or_else(|| rows.iter().position(|r| r.6.is_none()));
         let mut loaded = Loaded { signing: None, newest, verifying: HashMap::new(), jwks: Jwks { keys: vec![] } };
-        for (i, (kid, public, private, created, _, _)) in rows.into_iter().enumerate() {
-            let public: [u8; 32] = URL_SAFE_NO_PAD
+        for (i, (kid, algorithm, public, private, created, _, _)) in rows.into_iter().enumerate() {
+            let algorithm = algorithm_of(&kid, &algorithm)?;
+            let public = URL_SAFE_NO_PAD
                 .decode(&public)
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| Error::internal(anyhow::anyhow!("bad public key {kid}")))?;
-            let verifying = VerifyingKey::from_bytes(&public).map_err(Error::internal)?;
+                .map_err(|_| Error::internal(anyhow::anyhow!("bad public key {kid}")))
+                .and_then(|bytes| PublicKey::from_bytes(algorithm, &bytes))?;
             if Some(i) == signer {
-                let seed: [u8; 32] = self
-                    .kek
-                    .open(&private)?
-                    .try_into()
-                    .map_err(|_| Error::internal(anyhow::anyhow!("bad private key {kid}")))?;
-                loaded.signing = Some((kid.clone(), SigningKey::from_bytes(&seed), created));
+                let private = PrivateKey::from_bytes(algorithm, &self.kek.open(&private)?)?;
+                loaded.signing = Some((kid.clone(), private, created));
             }
-            loaded.jwks.keys.push(Jwk {
-                kty: "OKP".into(),
-                crv: "Ed25519".into(),
-                x: URL_SAFE_NO_PAD.encode(public),
-                kid: kid.clone(),
-                alg: "EdDSA".into(),
-                use_: "sig".into(),
-            });
-            loaded.verifying.insert(kid, verifying);
+            loaded.jwks.keys.push(public.jwk(&kid));
+            loaded.verifying.insert(kid, public);
         }
         *self.loaded.write().await = loaded;
         Ok(())
     }
 
     /// The current signing key and its `kid`.
-    pub(crate) async fn signer(&self) -> Result<(String, SigningKey)> {
+    pub(crate) async fn signer(&self) -> Result<(String, PrivateKey)> {
         let loaded = self.loaded.read().await;
         let (kid, key, _) =
             loaded.signing.as_ref().ok_or_else(|| Error::internal(anyhow::anyhow!("no signing key")))?;
@@ -339,9 +366,9 @@ impl SigningKeys {
     /// The key that verifies tokens of `kid`. An unknown `kid` may be a key another server
     /// just created: the keys are re-read then, at most once every 5 s, so made-up `kid`s
     /// cannot load the database.
-    pub(crate) async fn verifier(&self, kid: &str) -> Result<Option<VerifyingKey>> {
+    pub(crate) async fn verifier(&self, kid: &str) -> Result<Option<PublicKey>> {
         if let Some(key) = self.loaded.read().await.verifying.get(kid) {
-            return Ok(Some(*key));
+            return Ok(Some(key.clone()));
         }
         {
             let mut last = self.last_reload.lock().await;
@@ -351,7 +378,7 @@ impl SigningKeys {
             *last = std::time::Instant::now();
         }
         self.reload().await?;
-        Ok(self.loaded.read().await.verifying.get(kid).copied())
+        Ok(self.loaded.read().await.verifying.get(kid).cloned())
     }
 
     /// The key-encryption key, for other secrets stored sealed (MFA secrets).

@@ -6,18 +6,16 @@
 //! |---|---|
 //! | [`password`] | argon2id (OWASP parameters) off the runtime behind a bounded semaphore; 503 when saturated; dummy verify for unknown users |
 //! | [`users`] | the User aggregate, tenant-owned (`#[derive(TenantScoped)]`, row-level security) |
-//! | [`keys`] | Ed25519 signing keys, encrypted at rest, rotated, published at `/.well-known/jwks.json` |
-//! | [`token`] | access tokens (JWT, `EdDSA`), strict verification, verified-token cache |
+//! | [`keys`] | signing keys (Ed25519, P-256 or RSA), encrypted at rest, rotated, published at `/.well-known/jwks.json` |
+//! | [`token`] | access tokens (JWT, `EdDSA`, `ES256` or `RS256`), strict verification, verified-token cache |
 //! | [`principal`] | [`AuthLayer`](principal::AuthLayer) and the [`Principal`](principal::Principal) extractor; the hooks saas-tenancy takes |
-//! | [`session`] | sessions, refresh-token rotation with reuse detection, revocation |
+//! | [`session`] | sessions, refresh-token rotation with reuse detection, revocation; the [`SessionStore`](session::SessionStore) port with SQL and Redis adapters |
 //! | [`service`] | [`Auth`](service::Auth): login, refresh, logout, users, the sign-up owner |
-//! | [`api`] | `POST /v1/auth/login`, `GET /v1/auth/me`, `GET /.well-known/jwks.json` |
-//!
+//! | [`api`] | the routes under `/v1/auth/…` and `GET /.well-known/jwks.json` |
 //! | [`throttle`] | brute-force protection: back-off and lock-out per account and address |
 //! | [`mfa`] | TOTP (RFC 6238) with otpauth URI and QR code, single-use codes, recovery codes, the login challenge |
 //! | [`api_keys`] | API keys: per tenant, scoped to permissions, hashed, expiring, revocable |
 //! | [`rbac`] | permissions (`permissions!`), built-in and custom roles, [`RequirePermission`](rbac::RequirePermission), `#[require_permission]` |
-//!
 //! | [`mail`] | the `Mailer` port (e-mail verification, password reset) and a file transport |
 
 // Lets `#[require_permission]`, which names `::saas_auth`, work inside this crate too.
@@ -27,6 +25,7 @@ pub mod api;
 pub mod api_keys;
 mod email_tokens;
 pub mod events;
+mod jws;
 pub mod keys;
 pub mod mail;
 pub mod mfa;

@@ -40,7 +40,7 @@ use crate::{
 /// A successful login.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenResponse {
-    /// The access token (JWT, EdDSA).
+    /// The access token (JWT; EdDSA unless `auth.token_algorithm` says otherwise).
     pub access_token: String,
     /// Always `Bearer`.
     pub token_type: String,
@@ -105,7 +105,7 @@ impl Auth {
         };
         let ttl = Duration::from_secs(auth.access_token_ttl_secs);
         let rotation = Duration::from_secs(auth.key_rotation_days * 24 * 3600);
-        let keys = SigningKeys::load(db.clone(), kek, rotation, ttl).await?;
+        let keys = SigningKeys::load(db.clone(), kek, auth.token_algorithm, rotation, ttl).await?;
         let tokens = AccessTokens::new(keys.clone(), &auth.issuer, &auth.audience, ttl);
         let sessions = Sessions::new(
             session_store(&db, config).await?,

@@ -1,7 +1,9 @@
-//! Access tokens: compact JWS (JWT) signed with Ed25519 (`alg: EdDSA`), verified strictly.
+//! Access tokens: compact JWS (JWT) signed with Ed25519 (`alg: EdDSA`) by default, or
+//! ES256 or RS256 (`auth.token_algorithm`), verified strictly.
 //!
-//! Verification accepts exactly one form: a header `{"alg":"EdDSA","typ":"JWT","kid":…}` with
-//! a `kid` this server published, an Ed25519 signature checked with `verify_strict`, and
+//! Verification accepts exactly one form: a header `{"alg":…,"typ":"JWT","kid":…}` with
+//! a `kid` this server published and the `alg` of that key, a valid signature (Ed25519
+//! checked with `verify_strict`), and
 //! claims with this server's `iss` and `aud`, `nbf <= now < exp` (60 s leeway), and a
 //! lifetime (`exp - iat`) no longer than this server issues. Anything else
 //! — `alg: none`, HS256, an unknown `kid`, a tampered payload — is 401 `invalid_token`,
@@ -11,7 +13,6 @@
 use std::{sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use ed25519_dalek::{Signature, Signer};
 use saas_core::{
     error::{Error, Result},
     id::{TenantId, UserId},
@@ -115,10 +116,10 @@ impl AccessTokens {
     /// token of a given shape; `issue` is the normal way).
     pub async fn sign(&self, claims: &Claims) -> Result<String> {
         let (kid, key) = self.keys.signer().await?;
-        let header = Header { alg: "EdDSA".into(), typ: Some("JWT".into()), kid };
+        let header = Header { alg: key.public().algorithm().as_str().into(), typ: Some("JWT".into()), kid };
         let signing_input = format!("{}.{}", encode_json(&header)?, encode_json(claims)?);
         let signature = key.sign(signing_input.as_bytes());
-        Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes())))
+        Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }
 
     /// The claims of a valid token; 401 `invalid_token` for anything else.
@@ -149,13 +150,19 @@ impl AccessTokens {
             return None;
         }
         let header: Header = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
-        if header.alg != "EdDSA" || header.typ.as_deref().is_some_and(|t| t != "JWT") {
+        if header.typ.as_deref().is_some_and(|t| t != "JWT") {
             return None;
         }
         let key = self.keys.verifier(&header.kid).await.ok()??;
-        let signature = Signature::from_slice(&URL_SAFE_NO_PAD.decode(signature).ok()?).ok()?;
+        // The key decides the algorithm; a header naming another is a forgery attempt.
+        if header.alg != key.algorithm().as_str() {
+            return None;
+        }
+        let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
         let signing_input = &token[..token.len() - token.rsplit('.').next()?.len() - 1];
-        key.verify_strict(signing_input.as_bytes(), &signature).ok()?;
+        if !key.verify(signing_input.as_bytes(), &signature) {
+            return None;
+        }
         let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
         // A token living longer than this server issues was not issued by it.
         let valid = *claims.iss == *self.issuer

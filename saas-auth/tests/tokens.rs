@@ -8,18 +8,22 @@ use saas_auth::{
     token::{AccessTokens, Claims},
 };
 use saas_core::{
+    config::TokenAlgorithm,
     db::{Db, migrate},
     id::{TenantId, UserId},
 };
-use sha2::{Digest, Sha256};
 
 async fn setup() -> (Db, SigningKeys, AccessTokens, tempfile::TempDir) {
+    setup_with(TokenAlgorithm::EdDSA).await
+}
+
+async fn setup_with(algorithm: TokenAlgorithm) -> (Db, SigningKeys, AccessTokens, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::connect(&format!("sqlite://{}/a.db", dir.path().display()), Default::default()).await.unwrap();
     migrate::run(&db, &[&saas_auth::MIGRATIONS]).await.unwrap();
     let kek = KeyEncryptionKey::load_or_create(&dir.path().join("kek")).unwrap();
     let ttl = Duration::from_secs(900);
-    let keys = SigningKeys::load(db.clone(), kek, Duration::from_secs(30 * 86400), ttl).await.unwrap();
+    let keys = SigningKeys::load(db.clone(), kek, algorithm, Duration::from_secs(30 * 86400), ttl).await.unwrap();
     let tokens = AccessTokens::new(keys.clone(), "saas-rs", "saas-rs", ttl);
     (db, keys, tokens, dir)
 }
@@ -48,17 +52,21 @@ fn b64(json: serde_json::Value) -> String {
 }
 
 fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
-    let mut block = [0u8; 64];
-    block[..key.len()].copy_from_slice(key);
-    let inner: Vec<u8> = block.iter().map(|b| b ^ 0x36).chain(message.iter().copied()).collect();
-    let inner = Sha256::digest(&inner);
-    let outer: Vec<u8> = block.iter().map(|b| b ^ 0x5c).chain(inner.iter().copied()).collect();
-    Sha256::digest(&outer).to_vec()
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(message);
+    mac.finalize().into_bytes().to_vec()
 }
 
 #[tokio::test]
 async fn a_token_verifies_and_every_forgery_is_rejected() {
-    let (_db, keys, tokens, _dir) = setup().await;
+    for algorithm in [TokenAlgorithm::EdDSA, TokenAlgorithm::ES256, TokenAlgorithm::RS256] {
+        forgeries_are_rejected(algorithm).await;
+    }
+}
+
+async fn forgeries_are_rejected(algorithm: TokenAlgorithm) {
+    let (_db, keys, tokens, _dir) = setup_with(algorithm).await;
     let user = UserId::new();
     let tenant = TenantId::new();
     let token = tokens.issue(user, tenant, "ses_1", vec!["owner".into()], vec!["*".into()]).await.unwrap();
@@ -70,14 +78,18 @@ async fn a_token_verifies_and_every_forgery_is_rejected() {
         (parts.next().unwrap().to_owned(), parts.next().unwrap().to_owned(), parts.next().unwrap().to_owned())
     };
     let header_json: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&header).unwrap()).unwrap();
-    assert_eq!(header_json["alg"], "EdDSA");
+    assert_eq!(header_json["alg"], algorithm.as_str());
     let kid = header_json["kid"].as_str().unwrap().to_owned();
     let jwks = keys.jwks().await;
     assert_eq!(jwks.keys.len(), 1);
-    assert_eq!(
-        (jwks.keys[0].kid.as_str(), jwks.keys[0].kty.as_str(), jwks.keys[0].crv.as_str()),
-        (kid.as_str(), "OKP", "Ed25519")
-    );
+    let jwk = &jwks.keys[0];
+    let expected = match algorithm {
+        TokenAlgorithm::EdDSA => ("OKP", Some("Ed25519")),
+        TokenAlgorithm::ES256 => ("EC", Some("P-256")),
+        TokenAlgorithm::RS256 => ("RSA", None),
+    };
+    assert_eq!((jwk.kid.as_str(), jwk.alg.as_str()), (kid.as_str(), algorithm.as_str()));
+    assert_eq!((jwk.kty.as_str(), jwk.crv.as_deref()), expected);
 
     let mut forged = Vec::new();
     // Expired, and not yet valid (beyond the 60 s leeway).
@@ -100,12 +112,17 @@ async fn a_token_verifies_and_every_forgery_is_rejected() {
         format!("{}.{payload}.", b64(serde_json::json!({"alg": "none", "typ": "JWT", "kid": kid}))),
     ));
     // HS256 with the public key as the HMAC secret (algorithm confusion).
-    let public = URL_SAFE_NO_PAD.decode(&jwks.keys[0].x).unwrap();
+    let public = URL_SAFE_NO_PAD.decode(jwk.x.as_ref().or(jwk.n.as_ref()).unwrap()).unwrap();
     let hs_header = b64(serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": kid}));
     let mac = hmac_sha256(&public, format!("{hs_header}.{payload}").as_bytes());
     forged.push(("HS256 with the public key", format!("{hs_header}.{payload}.{}", URL_SAFE_NO_PAD.encode(mac))));
+    // The genuine signature under a header naming another asymmetric algorithm.
+    for other in ["EdDSA", "ES256", "RS256", "PS256", "ES384"].into_iter().filter(|a| *a != algorithm.as_str()) {
+        let swapped = b64(serde_json::json!({"alg": other, "typ": "JWT", "kid": kid}));
+        forged.push(("alg swapped", format!("{swapped}.{payload}.{signature}")));
+    }
     // Unknown kid, otherwise genuine.
-    let unknown = b64(serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": "nope"}));
+    let unknown = b64(serde_json::json!({"alg": algorithm.as_str(), "typ": "JWT", "kid": "nope"}));
     forged.push(("unknown kid", format!("{unknown}.{payload}.{signature}")));
     // Wrong audience and issuer.
     forged.push(("wrong audience", tokens.sign(&Claims { aud: "another-app".into(), ..claims() }).await.unwrap()));
@@ -118,8 +135,22 @@ async fn a_token_verifies_and_every_forgery_is_rejected() {
     forged.push(("two parts", format!("{header}.{payload}")));
     for (what, token) in forged {
         let error = tokens.verify(&token).await.unwrap_err();
-        assert_eq!((error.status().as_u16(), error.code()), (401, "invalid_token"), "{what}");
+        assert_eq!((error.status().as_u16(), error.code()), (401, "invalid_token"), "{algorithm:?}: {what}");
     }
+}
+
+#[tokio::test]
+async fn changing_the_algorithm_rotates_and_old_tokens_keep_verifying() {
+    let (db, _keys, tokens, dir) = setup().await;
+    let old = tokens.issue(UserId::new(), TenantId::new(), "ses_1", vec![], vec![]).await.unwrap();
+    let kek = KeyEncryptionKey::load_or_create(&dir.path().join("kek")).unwrap();
+    let ttl = Duration::from_secs(900);
+    let keys =
+        SigningKeys::load(db.clone(), kek, TokenAlgorithm::ES256, Duration::from_secs(86400), ttl).await.unwrap();
+    let algorithms: Vec<String> = keys.jwks().await.keys.into_iter().map(|k| k.alg).collect();
+    assert_eq!(algorithms, ["ES256", "EdDSA"], "a P-256 key is published beside the old one");
+    let restarted = AccessTokens::new(keys, "saas-rs", "saas-rs", ttl);
+    assert!(restarted.verify(&old).await.is_ok(), "tokens of the Ed25519 key still verify");
 }
 
 fn kid_of(token: &str) -> String {
@@ -162,7 +193,9 @@ async fn rotation_keeps_old_tokens_valid_and_keys_are_encrypted_at_rest() {
     // Another server (same database and key-encryption key) verifies both.
     let kek = KeyEncryptionKey::load_or_create(&dir.path().join("kek")).unwrap();
     let other_keys =
-        SigningKeys::load(db.clone(), kek, Duration::from_secs(86400), Duration::from_secs(900)).await.unwrap();
+        SigningKeys::load(db.clone(), kek, TokenAlgorithm::EdDSA, Duration::from_secs(86400), Duration::from_secs(900))
+            .await
+            .unwrap();
     let other = AccessTokens::new(other_keys, "saas-rs", "saas-rs", Duration::from_secs(900));
     assert!(other.verify(&replacement).await.is_ok() && other.verify(&before).await.is_err());
 
@@ -171,5 +204,15 @@ async fn rotation_keeps_old_tokens_valid_and_keys_are_encrypted_at_rest() {
         sqlx::query_scalar("SELECT private_key FROM auth_signing_keys").fetch_all(db.pool()).await.unwrap();
     assert!(stored.iter().all(|s| URL_SAFE_NO_PAD.decode(s).unwrap().len() == 12 + 32 + 16), "nonce, sealed seed, tag");
     let wrong = KeyEncryptionKey::from_base64(&base64::engine::general_purpose::STANDARD.encode([7u8; 32])).unwrap();
-    assert!(SigningKeys::load(db.clone(), wrong, Duration::from_secs(86400), Duration::from_secs(900)).await.is_err());
+    assert!(
+        SigningKeys::load(
+            db.clone(),
+            wrong,
+            TokenAlgorithm::EdDSA,
+            Duration::from_secs(86400),
+            Duration::from_secs(900)
+        )
+        .await
+        .is_err()
+    );
 }

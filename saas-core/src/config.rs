@@ -156,6 +156,11 @@ impl TokenAlgorithm {
             Self::RS256 => "RS256",
         }
     }
+
+    /// The algorithm of a JWS `alg` name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::EdDSA, Self::ES256, Self::RS256].into_iter().find(|a| a.as_str() == name)
+    }
 }
 
 /// Where sessions live (`auth.session_store`).

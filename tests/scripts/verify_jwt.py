@@ -11,8 +11,10 @@ jwks = json.load(open(jwks_path))
 token = open(token_path).read().strip()
 try:
     kid = jwt.get_unverified_header(token)["kid"]
-    key = next(jwt.PyJWK(k) for k in jwks["keys"] if k["kid"] == kid)
-    claims = jwt.decode(token, key.key, algorithms=["EdDSA"], audience=audience, issuer=issuer)
+    jwk = next(k for k in jwks["keys"] if k["kid"] == kid)
+    # The algorithm comes from the published key, never from the token's header.
+    key = jwt.PyJWK(jwk)
+    claims = jwt.decode(token, key.key, algorithms=[jwk["alg"]], audience=audience, issuer=issuer)
 except Exception as error:  # noqa: BLE001 - any failure is a verification failure
     print(f"{type(error).__name__}: {error}")
     sys.exit(1)

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use saas_core::config::{Config, FeatureConfig, QuotaConfig};
+use saas_core::config::{Config, FeatureConfig, QuotaConfig, TokenAlgorithm};
 use saas_server::App;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
@@ -235,6 +235,11 @@ const ADMIN_TOKEN: &str = "test-platform-admin-token-0123456789abcdef";
 /// A server with a configured platform-admin token and subdomains under `example.test`;
 /// on the given database and cache URLs, else embedded.
 async fn start_with_tenancy(backends: Option<(&str, &str)>) -> Running {
+    start_with_tenancy_and(backends, |_| {}).await
+}
+
+/// As [`start_with_tenancy`], with `adjust` applied to the configuration last.
+async fn start_with_tenancy_and(backends: Option<(&str, &str)>, adjust: impl FnOnce(&mut Config)) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let mut config = embedded_config(&dir);
     if let Some((database, cache)) = backends {
@@ -246,6 +251,7 @@ async fn start_with_tenancy(backends: Option<(&str, &str)>) -> Running {
     config.rate_limit.enabled = false;
     config.tenancy.quotas.insert("seats".into(), QuotaConfig { period: None, default_limit: Some(3) });
     config.tenancy.features.insert("reports".into(), FeatureConfig::new(serde_json::json!(false)));
+    adjust(&mut config);
     start(config, dir).await
 }
 
@@ -557,7 +563,13 @@ fn verify_with_pyjwt(jwks: &serde_json::Value, token: &str) -> (bool, String) {
 #[tokio::test]
 #[ignore = "needs PyJWT (SAAS_TEST_PYTHON): run .ci/run"]
 async fn tokens_verify_with_pyjwt_using_only_the_jwks() {
-    let server = start_with_tenancy(None).await;
+    for algorithm in [TokenAlgorithm::EdDSA, TokenAlgorithm::ES256, TokenAlgorithm::RS256] {
+        verify_with_pyjwt_using(algorithm).await;
+    }
+}
+
+async fn verify_with_pyjwt_using(algorithm: TokenAlgorithm) {
+    let server = start_with_tenancy_and(None, |config| config.auth.token_algorithm = algorithm).await;
     let client = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", server.url);
     let owner = serde_json::json!({"email": "ada@acme.test", "password": "correct horse battery"});
@@ -567,8 +579,9 @@ async fn tokens_verify_with_pyjwt_using_only_the_jwks() {
     let token = tokens["access_token"].as_str().unwrap();
     let (_, jwks) = json(client.get(url("/.well-known/jwks.json"))).await;
 
+    assert_eq!(jwks["keys"][0]["alg"], algorithm.as_str());
     let (ok, out) = verify_with_pyjwt(&jwks, token);
-    assert!(ok, "PyJWT refused our token: {out}");
+    assert!(ok, "PyJWT refused our {algorithm:?} token: {out}");
     let claims: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(claims["roles"], serde_json::json!(["owner"]));
     assert!(claims["tid"].as_str().unwrap().starts_with("ten_"));
@@ -582,6 +595,6 @@ async fn tokens_verify_with_pyjwt_using_only_the_jwks() {
     payload["roles"] = serde_json::json!(["admin"]);
     parts[1] = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload.to_string());
     let (ok, out) = verify_with_pyjwt(&jwks, &parts.join("."));
-    assert!(!ok && out.contains("Signature"), "{out}");
+    assert!(!ok && out.contains("Signature"), "{algorithm:?}: {out}");
     server.shutdown().await;
 }
