@@ -78,6 +78,7 @@ pub fn router(auth: Auth, admins: PlatformAdmins) -> OpenApiRouter {
         .routes(routes!(list_roles))
         .routes(routes!(set_role))
         .routes(routes!(assign_roles))
+        .routes(routes!(reset_mfa))
         .routes(routes!(list_api_keys, create_api_key))
         .routes(routes!(revoke_api_key))
         .routes(routes!(jwks))
@@ -321,6 +322,28 @@ async fn assign_roles(
         )]));
     }
     Ok(Json(auth.assign_roles(&principal, user, &body.roles).await?.view()))
+}
+
+/// Turns MFA off for a user who lost their authenticator, and signs out all of their
+/// sessions; they sign in with their password alone and may enrol again.
+#[utoipa::path(
+    delete, path = "/v1/auth/users/{id}/mfa", tag = "auth",
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 204, description = "MFA is off for the user (or was never on)"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs `users:write` and everything the user's roles grant; only an owner resets an owner", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[saas_macros::require_permission("users:write")]
+async fn reset_mfa(
+    State(auth): State<Auth>,
+    principal: Principal,
+    saas_core::http::Path(user): saas_core::http::Path<saas_core::id::UserId>,
+) -> Result<axum::http::StatusCode> {
+    auth.reset_mfa(&principal, user).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 /// `POST /v1/auth/api-keys` body.

@@ -5,9 +5,10 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use saas_core::{
     db::{TenantTx, now_millis},
     error::{Error, Result},
-    id::UserId,
+    id::{TenantId, UserId},
 };
 use sha2::{Digest, Sha256};
+use sqlx::AnyConnection;
 
 use crate::keys::random;
 
@@ -40,27 +41,32 @@ fn hash(token: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Makes a token for `user` and `purpose` in `tx`; earlier unused ones of the same purpose
-/// stop working.
-pub(crate) async fn issue(tx: &mut TenantTx, user: UserId, purpose: Purpose) -> Result<String> {
+/// Makes a token for `user` of `tenant` and `purpose` on `conn` (a transaction bound to
+/// the tenant); earlier unused ones of the same purpose stop working.
+pub(crate) async fn issue(
+    conn: &mut AnyConnection,
+    tenant: TenantId,
+    user: UserId,
+    purpose: Purpose,
+) -> Result<String> {
     let token = format!("emt_{}", URL_SAFE_NO_PAD.encode(random::<32>()?));
     let now = now_millis();
     sqlx::query("UPDATE auth_email_tokens SET used_at = $4 WHERE tenant_id = $1 AND user_id = $2 AND purpose = $3 AND used_at IS NULL")
-        .bind(tx.tenant().to_string())
+        .bind(tenant.to_string())
         .bind(user.to_string())
         .bind(purpose.name())
         .bind(now)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
     sqlx::query(
         "INSERT INTO auth_email_tokens (tenant_id, token_hash, user_id, purpose, expires_at) VALUES ($1, $2, $3, $4, $5)",
     )
-    .bind(tx.tenant().to_string())
+    .bind(tenant.to_string())
     .bind(hash(&token))
     .bind(user.to_string())
     .bind(purpose.name())
     .bind(now + purpose.lifetime_ms())
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(token)
 }

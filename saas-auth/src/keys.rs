@@ -174,6 +174,10 @@ struct Loaded {
     jwks: Jwks,
 }
 
+/// A row of `auth_signing_keys`: kid, algorithm, public key, sealed private key,
+/// created_at, activates_at, retired_at.
+type KeyRow = (String, String, String, String, i64, i64, Option<i64>);
+
 /// The signing keys; cheap to clone.
 #[derive(Clone)]
 pub struct SigningKeys {
@@ -318,7 +322,7 @@ impl SigningKeys {
         // A retired key may still have signed until a server's next reload; its tokens
         // live `token_ttl` after that, plus a minute of clock skew.
         let oldest_alive = now - self.token_ttl.as_millis() as i64 - self.reload_interval.as_millis() as i64 - 60_000;
-        let rows: Vec<(String, String, String, String, i64, i64, Option<i64>)> = sqlx::query_as(
+        let rows: Vec<KeyRow> = sqlx::query_as(
             "SELECT kid, algorithm, public_key, private_key, created_at, activates_at, retired_at FROM auth_signing_keys \
              WHERE revoked_at IS NULL AND (retired_at IS NULL OR retired_at > $1) ORDER BY activates_at DESC",
         )

@@ -143,10 +143,43 @@ impl Auth {
         }
         let user = self.user(actor.tenant, actor.user).await?;
         let mut tx = self.db.tenant_tx(actor.tenant).await?;
-        let token = email_tokens::issue(&mut tx, user.id, email_tokens::Purpose::VerifyEmail).await?;
+        let token = email_tokens::issue(&mut tx, actor.tenant, user.id, email_tokens::Purpose::VerifyEmail).await?;
         tx.commit().await?;
-        let text = format!("Confirm your e-mail address with this code (valid 24 hours):\n\n{token}\n");
-        self.mailer.send(&Email { to: user.email.clone(), subject: "Confirm your e-mail address".into(), text }).await
+        self.mailer.send(&verification_email(&user, &token)).await
+    }
+
+    /// Subscribes to `UserRegistered` (consumer group `saas-auth.email-verification`): each
+    /// new user whose address is not proven yet gets the verification code at once, as
+    /// `POST /v1/auth/email/verification` sends it. Once per user (the inbox); a failed send
+    /// rolls back and is retried by the bus. The server subscribes unless
+    /// `auth.send_verification_on_signup` is false.
+    pub async fn send_verification_on_registration(
+        &self,
+        bus: &Arc<dyn saas_core::events::EventBus>,
+    ) -> Result<saas_core::events::Subscription> {
+        let group = "saas-auth.email-verification";
+        let inbox = saas_core::events::Inbox::new(self.db.clone(), group);
+        let auth = self.clone();
+        let handler = move |event: Envelope| {
+            let (inbox, auth) = (inbox.clone(), auth.clone());
+            async move {
+                let registered = (event.event_type == events::USER_REGISTERED).then_some(()).and(event.tenant);
+                let (Some(tenant), Some(user)) = (registered, event.subject.as_deref()) else { return Ok(()) };
+                let user = auth.user(tenant, user.parse().map_err(anyhow::Error::msg)?).await;
+                let user = match user {
+                    Ok(user) if user.email_verified_at.is_none() => user,
+                    _ => return Ok(()), // deleted since, or proven already
+                };
+                let Some(mut tx) = inbox.begin(&event).await.map_err(Error::into_cause)? else { return Ok(()) };
+                let token = email_tokens::issue(&mut tx, tenant, user.id, email_tokens::Purpose::VerifyEmail)
+                    .await
+                    .map_err(Error::into_cause)?;
+                auth.mailer.send(&verification_email(&user, &token)).await.map_err(Error::into_cause)?;
+                tx.commit().await?;
+                anyhow::Ok(())
+            }
+        };
+        bus.subscribe(group, &["auth"], Arc::new(handler)).await
     }
 
     /// Marks the address of the token's user as proven.
@@ -170,7 +203,7 @@ impl Auth {
     pub async fn request_password_reset(&self, tenant: TenantId, email: &str) -> Result<()> {
         let mut tx = self.db.tenant_tx(tenant).await?;
         let Some(user) = User::by_email(&mut tx, email).await? else { return Ok(()) };
-        let token = email_tokens::issue(&mut tx, user.id, email_tokens::Purpose::ResetPassword).await?;
+        let token = email_tokens::issue(&mut tx, tenant, user.id, email_tokens::Purpose::ResetPassword).await?;
         tx.commit().await?;
         let text = format!(
             "Someone asked to reset your password. If it was you, use this code within an hour:\n\n{token}\n\nIf not, ignore this message.\n"
@@ -381,22 +414,9 @@ impl Auth {
                 format!("no role `{bad}`"),
             )]));
         }
-        let held = self.current_permissions(actor).await?;
-        let actor_roles = self.user(tenant, actor.user).await?.role_list();
         let before = self.user(tenant, user).await?.role_list();
         let changed = roles.iter().filter(|r| !before.contains(r)).chain(before.iter().filter(|r| !roles.contains(r)));
-        for role in changed {
-            if role == "owner" && !actor_roles.iter().any(|r| r == "owner") {
-                return Err(Error::forbidden("permission_denied", "only an owner gives or takes the owner role"));
-            }
-            let grants = defined.iter().find(|(n, _)| n == role).map(|(_, p)| p.clone()).unwrap_or_default();
-            if let Some(missing) = grants.iter().find(|p| !rbac::covers_all(&held, p)) {
-                return Err(Error::forbidden(
-                    "permission_denied",
-                    format!("you cannot give or take `{role}`: it grants `{missing}`, which you do not have"),
-                ));
-            }
-        }
+        self.may_give_or_take(actor, &defined, changed, "give or take").await?;
         let mut tx = self.db.tenant_tx(tenant).await?;
         if before.iter().any(|r| r == "owner") && !roles.iter().any(|r| r == "owner") {
             let holders: Vec<String> = sqlx::query_scalar("SELECT roles FROM users WHERE tenant_id = $1")
@@ -422,6 +442,60 @@ impl Auth {
         outbox::append(&mut tx, &event).await?;
         tx.commit().await?;
         self.user(tenant, user).await
+    }
+
+    /// Checks that `actor` holds everything each of `roles` grants (and is an owner, for
+    /// `owner`): nobody gives, takes or overrides more than they hold themselves.
+    async fn may_give_or_take(
+        &self,
+        actor: &Principal,
+        defined: &[(String, Vec<String>)],
+        roles: impl Iterator<Item = &String>,
+        what: &str,
+    ) -> Result<()> {
+        let held = self.current_permissions(actor).await?;
+        let actor_roles = self.user(actor.tenant, actor.user).await?.role_list();
+        for role in roles {
+            if role == "owner" && !actor_roles.iter().any(|r| r == "owner") {
+                return Err(Error::forbidden("permission_denied", format!("only an owner may {what} an owner")));
+            }
+            let grants = defined.iter().find(|(n, _)| n == role).map(|(_, p)| p.clone()).unwrap_or_default();
+            if let Some(missing) = grants.iter().find(|p| !rbac::covers_all(&held, p)) {
+                return Err(Error::forbidden(
+                    "permission_denied",
+                    format!("you cannot {what} `{role}`: it grants `{missing}`, which you do not have"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns MFA off for another user of the tenant who lost their authenticator (and their
+    /// recovery codes), and signs out all of their sessions. The actor needs `users:write`
+    /// (checked by the route) and everything the user's roles grant; only an owner resets an
+    /// owner. Nothing to reset is not an error.
+    pub async fn reset_mfa(&self, actor: &Principal, user: saas_core::id::UserId) -> Result<()> {
+        let tenant = actor.tenant;
+        let target = self.user(tenant, user).await?;
+        let defined = self.roles(tenant).await?;
+        self.may_give_or_take(actor, &defined, target.role_list().iter(), "reset the MFA of").await?;
+        let mut tx = self.db.tenant_tx(tenant).await?;
+        let removed = sqlx::query("DELETE FROM auth_mfa WHERE tenant_id = $1 AND user_id = $2")
+            .bind(tenant.to_string())
+            .bind(user.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if removed > 0 {
+            let event =
+                Envelope::new(events::MFA_DISABLED, Some(tenant), serde_json::json!({ "reset_by": actor.user }))
+                    .with_subject(user.to_string());
+            outbox::append(&mut tx, &event).await?;
+        }
+        tx.commit().await?;
+        self.sessions.revoke_others(tenant, user, "").await?;
+        tracing::info!(tenant_id = %tenant, user_id = %user, by = %actor.user, "MFA reset by an administrator");
+        Ok(())
     }
 
     /// Changes the signed-in user's password after checking the current one, and signs out
@@ -696,6 +770,12 @@ impl OwnerRegistrar for Auth {
         outbox::append(conn, &event).await?;
         serde_json::to_value(user.view()).map_err(Error::internal)
     }
+}
+
+/// The message carrying a verification code.
+fn verification_email(user: &User, token: &str) -> Email {
+    let text = format!("Confirm your e-mail address with this code (valid 24 hours):\n\n{token}\n");
+    Email { to: user.email.clone(), subject: "Confirm your e-mail address".into(), text }
 }
 
 /// Names the fields of a validation error as members of `parent` (`owner.password`).

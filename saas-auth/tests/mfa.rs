@@ -1,4 +1,5 @@
-//! MFA: enrolment, confirmation, the login challenge, each code once, recovery codes once.
+//! MFA: enrolment, confirmation, the login challenge, each code once, recovery codes once,
+//! and the reset by an administrator.
 
 mod common;
 
@@ -106,4 +107,59 @@ async fn mfa_guards_the_login_and_each_code_works_once() {
         LoginOutcome::Tokens(_)
     ));
     assert_eq!(auth.disable_mfa(&ada, &recovery[2]).await.unwrap_err().code(), "mfa_not_enrolled");
+}
+
+/// Enrols `user` in MFA and returns its secret.
+async fn enrol(auth: &Auth, user: &saas_auth::users::User) -> Vec<u8> {
+    let principal = common::principal_of(user);
+    let secret = decode_base32(&auth.enroll_mfa(&principal).await.unwrap().secret);
+    auth.confirm_mfa(&principal, &code_now(&secret, 0)).await.unwrap();
+    secret
+}
+
+#[tokio::test]
+async fn an_admin_resets_the_mfa_of_a_member_but_not_of_an_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}/m.db", dir.path().display()), Default::default()).await.unwrap();
+    migrate::run(&db, &[&saas_core::events::MIGRATIONS, &saas_auth::MIGRATIONS]).await.unwrap();
+    let config = common::quick_config(dir.path());
+    let auth = Auth::from_config(db.clone(), Arc::new(MemoryCache::new(100)), &config).await.unwrap();
+    let app =
+        axum::Router::from(saas_auth::api::router(auth.clone(), saas_tenancy::admin::PlatformAdmins::new(db, None)))
+            .layer(auth.layer());
+    let tenant = TenantContext { id: TenantId::new(), slug: "acme".into(), plan: "free".into() };
+    let password = SecretString::from("correct horse battery");
+    let ada = auth.create_user(tenant.id, "ada@acme.test", None, &password, &["owner"]).await.unwrap();
+    auth.create_user(tenant.id, "bob@acme.test", None, &password, &["admin"]).await.unwrap();
+    let carol = auth.create_user(tenant.id, "carol@acme.test", None, &password, &["member"]).await.unwrap();
+    enrol(&auth, &ada).await;
+    let carol_secret = enrol(&auth, &carol).await;
+    let bob = auth.login(&tenant, "bob@acme.test", &password, None).await.unwrap().access_token;
+    let carol_token = match auth.begin_login(&tenant, "carol@acme.test", &password, None).await.unwrap() {
+        LoginOutcome::MfaRequired { mfa_token, .. } => {
+            auth.verify_mfa(&tenant, &mfa_token, &code_now(&carol_secret, 1), None).await.unwrap().access_token
+        }
+        LoginOutcome::Tokens(_) => panic!("carol has MFA on"),
+    };
+    assert_eq!(common::status(&app, "GET", "/v1/auth/me", &carol_token, None).await, 200);
+
+    // A member cannot reset anyone's MFA, not even their own: that takes a code.
+    let reset = |user: &saas_auth::users::User| format!("/v1/auth/users/{}/mfa", user.id);
+    assert_eq!(common::status(&app, "DELETE", &reset(&carol), &carol_token, None).await, 403);
+    // An admin resets a member's: the password alone signs in, every session is signed out.
+    assert_eq!(common::status(&app, "DELETE", &reset(&carol), &bob, None).await, 204);
+    assert!(matches!(
+        auth.begin_login(&tenant, "carol@acme.test", &password, None).await.unwrap(),
+        LoginOutcome::Tokens(_)
+    ));
+    assert_eq!(common::status(&app, "GET", "/v1/auth/me", &carol_token, None).await, 401);
+    assert_eq!(common::status(&app, "DELETE", &reset(&carol), &bob, None).await, 204, "again: nothing to do");
+    // But not an owner's, and not a user that does not exist.
+    assert_eq!(common::status(&app, "DELETE", &reset(&ada), &bob, None).await, 403);
+    assert!(matches!(
+        auth.begin_login(&tenant, "ada@acme.test", &password, None).await.unwrap(),
+        LoginOutcome::MfaRequired { .. }
+    ));
+    let nobody = format!("/v1/auth/users/{}/mfa", saas_core::id::UserId::new());
+    assert_eq!(common::status(&app, "DELETE", &nobody, &bob, None).await, 404);
 }

@@ -49,14 +49,7 @@ async fn token(auth: &Auth, tenant: &TenantContext, email: &str, roles: &[&str])
     (auth.login(tenant, email, &password, None).await.unwrap().access_token, user.id)
 }
 
-async fn status(app: &Router, method: &str, uri: &str, token: &str, body: Option<serde_json::Value>) -> u16 {
-    let mut request = Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {token}"));
-    if body.is_some() {
-        request = request.header("content-type", "application/json");
-    }
-    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
-    app.clone().oneshot(request.body(body).unwrap()).await.unwrap().status().as_u16()
-}
+use common::status;
 
 #[tokio::test]
 async fn routes_answer_403_without_the_permission_and_work_with_it() {

@@ -181,7 +181,7 @@ async fn erasing_a_tenant_in_redis_keeps_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::connect(&format!("sqlite://{}/s.db", dir.path().display()), Default::default()).await.unwrap();
     let mut conn = db.pool().acquire().await.unwrap();
-    store.erase_tenant(&mut *conn, gone).await.unwrap();
+    store.erase_tenant(&mut conn, gone).await.unwrap();
     assert!(store.is_revoked(gone, "ses_a").await.unwrap(), "erased");
     assert!(!store.is_revoked(kept, "ses_a").await.unwrap(), "another tenant's session stays");
     let next = StoredRefresh { hash: "next".into(), expires_at: later };

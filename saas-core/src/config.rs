@@ -132,6 +132,9 @@ pub struct AuthConfig {
     /// Where sessions and refresh tokens live: `sql` (default; the database) or `redis`
     /// (`cache.url`; run Redis with persistence, or a restart signs everyone out).
     pub session_store: SessionStoreKind,
+    /// Whether each new user (the owner at sign-up, users created later) is sent the code
+    /// that proves their e-mail address at once. Default true.
+    pub send_verification_on_signup: bool,
 }
 
 /// The JWS algorithm of access tokens (`auth.token_algorithm`).
@@ -195,6 +198,7 @@ impl Default for AuthConfig {
             max_concurrent_hashes: 0,
             token_algorithm: TokenAlgorithm::EdDSA,
             session_store: SessionStoreKind::Sql,
+            send_verification_on_signup: true,
         }
     }
 }

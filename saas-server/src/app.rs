@@ -117,7 +117,7 @@ impl App {
             features: Features::new(db.clone(), &config.tenancy),
             members: Some(Arc::new(PrincipalTenant)),
         };
-        let subscriptions = vec![
+        let mut subscriptions = vec![
             saas_tenancy::purge::erase_tenancy_rows(&bus, db.clone(), counter.clone())
                 .await
                 .map_err(saas_core::Error::into_cause)
@@ -127,6 +127,14 @@ impl App {
                 .map_err(saas_core::Error::into_cause)
                 .context("cannot subscribe to tenant deletions")?,
         ];
+        if config.auth.send_verification_on_signup {
+            subscriptions.push(
+                auth.send_verification_on_registration(&bus)
+                    .await
+                    .map_err(saas_core::Error::into_cause)
+                    .context("cannot subscribe to user registrations")?,
+            );
+        }
 
         let (routes, openapi) =
             OpenApiRouter::with_openapi(openapi::base_document("saas-rs", env!("CARGO_PKG_VERSION")))

@@ -598,3 +598,49 @@ async fn verify_with_pyjwt_using(algorithm: TokenAlgorithm) {
     assert!(!ok && out.contains("Signature"), "{algorithm:?}: {out}");
     server.shutdown().await;
 }
+
+/// The code in the newest e-mail to `to` written under `<data_dir>/mail`, waiting up to 10 s
+/// for it (the verification mail is sent by an event consumer, after the sign-up answered).
+async fn wait_for_code_mailed_to(dir: &std::path::Path, to: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mails = std::fs::read_dir(dir.join("mail")).into_iter().flatten().flatten();
+        let texts: Vec<String> = mails.filter_map(|entry| std::fs::read_to_string(entry.path()).ok()).collect();
+        let code = texts
+            .iter()
+            .filter(|text| text.starts_with(&format!("To: {to}\n")))
+            .find_map(|text| text.split_whitespace().find(|word| word.starts_with("emt_")).map(str::to_owned));
+        if let Some(code) = code {
+            return code;
+        }
+        assert!(std::time::Instant::now() < deadline, "no e-mail to {to} within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_owner_is_sent_a_verification_code_at_sign_up() {
+    let server = start_with_tenancy(None).await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", server.url);
+    let owner = serde_json::json!({"email": "ada@acme.test", "password": "correct horse battery"});
+    let signup = serde_json::json!({"slug": "acme", "name": "Acme", "owner": owner});
+    assert_eq!(json(client.post(url("/v1/signup")).json(&signup)).await.0, 201);
+    let code = wait_for_code_mailed_to(server._dir.path(), "ada@acme.test").await;
+
+    let (_, tokens) = json(client.post(url("/v1/auth/login")).header("x-tenant-id", "acme").json(&owner)).await;
+    let bearer = format!("Bearer {}", tokens["access_token"].as_str().unwrap());
+    let me = || client.get(url("/v1/auth/me")).header("authorization", &bearer);
+    assert_eq!(json(me()).await.1["email_verified"], false);
+    let verify = |token: &str| {
+        client
+            .post(url("/v1/auth/email/verify"))
+            .header("x-tenant-id", "acme")
+            .json(&serde_json::json!({"token": token}))
+    };
+    assert_eq!(json(verify(&code)).await.0, 204);
+    assert_eq!(json(me()).await.1["email_verified"], true);
+    let (status, body) = json(verify(&code)).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_email_token")), "the code works once");
+    server.shutdown().await;
+}

@@ -13,6 +13,24 @@ pub(crate) fn quick_config(dir: &std::path::Path) -> Config {
     }
 }
 
+/// The status `app` answers to `method uri` with `token` as bearer and `body` as JSON.
+pub(crate) async fn status(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> u16 {
+    use tower::ServiceExt;
+    let mut request =
+        http::Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {token}"));
+    if body.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    let body = body.map_or_else(axum::body::Body::empty, |b| axum::body::Body::from(b.to_string()));
+    app.clone().oneshot(request.body(body).unwrap()).await.unwrap().status().as_u16()
+}
+
 /// `user` signed in, as the handlers see it.
 pub(crate) fn principal_of(user: &User) -> Principal {
     Principal {
