@@ -1,20 +1,68 @@
-//! A small closed-loop HTTP/1.1 load generator: `connections` keep-alive connections, each
-//! sending the next request as soon as the previous response is read, for a fixed time.
+//! A small HTTP/1.1 load generator on keep-alive connections, for a fixed time:
+//! - closed loop ([`run`]): each connection sends its next request as soon as the previous
+//!   response is read;
+//! - paced ([`run_paced`]): the connections together offer a fixed rate, whatever the
+//!   server answers, as a flood of clients would.
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+
+/// The request each connection sends.
+#[derive(Clone)]
+pub(crate) struct Target {
+    method: http::Method,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    body: Bytes,
+}
+
+impl Target {
+    /// `GET path`.
+    pub(crate) fn get(path: &str) -> Self {
+        Self { method: http::Method::GET, path: path.into(), headers: vec![], body: Bytes::new() }
+    }
+
+    /// `POST path` with a JSON body.
+    pub(crate) fn post_json(path: &str, body: &serde_json::Value) -> Self {
+        Self {
+            method: http::Method::POST,
+            path: path.into(),
+            headers: vec![("content-type", "application/json".into())],
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    /// With one more header.
+    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    fn request(&self) -> anyhow::Result<http::Request<Full<Bytes>>> {
+        let mut request = http::Request::builder().method(self.method.clone()).uri(&self.path).header("host", "bench");
+        for (name, value) in &self.headers {
+            request = request.header(*name, value);
+        }
+        Ok(request.body(Full::new(self.body.clone()))?)
+    }
+}
 
 /// What one load run measured.
 pub(crate) struct Report {
+    /// Requests answered 2xx.
     pub(crate) requests: u64,
+    /// Requests answered otherwise.
     pub(crate) errors: u64,
+    /// Answers by status code.
+    pub(crate) statuses: BTreeMap<u16, u64>,
     pub(crate) elapsed: Duration,
     latencies: Histogram<u64>,
 }
@@ -29,49 +77,110 @@ impl Report {
     pub(crate) fn p99_ms(&self) -> f64 {
         self.latencies.value_at_quantile(0.99) as f64 / 1000.0
     }
+    /// How many answers had `status`.
+    pub(crate) fn count(&self, status: u16) -> u64 {
+        self.statuses.get(&status).copied().unwrap_or(0)
+    }
+    /// All answers.
+    pub(crate) fn answered(&self) -> u64 {
+        self.statuses.values().sum()
+    }
 }
 
-/// Loads `GET path` on `addr` for `duration`.
+/// Loads `target` on `addr` for `duration`, closed loop.
 pub(crate) async fn run(
     addr: SocketAddr,
-    path: &str,
+    target: &Target,
     connections: usize,
     duration: Duration,
+) -> anyhow::Result<Report> {
+    drive(addr, target, connections, duration, None).await
+}
+
+/// Offers `target` to `addr` at `rate` requests/s in total for `duration`, spread over
+/// `connections`; a connection still waiting for an answer when its next turn comes skips
+/// that turn (the report's `answered()` says what was actually sent).
+pub(crate) async fn run_paced(
+    addr: SocketAddr,
+    target: &Target,
+    connections: usize,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<Report> {
+    let every = Duration::from_secs_f64(connections as f64 / rate);
+    drive(addr, target, connections, duration, Some(every)).await
+}
+
+async fn drive(
+    addr: SocketAddr,
+    target: &Target,
+    connections: usize,
+    duration: Duration,
+    every: Option<Duration>,
 ) -> anyhow::Result<Report> {
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let path = path.to_owned();
-        tasks.push(tokio::spawn(async move { connection(addr, path, deadline).await }));
+    for i in 0..connections {
+        let target = target.clone();
+        // Paced connections start evenly spread over one period.
+        let offset = every.map(|e| e.mul_f64(i as f64 / connections as f64));
+        tasks.push(tokio::spawn(async move { connection(addr, target, deadline, every, offset).await }));
     }
-    let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let (mut requests, mut errors) = (0, 0);
+    let mut report = Report {
+        requests: 0,
+        errors: 0,
+        statuses: BTreeMap::new(),
+        elapsed: Duration::ZERO,
+        latencies: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
+    };
     for task in tasks {
-        let (h, ok, failed) = task.await??;
-        latencies.add(h)?;
-        requests += ok;
-        errors += failed;
+        let (latencies, statuses) = task.await??;
+        report.latencies.add(latencies)?;
+        for (status, n) in statuses {
+            *report.statuses.entry(status).or_default() += n;
+            if (200..300).contains(&status) { report.requests += n } else { report.errors += n }
+        }
     }
-    Ok(Report { requests, errors, elapsed: start.elapsed(), latencies })
+    report.elapsed = start.elapsed();
+    Ok(report)
 }
 
-async fn connection(addr: SocketAddr, path: String, deadline: Instant) -> anyhow::Result<(Histogram<u64>, u64, u64)> {
+type Measured = (Histogram<u64>, BTreeMap<u16, u64>);
+
+async fn connection(
+    addr: SocketAddr,
+    target: Target,
+    deadline: Instant,
+    every: Option<Duration>,
+    offset: Option<Duration>,
+) -> anyhow::Result<Measured> {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let (mut ok, mut failed) = (0u64, 0u64);
+    let mut statuses = BTreeMap::new();
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
+    let mut ticks = every.map(|every| {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + offset.unwrap_or_default(), every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        ticks
+    });
     while Instant::now() < deadline {
-        let request = http::Request::get(path.as_str()).header("host", "bench").body(Empty::<Bytes>::new())?;
+        if let Some(ticks) = &mut ticks {
+            ticks.tick().await;
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        let request = target.request()?;
         let sent = Instant::now();
         sender.ready().await?;
         let response = sender.send_request(request).await?;
-        let status = response.status();
+        let status = response.status().as_u16();
         response.into_body().collect().await?;
         histogram.record(sent.elapsed().as_micros().max(1) as u64)?;
-        if status.is_success() { ok += 1 } else { failed += 1 }
+        *statuses.entry(status).or_default() += 1;
     }
-    Ok((histogram, ok, failed))
+    Ok((histogram, statuses))
 }

@@ -1,19 +1,26 @@
-//! `saas-bench`: what the saas-core layer stack costs, and how much memory `saas serve` uses.
+//! `saas-bench`: what the saas-core layer stack and the identity layers cost, what logins
+//! achieve against argon2's cost, and how much memory `saas serve` uses.
 //!
 //! ```text
 //! cargo build --release -p saas-server -p saas-bench
 //! target/release/saas-bench [--duration 10] [--connections 32] [--rounds 3]
 //! ```
 //!
-//! 1. Stack overhead: the same JSON route served by bare axum and behind
+//! 1. Stack overhead: the same JSON route served by bare axum, behind
 //!    [`saas_core::http::HttpStack`] (request id, trace span with JSON logging, metrics,
 //!    problem+json, timeout, body limit, API version, rate limit with a high limit,
-//!    idempotency) on loopback, loaded in alternating rounds by the load generator in
-//!    [`load`]. Prints requests/s, p50 and p99 and the server thread's CPU time per request
-//!    for each round, then the medians and their ratios.
-//! 2. Memory: starts the release `saas serve` binary (next to this one), reads its resident
+//!    idempotency), and behind the whole authenticated path (the stack, bearer-token
+//!    verification, tenant resolution from the token, `RequirePermission`), on loopback,
+//!    loaded in alternating rounds by the load generator in [`load`]. Prints requests/s,
+//!    p50 and p99 and the server thread's CPU time per request for each round, then the
+//!    medians and their ratios.
+//! 2. Logins ([`auth`]): argon2's time per check, login throughput against
+//!    `cores ÷ that time`, and a login flood at ten times that rate beside authenticated
+//!    reads: how much read throughput stays, and how the excess logins are refused.
+//! 3. Memory: starts the release `saas serve` binary (next to this one), reads its resident
 //!    set size idle, then after loading `/health/ready`.
 
+mod auth;
 mod load;
 mod rss;
 
@@ -42,9 +49,12 @@ struct Args {
     /// Skip the memory measurement of `saas serve`.
     #[arg(long)]
     skip_rss: bool,
+    /// Skip the login benchmarks.
+    #[arg(long)]
+    skip_logins: bool,
 }
 
-async fn ping() -> Json<serde_json::Value> {
+pub(crate) async fn ping() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "ok": true, "service": "saas", "n": 42 }))
 }
 
@@ -97,24 +107,33 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::sink)
         .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
         .init();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let auth_server = rt.block_on(auth::server())?;
     let bare_addr = serve(bare(), "bare-server")?;
     let stack_addr = serve(stacked(), "stack-server")?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let auth_addr = serve(auth_server.router.clone(), "auth-server")?;
     let duration = Duration::from_secs(args.duration);
 
     println!("== stack overhead: GET /v1/ping, {} connections, {} s per round ==", args.connections, args.duration);
+    let servers = [
+        ("bare axum", bare_addr, "bare-server", load::Target::get("/v1/ping")),
+        ("saas stack", stack_addr, "stack-server", load::Target::get("/v1/ping")),
+        ("full auth", auth_addr, "auth-server", auth::read(&auth_server.token)),
+    ];
     rt.block_on(async {
         // Warm-up: connections, allocator, caches.
-        load::run(bare_addr, "/v1/ping", args.connections, Duration::from_secs(1)).await?;
-        load::run(stack_addr, "/v1/ping", args.connections, Duration::from_secs(1)).await?;
-        let (mut bare_rps, mut stack_rps, mut bare_p99, mut stack_p99) = (vec![], vec![], vec![], vec![]);
-        let (mut bare_cpu, mut stack_cpu) = (vec![], vec![]);
+        for (_, addr, _, target) in &servers {
+            load::run(*addr, target, args.connections, Duration::from_secs(1)).await?;
+        }
+        let mut rps = vec![vec![]; servers.len()];
+        let mut p99 = vec![vec![]; servers.len()];
+        let mut cpu = vec![vec![]; servers.len()];
         for round in 1..=args.rounds {
-            for (name, addr, thread) in [("bare axum", bare_addr, "bare-server"), ("saas stack", stack_addr, "stack-server")] {
+            for (i, (name, addr, thread, target)) in servers.iter().enumerate() {
                 let cpu_before = rss::thread_cpu(thread);
-                let r = load::run(addr, "/v1/ping", args.connections, duration).await?;
-                let cpu = rss::thread_cpu(thread).saturating_sub(cpu_before);
-                let cpu_per_request = cpu.as_secs_f64() * 1e6 / r.requests.max(1) as f64;
+                let r = load::run(*addr, target, args.connections, duration).await?;
+                let used = rss::thread_cpu(thread).saturating_sub(cpu_before);
+                let cpu_per_request = used.as_secs_f64() * 1e6 / r.requests.max(1) as f64;
                 println!(
                     "round {round} {name:<10} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  server CPU {cpu_per_request:>5.1} µs/req  errors {}",
                     r.rps(),
@@ -122,25 +141,34 @@ fn main() -> anyhow::Result<()> {
                     r.p99_ms(),
                     r.errors
                 );
-                if name == "bare axum" {
-                    bare_rps.push(r.rps());
-                    bare_p99.push(r.p99_ms());
-                    bare_cpu.push(cpu_per_request);
-                } else {
-                    stack_rps.push(r.rps());
-                    stack_p99.push(r.p99_ms());
-                    stack_cpu.push(cpu_per_request);
-                }
+                rps[i].push(r.rps());
+                p99[i].push(r.p99_ms());
+                cpu[i].push(cpu_per_request);
             }
         }
-        let (b, s) = (median(bare_rps), median(stack_rps));
-        println!("median     bare axum  {b:>9.0} req/s  p99 {:>7.3} ms", median(bare_p99));
-        println!("median     saas stack {s:>9.0} req/s  p99 {:>7.3} ms", median(stack_p99));
-        println!("throughput ratio stack/bare: {:.3} (goal >= 0.90)", s / b);
-        let (bc, sc) = (median(bare_cpu), median(stack_cpu));
-        println!("server CPU per request: bare {bc:.1} µs, stack {sc:.1} µs, ratio bare/stack {:.3}", bc / sc);
+        let rps: Vec<f64> = rps.into_iter().map(median).collect();
+        let cpu: Vec<f64> = cpu.into_iter().map(median).collect();
+        for (i, (name, ..)) in servers.iter().enumerate() {
+            println!(
+                "median     {name:<10} {:>9.0} req/s  p99 {:>7.3} ms  server CPU {:>5.1} µs/req",
+                rps[i],
+                median(p99[i].clone()),
+                cpu[i]
+            );
+        }
+        println!("throughput ratio stack/bare:     {:.3} (goal >= 0.90)", rps[1] / rps[0]);
+        println!("throughput ratio full auth/bare: {:.3} (goal >= 0.90)", rps[2] / rps[0]);
+        println!(
+            "server CPU per request ratio bare/stack {:.3}, bare/full auth {:.3}",
+            cpu[0] / cpu[1],
+            cpu[0] / cpu[2]
+        );
         anyhow::Ok(())
     })?;
+
+    if !args.skip_logins {
+        rt.block_on(auth::logins(auth_addr, &auth_server, duration, args.connections))?;
+    }
 
     if !args.skip_rss {
         println!("\n== memory of `saas serve` ==");

@@ -16,12 +16,13 @@ fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
 }
 
-/// CPU time (user + system) used so far by this process's thread named `name`.
+/// CPU time (user + system) used so far by this process's threads whose name starts with
+/// `name`.
 pub(crate) fn thread_cpu(name: &str) -> Duration {
     let mut ticks = 0u64;
     for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
         let path = task.path();
-        if std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == name)
+        if std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim().starts_with(name))
             && let Ok(stat) = std::fs::read_to_string(path.join("stat"))
         {
             // Fields after the `(comm)`: state is field 3; utime and stime are 14 and 15.
@@ -60,7 +61,7 @@ pub(crate) async fn measure(duration: Duration, connections: usize) -> anyhow::R
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = status_kib(pid, "VmRSS:")?;
-    let report = super::load::run(addr, "/health/ready", connections, duration).await?;
+    let report = super::load::run(addr, &super::load::Target::get("/health/ready"), connections, duration).await?;
     let loaded = status_kib(pid, "VmRSS:")?;
     let peak = status_kib(pid, "VmHWM:")?;
     println!("idle RSS        {:>7.1} MB (goal < 50 MB)", idle as f64 / 1024.0);

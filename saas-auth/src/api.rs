@@ -332,7 +332,7 @@ async fn assign_roles(
     responses(
         (status = 204, description = "MFA is off for the user (or was never on)"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Needs `users:write` and everything the user's roles grant; only an owner resets an owner", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs `users:write` and everything the user's roles grant; only an owner resets an owner; nobody resets their own", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     )
 )]

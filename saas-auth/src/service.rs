@@ -249,6 +249,11 @@ impl Auth {
         &self.keys
     }
 
+    /// The password hasher.
+    pub fn passwords(&self) -> &Passwords {
+        &self.passwords
+    }
+
     /// The access tokens.
     pub fn tokens(&self) -> &AccessTokens {
         &self.tokens
@@ -473,9 +478,16 @@ impl Auth {
     /// Turns MFA off for another user of the tenant who lost their authenticator (and their
     /// recovery codes), and signs out all of their sessions. The actor needs `users:write`
     /// (checked by the route) and everything the user's roles grant; only an owner resets an
-    /// owner. Nothing to reset is not an error.
+    /// owner, and nobody their own (that takes a code). Nothing to reset is not an error.
     pub async fn reset_mfa(&self, actor: &Principal, user: saas_core::id::UserId) -> Result<()> {
         let tenant = actor.tenant;
+        if user == actor.user {
+            // Otherwise a stolen session of an admin could drop the admin's second factor.
+            return Err(Error::forbidden(
+                "permission_denied",
+                "turn your own MFA off with a current code: POST /v1/auth/mfa/disable",
+            ));
+        }
         let target = self.user(tenant, user).await?;
         let defined = self.roles(tenant).await?;
         self.may_give_or_take(actor, &defined, target.role_list().iter(), "reset the MFA of").await?;
@@ -602,10 +614,12 @@ impl Auth {
         client: Option<&str>,
     ) -> Result<LoginOutcome> {
         self.throttle.check(tenant.id, email, client).await?;
+        // Before any other work: a refused login must cost next to nothing.
+        let slot = self.passwords.reserve()?;
         let mut tx = self.db.tenant_tx(tenant.id).await?;
         let user = User::by_email(&mut tx, email).await?;
         tx.rollback().await?;
-        let matches = self.passwords.verify(user.as_ref().map(|u| u.password_hash.as_str()), password).await?;
+        let matches = slot.verify(user.as_ref().map(|u| u.password_hash.as_str()), password).await?;
         let user = match (user, matches) {
             (Some(user), true) => user,
             _ => {
@@ -614,15 +628,20 @@ impl Auth {
             }
         };
         if self.passwords.needs_rehash(&user.password_hash) {
-            let hash = self.passwords.hash(password).await?;
-            let mut tx = self.db.tenant_tx(tenant.id).await?;
-            sqlx::query("UPDATE users SET password_hash = $3 WHERE tenant_id = $1 AND id = $2")
-                .bind(tenant.id.to_string())
-                .bind(user.id.to_string())
-                .bind(hash)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
+            // Best effort: a busy hasher must not fail a login whose password was right.
+            match self.passwords.hash(password).await {
+                Ok(hash) => {
+                    let mut tx = self.db.tenant_tx(tenant.id).await?;
+                    sqlx::query("UPDATE users SET password_hash = $3 WHERE tenant_id = $1 AND id = $2")
+                        .bind(tenant.id.to_string())
+                        .bind(user.id.to_string())
+                        .bind(hash)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                }
+                Err(e) => tracing::info!(error = %e.into_cause(), "password re-hash put off to a later login"),
+            }
         }
         let mut tx = self.db.tenant_tx(tenant.id).await?;
         let mfa = mfa::enabled(&mut tx, user.id).await?;

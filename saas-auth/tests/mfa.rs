@@ -154,7 +154,9 @@ async fn an_admin_resets_the_mfa_of_a_member_but_not_of_an_owner() {
     ));
     assert_eq!(common::status(&app, "GET", "/v1/auth/me", &carol_token, None).await, 401);
     assert_eq!(common::status(&app, "DELETE", &reset(&carol), &bob, None).await, 204, "again: nothing to do");
-    // But not an owner's, and not a user that does not exist.
+    // Not one's own (that takes a code), not an owner's, and not a user that does not exist.
+    let bob_id = auth.tokens().verify(&bob).await.unwrap().sub;
+    assert_eq!(common::status(&app, "DELETE", &format!("/v1/auth/users/{bob_id}/mfa"), &bob, None).await, 403);
     assert_eq!(common::status(&app, "DELETE", &reset(&ada), &bob, None).await, 403);
     assert!(matches!(
         auth.begin_login(&tenant, "ada@acme.test", &password, None).await.unwrap(),

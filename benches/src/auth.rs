@@ -1,0 +1,154 @@
+//! The identity benchmarks: a server with the whole request path of an authenticated
+//! route (rate limit, token verification, tenant resolution, permission check), its login
+//! throughput against what argon2 allows, and a login flood beside authenticated reads.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{Router, routing::get};
+use saas_auth::{principal::PrincipalTenant, rbac::RequirePermission, service::Auth};
+use saas_core::{
+    cache::MemoryCache,
+    config::Config,
+    db::{Db, migrate},
+    http::{
+        HttpStack, RateLimitLayer,
+        rate_limit::{MemoryRateLimiter, Quota},
+    },
+    tenant::TenantContext,
+};
+use saas_tenancy::{NewTenant, Tenants, resolve::TenantLayer};
+use secrecy::SecretString;
+
+use crate::load::{self, Target};
+
+const EMAIL: &str = "ada@acme.test";
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A tenant `acme` with one member, served with the whole stack.
+pub(crate) struct AuthServer {
+    pub(crate) router: Router,
+    /// A member's access token (`*:read`, so `invoices:read`).
+    pub(crate) token: String,
+    pub(crate) auth: Auth,
+    _dir: tempfile::TempDir,
+}
+
+/// Builds the server on SQLite in a temporary directory, with the default (OWASP) argon2
+/// parameters and as many hashing threads as cores.
+pub(crate) async fn server() -> anyhow::Result<AuthServer> {
+    let dir = tempfile::tempdir()?;
+    let config = Config { data_dir: dir.path().to_owned(), ..Default::default() };
+    let db = Db::connect(&format!("sqlite://{}/bench.db", dir.path().display()), Default::default()).await?;
+    let migrations = [&saas_core::events::MIGRATIONS, &saas_tenancy::MIGRATIONS, &saas_auth::MIGRATIONS];
+    migrate::run(&db, &migrations).await?;
+    let cache = Arc::new(MemoryCache::new(10_000));
+    let tenants = Tenants::new(db.clone(), cache.clone());
+    let tenant = tenants.provision(NewTenant { slug: "acme".into(), name: "Acme".into(), plan: None }).await?;
+    let auth = Auth::from_config(db.clone(), cache.clone(), &config).await?;
+    let password = SecretString::from(PASSWORD);
+    auth.create_user(tenant.id, EMAIL, None, &password, &["member"]).await?;
+    let context = TenantContext { id: tenant.id, slug: tenant.slug.to_string(), plan: tenant.plan.clone() };
+    let token = auth.login(&context, EMAIL, &password, None).await?.access_token;
+
+    let routes = Router::new()
+        .route("/v1/ping", get(crate::ping).route_layer(RequirePermission::new("invoices:read")))
+        .merge(Router::from(saas_auth::api::router(
+            auth.clone(),
+            saas_tenancy::admin::PlatformAdmins::new(db.clone(), None),
+        )))
+        .layer(TenantLayer::new(tenants, &config.tenancy.resolution, None).with_token(Arc::new(PrincipalTenant)))
+        .layer(auth.layer());
+    // As in `saas serve`, with a limit no benchmark client reaches: it runs on every request.
+    let limiter =
+        RateLimitLayer::new(Arc::new(MemoryRateLimiter::new()), Quota::per_second(10_000_000).burst(10_000_000));
+    let router = HttpStack::new().rate_limit(limiter).apply(routes);
+    Ok(AuthServer { router, token, auth, _dir: dir })
+}
+
+/// `GET /v1/ping` as the member.
+pub(crate) fn read(token: &str) -> Target {
+    Target::get("/v1/ping").header("authorization", format!("Bearer {token}"))
+}
+
+/// `POST /v1/auth/login` of the member.
+fn login() -> Target {
+    Target::post_json("/v1/auth/login", &serde_json::json!({ "email": EMAIL, "password": PASSWORD }))
+        .header("x-tenant-id", "acme")
+}
+
+/// Mean seconds of one argon2 check with the server's parameters, on one core.
+async fn argon2_seconds(auth: &Auth) -> anyhow::Result<f64> {
+    let hash = auth.passwords().hash(&SecretString::from(PASSWORD)).await?;
+    let n = 20;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        auth.passwords().verify(Some(&hash), &SecretString::from(PASSWORD)).await?;
+    }
+    Ok(start.elapsed().as_secs_f64() / n as f64)
+}
+
+/// Login throughput against `cores ÷ argon2 time`, then a flood of logins at ten times
+/// that beside closed-loop authenticated reads.
+pub(crate) async fn logins(
+    addr: std::net::SocketAddr,
+    server: &AuthServer,
+    duration: Duration,
+    connections: usize,
+) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let argon2 = argon2_seconds(&server.auth).await?;
+    let ideal = cores as f64 / argon2;
+    println!("\n== logins: argon2id m=19 MiB t=2 p=1, {cores} cores ==");
+    println!("argon2 check {:.1} ms on one core: at most {ideal:.1} logins/s", argon2 * 1000.0);
+    // One client per hashing thread keeps every core hashing without any being refused.
+    let r = load::run(addr, &login(), cores, duration).await?;
+    println!(
+        "login throughput {:>6.1} logins/s  p50 {:>6.1} ms  p99 {:>6.1} ms  refused {}  ratio to ideal {:.3} (goal >= 0.90)",
+        r.rps(),
+        r.p50_ms(),
+        r.p99_ms(),
+        r.errors,
+        r.rps() / ideal
+    );
+
+    let reads_alone = load::run(addr, &read(&server.token), connections, duration).await?;
+    // Let the last logins finish before the next measurement.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let flood_rate = 10.0 * ideal;
+    let (read, login) = (read(&server.token), login());
+    let threads = ["auth-server", "argon2-", "sqlx-sqlite-worker"];
+    let cpu_before = threads.map(crate::rss::thread_cpu);
+    let (reads, flood) = tokio::join!(
+        load::run(addr, &read, connections, duration),
+        load::run_paced(addr, &login, 64, flood_rate, duration),
+    );
+    let (reads, flood) = (reads?, flood?);
+    let cpu: Vec<f64> = threads
+        .iter()
+        .zip(cpu_before)
+        .map(|(thread, before)| {
+            crate::rss::thread_cpu(thread).saturating_sub(before).as_secs_f64() / duration.as_secs_f64()
+        })
+        .collect();
+    println!("reads alone      {:>9.0} req/s  p99 {:>7.3} ms", reads_alone.rps(), reads_alone.p99_ms());
+    println!(
+        "reads in flood   {:>9.0} req/s  p99 {:>7.3} ms  ratio {:.3} (goal >= 0.90)",
+        reads.rps(),
+        reads.p99_ms(),
+        reads.rps() / reads_alone.rps()
+    );
+    println!(
+        "login flood      {:>9.0} offered/s (target {flood_rate:.0}): {} signed in, {} shed 503, {} shed 429, {} other; p99 {:.1} ms",
+        flood.answered() as f64 / flood.elapsed.as_secs_f64(),
+        flood.count(200),
+        flood.count(503),
+        flood.count(429),
+        flood.answered() - flood.count(200) - flood.count(503) - flood.count(429),
+        flood.p99_ms()
+    );
+    println!(
+        "CPU in the flood (cores): request handling {:.2}, password hashing {:.2}, SQLite {:.2}",
+        cpu[0], cpu[1], cpu[2]
+    );
+    Ok(())
+}
