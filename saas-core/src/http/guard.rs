@@ -34,6 +34,7 @@
 use std::{
     convert::Infallible,
     future::Future,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -54,16 +55,23 @@ pub trait Guard: Clone + Send + Sync + 'static {
 }
 
 /// Runs guard `G` before service `S`.
-#[derive(Clone)]
 pub struct GuardService<G, S> {
-    guard: G,
+    // Shared: the service is cloned for every request, and a guard may hold many handles
+    // (caches, pools) whose clones would each cost atomic operations.
+    guard: Arc<G>,
     inner: S,
+}
+
+impl<G, S: Clone> Clone for GuardService<G, S> {
+    fn clone(&self) -> Self {
+        Self { guard: self.guard.clone(), inner: self.inner.clone() }
+    }
 }
 
 impl<G, S> GuardService<G, S> {
     /// Guards `inner` with `guard`.
     pub fn new(guard: G, inner: S) -> Self {
-        Self { guard, inner }
+        Self { guard: Arc::new(guard), inner }
     }
 }
 
