@@ -78,6 +78,7 @@ pub fn router(auth: Auth, admins: PlatformAdmins) -> OpenApiRouter {
         .routes(routes!(list_roles))
         .routes(routes!(set_role))
         .routes(routes!(assign_roles))
+        .routes(routes!(invite_user))
         .routes(routes!(reset_mfa))
         .routes(routes!(list_api_keys, create_api_key))
         .routes(routes!(revoke_api_key))
@@ -322,6 +323,55 @@ async fn assign_roles(
         )]));
     }
     Ok(Json(auth.assign_roles(&principal, user, &body.roles).await?.view()))
+}
+
+/// `POST /v1/auth/users` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Invitation {
+    /// The new user's e-mail address; the invitation goes there.
+    #[schema(example = "grace@acme.test")]
+    email: String,
+    /// Display name, at most 200 characters.
+    #[serde(default)]
+    name: Option<String>,
+    /// Roles (default `["member"]`); you must hold everything they grant.
+    #[serde(default = "default_roles")]
+    roles: Vec<String>,
+}
+
+fn default_roles() -> Vec<String> {
+    vec!["member".into()]
+}
+
+/// Invites a user to the tenant: the account is created without a usable password, and a
+/// code (valid 7 days) to choose one at `POST /v1/auth/password/reset` is mailed to them.
+#[utoipa::path(
+    post, path = "/v1/auth/users", tag = "auth",
+    request_body = Invitation,
+    responses(
+        (status = 201, body = UserView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs `users:write` and everything the roles grant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`email_taken`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[saas_macros::require_permission("users:write")]
+async fn invite_user(
+    State(auth): State<Auth>,
+    principal: Principal,
+    Json(body): Json<Invitation>,
+) -> Result<(axum::http::StatusCode, Json<UserView>)> {
+    if body.roles.len() > 50 {
+        return Err(saas_core::Error::validation([saas_core::error::FieldError::new(
+            "roles",
+            "too_many",
+            "at most 50",
+        )]));
+    }
+    let user = auth.invite_user(&principal, &body.email, body.name, &body.roles).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(user.view())))
 }
 
 /// Turns MFA off for a user who lost their authenticator, and signs out all of their

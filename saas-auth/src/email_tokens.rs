@@ -17,9 +17,12 @@ use crate::keys::random;
 pub(crate) enum Purpose {
     /// Proves an e-mail address; lives 24 h.
     VerifyEmail,
-    /// Sets a new password; lives 1 h.
+    /// Sets a new password; lives 1 h (an invitation's: [`INVITATION_MS`]).
     ResetPassword,
 }
+
+/// How long the password code of an invitation lives: 7 days.
+pub(crate) const INVITATION_MS: i64 = 7 * 24 * 3600 * 1000;
 
 impl Purpose {
     fn name(self) -> &'static str {
@@ -49,6 +52,17 @@ pub(crate) async fn issue(
     user: UserId,
     purpose: Purpose,
 ) -> Result<String> {
+    issue_for(conn, tenant, user, purpose, purpose.lifetime_ms()).await
+}
+
+/// As [`issue`], living `lifetime_ms`.
+pub(crate) async fn issue_for(
+    conn: &mut AnyConnection,
+    tenant: TenantId,
+    user: UserId,
+    purpose: Purpose,
+    lifetime_ms: i64,
+) -> Result<String> {
     let token = format!("emt_{}", URL_SAFE_NO_PAD.encode(random::<32>()?));
     let now = now_millis();
     sqlx::query("UPDATE auth_email_tokens SET used_at = $4 WHERE tenant_id = $1 AND user_id = $2 AND purpose = $3 AND used_at IS NULL")
@@ -65,7 +79,7 @@ pub(crate) async fn issue(
     .bind(hash(&token))
     .bind(user.to_string())
     .bind(purpose.name())
-    .bind(now + purpose.lifetime_ms())
+    .bind(now + lifetime_ms)
     .execute(&mut *conn)
     .await?;
     Ok(token)

@@ -163,7 +163,10 @@ impl Auth {
         let handler = move |event: Envelope| {
             let (inbox, auth) = (inbox.clone(), auth.clone());
             async move {
-                let registered = (event.event_type == events::USER_REGISTERED).then_some(()).and(event.tenant);
+                // Invited users proved their address with the invitation's code.
+                let invited = event.data.get("invited_by").is_some();
+                let registered =
+                    (event.event_type == events::USER_REGISTERED && !invited).then_some(()).and(event.tenant);
                 let (Some(tenant), Some(user)) = (registered, event.subject.as_deref()) else { return Ok(()) };
                 let user = auth.user(tenant, user.parse().map_err(anyhow::Error::msg)?).await;
                 let user = match user {
@@ -226,12 +229,17 @@ impl Auth {
         let hash = self.passwords.hash(new).await?;
         let mut tx = self.db.tenant_tx(tenant).await?;
         let user = email_tokens::redeem(&mut tx, token, email_tokens::Purpose::ResetPassword).await?;
-        sqlx::query("UPDATE users SET password_hash = $3 WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.to_string())
-            .bind(user.to_string())
-            .bind(hash)
-            .execute(&mut *tx)
-            .await?;
+        // The code came by e-mail: redeeming it proves the address too.
+        sqlx::query(
+            "UPDATE users SET password_hash = $3, email_verified_at = COALESCE(email_verified_at, $4) \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant.to_string())
+        .bind(user.to_string())
+        .bind(hash)
+        .bind(saas_core::db::now_millis())
+        .execute(&mut *tx)
+        .await?;
         let event =
             Envelope::new(events::PASSWORD_RESET, Some(tenant), serde_json::json!({})).with_subject(user.to_string());
         outbox::append(&mut tx, &event).await?;
@@ -300,6 +308,73 @@ impl Auth {
         )
         .with_subject(user.id.to_string());
         outbox::append(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Invites `email` to the actor's tenant with `roles`: creates the user without a usable
+    /// password and mails a code (valid 7 days) to set one at `POST /v1/auth/password/reset`,
+    /// which also proves the address. The actor needs `users:write` (checked by the route)
+    /// and everything `roles` grant; only an owner invites an owner.
+    pub async fn invite_user(
+        &self,
+        actor: &Principal,
+        email: &str,
+        name: Option<String>,
+        roles: &[String],
+    ) -> Result<User> {
+        let tenant = actor.tenant;
+        let defined = self.roles(tenant).await?;
+        if let Some((i, bad)) = roles.iter().enumerate().find(|(_, r)| !defined.iter().any(|(n, _)| n == *r)) {
+            return Err(Error::validation([FieldError::new(
+                format!("roles[{i}]"),
+                "unknown",
+                format!("no role `{bad}`"),
+            )]));
+        }
+        if roles.len() > rbac::MAX_USER_ROLES {
+            return Err(Error::validation([FieldError::new(
+                "roles",
+                "too_many",
+                format!("at most {}", rbac::MAX_USER_ROLES),
+            )]));
+        }
+        self.may_give_or_take(actor, &defined, roles.iter(), "give").await?;
+        crate::users::normalise_email(email)?;
+        // Nobody knows this password: the user sets one with the mailed code.
+        let unusable = SecretString::from(base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            random::<32>()?,
+        ));
+        let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+        let user = User::new(tenant, email, name, self.passwords.hash(&unusable).await?, &roles)?;
+        let mut tx = self.db.tenant_tx(tenant).await?;
+        match User::insert(&mut tx, &user).await {
+            Err(e) if e.code() == "already_exists" => {
+                return Err(Error::conflict("email_taken", "a user of this tenant has this e-mail address"));
+            }
+            other => other?,
+        }
+        let token = email_tokens::issue_for(
+            &mut tx,
+            tenant,
+            user.id,
+            email_tokens::Purpose::ResetPassword,
+            email_tokens::INVITATION_MS,
+        )
+        .await?;
+        let event = Envelope::new(
+            events::USER_REGISTERED,
+            Some(tenant),
+            serde_json::json!({ "email": user.email, "roles": user.role_list(), "invited_by": actor.user }),
+        )
+        .with_subject(user.id.to_string());
+        outbox::append(&mut tx, &event).await?;
+        // Sent before the commit: a user who cannot be told is not created.
+        let text = format!(
+            "You have been invited. Choose your password with this code (valid 7 days) at POST /v1/auth/password/reset:\n\n{token}\n"
+        );
+        self.mailer.send(&Email { to: user.email.clone(), subject: "You are invited".into(), text }).await?;
         tx.commit().await?;
         Ok(user)
     }

@@ -9,6 +9,9 @@ use saas_core::{
 use saas_macros::TenantScoped;
 use serde::Serialize;
 
+/// Longest display name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+
 /// A user account (tenant-owned row of `users`).
 #[derive(Debug, Clone, PartialEq, TenantScoped)]
 #[tenant_scoped(table = "users")]
@@ -59,11 +62,19 @@ impl User {
         password_hash: String,
         roles: &[&str],
     ) -> Result<Self> {
+        let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+        if name.as_ref().is_some_and(|n| n.chars().count() > MAX_NAME_CHARS || n.chars().any(char::is_control)) {
+            return Err(Error::validation([FieldError::new(
+                "name",
+                "invalid",
+                format!("expected at most {MAX_NAME_CHARS} characters, without control characters"),
+            )]));
+        }
         Ok(Self {
             id: UserId::new(),
             tenant_id: tenant,
             email: normalise_email(email)?,
-            name: name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()),
+            name,
             password_hash,
             roles: roles.join(","),
             created_at: now_millis(),

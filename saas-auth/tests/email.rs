@@ -121,3 +121,50 @@ async fn the_file_mailer_writes_private_files() {
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }
+
+#[tokio::test]
+async fn an_invited_user_chooses_a_password_with_the_mailed_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}/e.db", dir.path().display()), Default::default()).await.unwrap();
+    migrate::run(&db, &[&saas_core::events::MIGRATIONS, &saas_auth::MIGRATIONS]).await.unwrap();
+    let config = common::quick_config(dir.path());
+    let outbox = Arc::new(Outbox::default());
+    let auth =
+        Auth::from_config(db, Arc::new(MemoryCache::new(100)), &config).await.unwrap().with_mailer(outbox.clone());
+    let tenant = TenantContext { id: TenantId::new(), slug: "acme".into(), plan: "free".into() };
+    let password = SecretString::from("correct horse battery");
+    let owner = auth.create_user(tenant.id, "ada@acme.test", None, &password, &["owner"]).await.unwrap();
+    let admin = auth.create_user(tenant.id, "bob@acme.test", None, &password, &["admin"]).await.unwrap();
+    let (ada, bob) = (common::principal_of(&owner), common::principal_of(&admin));
+    let member = vec!["member".to_owned()];
+
+    let grace = auth.invite_user(&bob, "Grace@Acme.test", Some("Grace".into()), &member).await.unwrap();
+    assert_eq!((grace.email.as_str(), grace.role_list()), ("grace@acme.test", member.clone()));
+    let mail = outbox.0.lock().unwrap().last().unwrap().clone();
+    assert_eq!(mail.to, "grace@acme.test");
+    // No password works until she chooses one; the code sets it and proves her address.
+    let chosen = SecretString::from("grace's own passphrase");
+    assert_eq!(
+        auth.login(&tenant, "grace@acme.test", &password, None).await.unwrap_err().code(),
+        "invalid_credentials"
+    );
+    auth.reset_password(tenant.id, &code_in(&mail), &chosen).await.unwrap();
+    assert!(auth.login(&tenant, "grace@acme.test", &chosen, None).await.is_ok());
+    assert!(auth.user(tenant.id, grace.id).await.unwrap().view().email_verified);
+
+    // Bad invitations.
+    let taken = auth.invite_user(&bob, "grace@acme.test", None, &member).await.unwrap_err();
+    assert_eq!((taken.status().as_u16(), taken.code()), (409, "email_taken"));
+    let owner_role = auth.invite_user(&bob, "eve@acme.test", None, &["owner".to_owned()]).await.unwrap_err();
+    assert_eq!(owner_role.status().as_u16(), 403, "only an owner invites an owner");
+    assert!(auth.invite_user(&ada, "olga@acme.test", None, &["owner".to_owned()]).await.is_ok());
+    let ghost = auth.invite_user(&bob, "eve@acme.test", None, &["ghost".to_owned()]).await.unwrap_err();
+    assert_eq!(ghost.field_errors()[0].field, "roles[0]");
+    let bad = auth.invite_user(&bob, "not an address", None, &member).await.unwrap_err();
+    assert_eq!(bad.field_errors()[0].field, "email");
+    let long = auth.invite_user(&bob, "eve@acme.test", Some("x".repeat(201)), &member).await.unwrap_err();
+    assert_eq!(long.field_errors()[0].field, "name");
+    let mut key = common::principal_of(&admin);
+    key.api_key = Some("key_1".into());
+    assert_eq!(auth.invite_user(&key, "eve@acme.test", None, &member).await.unwrap_err().status().as_u16(), 403);
+}

@@ -78,6 +78,12 @@ async fn routes_answer_403_without_the_permission_and_work_with_it() {
     let assign = format!("/v1/auth/users/{member_id}/roles");
     assert_eq!(status(&app, "PUT", &assign, &member, Some(roles_of(&["owner"]))).await, 403, "no self-promotion");
 
+    // Invitations need `users:write`.
+    let invite = serde_json::json!({"email": "grace@acme.test"});
+    assert_eq!(status(&app, "POST", "/v1/auth/users", &member, Some(invite.clone())).await, 403);
+    assert_eq!(status(&app, "POST", "/v1/auth/users", &owner, Some(invite.clone())).await, 201);
+    assert_eq!(status(&app, "POST", "/v1/auth/users", &owner, Some(invite)).await, 409);
+
     // A custom role, assigned by the owner, reaches the member with its next token.
     assert_eq!(status(&app, "PUT", "/v1/auth/roles/billing", &owner, Some(billing_role)).await, 204);
     assert_eq!(
