@@ -295,12 +295,7 @@ impl Auth {
         crate::users::normalise_email(email)?;
         let user = User::new(tenant, email, name, self.passwords.hash(password).await?, roles)?;
         let mut tx = self.db.tenant_tx(tenant).await?;
-        match User::insert(&mut tx, &user).await {
-            Err(e) if e.code() == "already_exists" => {
-                return Err(Error::conflict("email_taken", "a user of this tenant has this e-mail address"));
-            }
-            other => other?,
-        }
+        insert_user(&mut tx, &user).await?;
         let event = Envelope::new(
             events::USER_REGISTERED,
             Some(tenant),
@@ -324,21 +319,7 @@ impl Auth {
         roles: &[String],
     ) -> Result<User> {
         let tenant = actor.tenant;
-        let defined = self.roles(tenant).await?;
-        if let Some((i, bad)) = roles.iter().enumerate().find(|(_, r)| !defined.iter().any(|(n, _)| n == *r)) {
-            return Err(Error::validation([FieldError::new(
-                format!("roles[{i}]"),
-                "unknown",
-                format!("no role `{bad}`"),
-            )]));
-        }
-        if roles.len() > rbac::MAX_USER_ROLES {
-            return Err(Error::validation([FieldError::new(
-                "roles",
-                "too_many",
-                format!("at most {}", rbac::MAX_USER_ROLES),
-            )]));
-        }
+        let defined = self.defined_roles(tenant, roles).await?;
         self.may_give_or_take(actor, &defined, roles.iter(), "give").await?;
         crate::users::normalise_email(email)?;
         // Nobody knows this password: the user sets one with the mailed code.
@@ -349,12 +330,7 @@ impl Auth {
         let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
         let user = User::new(tenant, email, name, self.passwords.hash(&unusable).await?, &roles)?;
         let mut tx = self.db.tenant_tx(tenant).await?;
-        match User::insert(&mut tx, &user).await {
-            Err(e) if e.code() == "already_exists" => {
-                return Err(Error::conflict("email_taken", "a user of this tenant has this e-mail address"));
-            }
-            other => other?,
-        }
+        insert_user(&mut tx, &user).await?;
         let token = email_tokens::issue_for(
             &mut tx,
             tenant,
@@ -479,21 +455,7 @@ impl Auth {
     /// owner adds or removes `owner`, and the last owner keeps it.
     pub async fn assign_roles(&self, actor: &Principal, user: saas_core::id::UserId, roles: &[String]) -> Result<User> {
         let tenant = actor.tenant;
-        if roles.len() > rbac::MAX_USER_ROLES {
-            return Err(Error::validation([FieldError::new(
-                "roles",
-                "too_many",
-                format!("at most {}", rbac::MAX_USER_ROLES),
-            )]));
-        }
-        let defined = self.roles(tenant).await?;
-        if let Some((i, bad)) = roles.iter().enumerate().find(|(_, r)| !defined.iter().any(|(n, _)| n == *r)) {
-            return Err(Error::validation([FieldError::new(
-                format!("roles[{i}]"),
-                "unknown",
-                format!("no role `{bad}`"),
-            )]));
-        }
+        let defined = self.defined_roles(tenant, roles).await?;
         let before = self.user(tenant, user).await?.role_list();
         let changed = roles.iter().filter(|r| !before.contains(r)).chain(before.iter().filter(|r| !roles.contains(r)));
         self.may_give_or_take(actor, &defined, changed, "give or take").await?;
@@ -522,6 +484,27 @@ impl Auth {
         outbox::append(&mut tx, &event).await?;
         tx.commit().await?;
         self.user(tenant, user).await
+    }
+
+    /// The tenant's roles (name, permissions), after checking that `wanted` names at most
+    /// [`rbac::MAX_USER_ROLES`] of them, all defined (422 otherwise).
+    async fn defined_roles(&self, tenant: TenantId, wanted: &[String]) -> Result<Vec<(String, Vec<String>)>> {
+        if wanted.len() > rbac::MAX_USER_ROLES {
+            return Err(Error::validation([FieldError::new(
+                "roles",
+                "too_many",
+                format!("at most {}", rbac::MAX_USER_ROLES),
+            )]));
+        }
+        let defined = self.roles(tenant).await?;
+        if let Some((i, bad)) = wanted.iter().enumerate().find(|(_, r)| !defined.iter().any(|(n, _)| n == *r)) {
+            return Err(Error::validation([FieldError::new(
+                format!("roles[{i}]"),
+                "unknown",
+                format!("no role `{bad}`"),
+            )]));
+        }
+        Ok(defined)
     }
 
     /// Checks that `actor` holds everything each of `roles` grants (and is an owner, for
@@ -863,6 +846,16 @@ impl OwnerRegistrar for Auth {
         .with_subject(user.id.to_string());
         outbox::append(conn, &event).await?;
         serde_json::to_value(user.view()).map_err(Error::internal)
+    }
+}
+
+/// Inserts a new user; 409 `email_taken` when the tenant has the address already.
+async fn insert_user(tx: &mut saas_core::db::TenantTx, user: &User) -> Result<()> {
+    match User::insert(tx, user).await {
+        Err(e) if e.code() == "already_exists" => {
+            Err(Error::conflict("email_taken", "a user of this tenant has this e-mail address"))
+        }
+        other => other,
     }
 }
 

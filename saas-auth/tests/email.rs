@@ -51,11 +51,17 @@ async fn verification_and_reset_on_postgres_under_row_level_security() {
     flows(database.connect_as_app_role().await, &dir).await;
 }
 
-async fn flows(db: Db, dir: &tempfile::TempDir) {
+/// The service on `db`, mailing into the returned outbox.
+async fn auth_with_outbox(db: Db, dir: &tempfile::TempDir) -> (Auth, Arc<Outbox>) {
     let config = common::quick_config(dir.path());
     let outbox = Arc::new(Outbox::default());
     let auth =
         Auth::from_config(db, Arc::new(MemoryCache::new(100)), &config).await.unwrap().with_mailer(outbox.clone());
+    (auth, outbox)
+}
+
+async fn flows(db: Db, dir: &tempfile::TempDir) {
+    let (auth, outbox) = auth_with_outbox(db, dir).await;
     let tenant = TenantContext { id: TenantId::new(), slug: "acme".into(), plan: "free".into() };
     let password = SecretString::from("correct horse battery");
     let user = auth.create_user(tenant.id, "ada@acme.test", None, &password, &["member"]).await.unwrap();
@@ -127,10 +133,7 @@ async fn an_invited_user_chooses_a_password_with_the_mailed_code() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::connect(&format!("sqlite://{}/e.db", dir.path().display()), Default::default()).await.unwrap();
     migrate::run(&db, &[&saas_core::events::MIGRATIONS, &saas_auth::MIGRATIONS]).await.unwrap();
-    let config = common::quick_config(dir.path());
-    let outbox = Arc::new(Outbox::default());
-    let auth =
-        Auth::from_config(db, Arc::new(MemoryCache::new(100)), &config).await.unwrap().with_mailer(outbox.clone());
+    let (auth, outbox) = auth_with_outbox(db, &dir).await;
     let tenant = TenantContext { id: TenantId::new(), slug: "acme".into(), plan: "free".into() };
     let password = SecretString::from("correct horse battery");
     let owner = auth.create_user(tenant.id, "ada@acme.test", None, &password, &["owner"]).await.unwrap();

@@ -246,8 +246,16 @@ pub struct CacheConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventBusConfig {
-    /// `memory://` (in-process, the default).
+    /// `memory://` (in-process, the default) or `kafka://HOST:PORT[,HOST:PORT…]` (builds
+    /// with the `kafka` feature).
     pub url: String,
+    /// Prefix of the Kafka topic names: `<prefix><context>`. Default `saas.`.
+    pub topic_prefix: String,
+    /// Partitions of the topics the Kafka adapter creates. Default 3.
+    pub partitions: i32,
+    /// Replication factor of the topics the Kafka adapter creates. Default 1 (use 3 on a
+    /// production cluster).
+    pub replication_factor: i32,
 }
 
 /// `[outbox]`
@@ -516,7 +524,7 @@ impl Default for CacheConfig {
 
 impl Default for EventBusConfig {
     fn default() -> Self {
-        Self { url: "memory://".into() }
+        Self { url: "memory://".into(), topic_prefix: "saas.".into(), partitions: 3, replication_factor: 1 }
     }
 }
 
@@ -675,11 +683,33 @@ impl Config {
                 "expected `memory://` or `redis://HOST:PORT` (TLS `rediss://` is not supported by this build)",
             ));
         }
-        if self.event_bus.url != "memory://" {
+        let bus = &self.event_bus;
+        if bus.url.starts_with("kafka://") {
+            if crate::events::kafka_brokers(&bus.url).is_none() {
+                return Err(ConfigError::new("event_bus.url", "expected `kafka://HOST:PORT[,HOST:PORT]`"));
+            }
+            if !cfg!(feature = "kafka") {
+                return Err(ConfigError::new(
+                    "event_bus.url",
+                    "this build has no Kafka adapter: build with the `kafka` feature (`cargo build -p saas-server --features kafka`)",
+                ));
+            }
+        } else if bus.url != "memory://" {
+            return Err(ConfigError::new("event_bus.url", "expected `memory://` or `kafka://HOST:PORT[,HOST:PORT]`"));
+        }
+        let valid_prefix = bus.topic_prefix.len() <= 100
+            && bus.topic_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !valid_prefix {
             return Err(ConfigError::new(
-                "event_bus.url",
-                "expected `memory://` (the in-process bus; the Kafka adapter is not part of this build)",
+                "event_bus.topic_prefix",
+                "expected at most 100 of a-z, A-Z, 0-9, `.`, `_`, `-`",
             ));
+        }
+        if !(1..=1000).contains(&bus.partitions) {
+            return Err(ConfigError::new("event_bus.partitions", "expected 1 to 1000"));
+        }
+        if !(1..=10).contains(&bus.replication_factor) {
+            return Err(ConfigError::new("event_bus.replication_factor", "expected 1 to 10"));
         }
         if self.rate_limit_store() == RateLimitStore::Redis && !cache.starts_with("redis") {
             return Err(ConfigError::new("rate_limit.store", "`redis` needs `cache.url` to be a redis:// URL"));
@@ -999,6 +1029,31 @@ mod tests {
             assert_eq!(Config::load(None).unwrap_err().key, "tenancy.plans.pro.features.reports");
             jail.create_file("saas.toml", "[tenancy.features.reports]\ndefault = false\nrollout_percent = 101\n")?;
             assert_eq!(Config::load(None).unwrap_err().key, "tenancy.features.reports.rollout_percent");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_event_bus_is_memory_or_kafka() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SAAS_EVENT_BUS", "kafka://127.0.0.1:9092");
+            match Config::load(None) {
+                Ok(c) => assert!(cfg!(feature = "kafka") && c.event_bus.url == "kafka://127.0.0.1:9092"),
+                Err(e) => assert!(
+                    !cfg!(feature = "kafka") && e.key == "event_bus.url" && e.to_string().contains("`kafka` feature")
+                ),
+            }
+            for (key, value, bad) in [
+                ("SAAS_EVENT_BUS", "kafka://nohost", "event_bus.url"),
+                ("SAAS_EVENT_BUS", "nats://x:4222", "event_bus.url"),
+                ("SAAS_EVENT_BUS_TOPIC_PREFIX", "bad prefix", "event_bus.topic_prefix"),
+                ("SAAS_EVENT_BUS_PARTITIONS", "0", "event_bus.partitions"),
+                ("SAAS_EVENT_BUS_REPLICATION_FACTOR", "11", "event_bus.replication_factor"),
+            ] {
+                jail.clear_env();
+                jail.set_env(key, value);
+                assert_eq!(Config::load(None).unwrap_err().key, bad, "{key}={value}");
+            }
             Ok(())
         });
     }

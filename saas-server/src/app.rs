@@ -10,7 +10,7 @@ use saas_core::{
         Db, PoolSettings,
         migrate::{self, Migrations},
     },
-    events::{EventBus, InProcessBus, OutboxRelay, Subscription},
+    events::{EventBus, OutboxRelay, Subscription},
     http::{
         HttpStack, IdempotencyLayer, RateLimitLayer,
         rate_limit::{self, MemoryRateLimiter, Quota, RateLimiter},
@@ -70,7 +70,10 @@ impl App {
             .await
             .map_err(saas_core::Error::into_cause)
             .context("cannot connect to the cache (cache.url)")?;
-        let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new());
+        let bus = saas_core::events::connect(&config.event_bus)
+            .await
+            .map_err(saas_core::Error::into_cause)
+            .context("cannot connect to the event bus (event_bus.url)")?;
         let relay = OutboxRelay::new(db.clone(), bus.clone())
             .with_batch_size(config.outbox.batch_size)
             .with_poll_interval(Duration::from_millis(config.outbox.poll_interval_ms));

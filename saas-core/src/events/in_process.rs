@@ -108,8 +108,8 @@ impl EventBus for InProcessBus {
     }
 }
 
-/// Tries the handler with back-off; false when every attempt failed.
-async fn deliver(handler: &dyn EventHandler, event: &Envelope, stop: &CancellationToken) -> bool {
+/// Tries the handler with back-off; false when every attempt failed (or it was stopped).
+pub(super) async fn deliver(handler: &dyn EventHandler, event: &Envelope, stop: &CancellationToken) -> bool {
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=ATTEMPTS {
         match handler.handle(event).await {

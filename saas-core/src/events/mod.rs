@@ -25,14 +25,45 @@ mod bus;
 mod envelope;
 mod in_process;
 mod inbox;
+#[cfg(feature = "kafka")]
+mod kafka;
 pub mod outbox;
 mod relay;
+
+use std::sync::Arc;
 
 pub use bus::{EventBus, EventHandler, Subscription};
 pub use envelope::Envelope;
 pub use in_process::InProcessBus;
 pub use inbox::Inbox;
+#[cfg(feature = "kafka")]
+pub use kafka::KafkaBus;
 pub use relay::OutboxRelay;
+
+/// The brokers of `kafka://host:port[,host:port…]`, or `None` when it is not such a URL.
+pub fn kafka_brokers(url: &str) -> Option<&str> {
+    let brokers = url.strip_prefix("kafka://")?.trim_end_matches('/');
+    let valid = !brokers.is_empty()
+        && brokers
+            .split(',')
+            .all(|b| b.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()));
+    valid.then_some(brokers)
+}
+
+/// The bus `config.url` names: [`InProcessBus`] for `memory://`, [`KafkaBus`] for
+/// `kafka://…` (feature `kafka`).
+pub async fn connect(config: &crate::config::EventBusConfig) -> crate::error::Result<Arc<dyn EventBus>> {
+    #[cfg(feature = "kafka")]
+    if config.url.starts_with("kafka://") {
+        return Ok(Arc::new(KafkaBus::connect(config).await?));
+    }
+    match config.url.as_str() {
+        "memory://" => Ok(Arc::new(InProcessBus::new())),
+        other => Err(crate::error::Error::internal(anyhow::anyhow!(
+            "event_bus.url: no adapter in this build for {other} (Kafka needs the `kafka` feature)"
+        ))),
+    }
+}
 
 use crate::db::migrate::{Migration, Migrations};
 
@@ -76,3 +107,17 @@ pub static MIGRATIONS: Migrations = Migrations {
         );",
     )],
 };
+
+#[cfg(test)]
+mod kafka_url_tests {
+    use super::kafka_brokers;
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(kafka_brokers("kafka://127.0.0.1:9092"), Some("127.0.0.1:9092"));
+        assert_eq!(kafka_brokers("kafka://a:9092,b:9093/"), Some("a:9092,b:9093"));
+        for bad in ["kafka://", "kafka://host", "kafka://host:port", "redis://h:1", "kafka://:9092"] {
+            assert_eq!(kafka_brokers(bad), None, "{bad}");
+        }
+    }
+}
