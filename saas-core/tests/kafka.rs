@@ -119,3 +119,164 @@ async fn an_unreachable_broker_is_an_error_not_a_hang() {
     assert_eq!(error.code(), "event_bus_unavailable");
     assert!(started.elapsed() < Duration::from_secs(15), "gave up after {:?}", started.elapsed());
 }
+
+/// A tansu broker of this test's own, on a free port, so it can be frozen without
+/// disturbing other tests.
+struct Broker {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Broker {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let listener = format!("tcp://127.0.0.1:{port}");
+        let child = std::process::Command::new("tansu")
+            .args(["broker", "--listener-url", &listener, "--advertised-listener-url", &listener])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tansu on PATH: run `bash scripts/kafka.sh` once");
+        let broker = Self { child, url: format!("kafka://127.0.0.1:{port}") };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return broker;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("tansu did not listen on {port}");
+    }
+
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the broker: unreachable, its data kept.
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Requests keep committing events while the broker is frozen for 12 s (longer than a
+/// publish waits): no request fails, every event arrives once the broker is back, and the
+/// inbox handles each exactly once.
+#[tokio::test]
+#[ignore = "needs tansu: run `bash scripts/kafka.sh` or .ci/run"]
+async fn a_frozen_broker_loses_nothing_and_nothing_is_handled_twice() {
+    use std::collections::HashMap;
+
+    use saas_core::{
+        db::{Db, migrate},
+        events::{Inbox, OutboxRelay, outbox},
+    };
+    use tokio_util::sync::CancellationToken;
+
+    let _ = tracing_subscriber::fmt().with_env_filter("saas_core=debug,rdkafka=info").with_test_writer().try_init();
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}/events.db", dir.path().display()), Default::default()).await.unwrap();
+    migrate::run(&db, &[&saas_core::events::MIGRATIONS]).await.unwrap();
+    let config = EventBusConfig { url: broker.url.clone(), ..Default::default() };
+    let bus: Arc<dyn EventBus> = Arc::new(KafkaBus::connect(&config).await.unwrap());
+    let stop = CancellationToken::new();
+    let relay = OutboxRelay::new(db.clone(), bus.clone()).with_poll_interval(Duration::from_millis(20));
+    let relay = tokio::spawn(relay.run(stop.clone()));
+
+    // The consumer counts what it really handles: only when the inbox lets it in.
+    let handled: Arc<std::sync::Mutex<HashMap<String, u32>>> = Arc::default();
+    let inbox = Inbox::new(db.clone(), "orders.counter");
+    let counts = handled.clone();
+    let handler = Arc::new(move |event: Envelope| {
+        let (inbox, counts) = (inbox.clone(), counts.clone());
+        async move {
+            if let Some(tx) = inbox.begin(&event).await? {
+                tx.commit().await?;
+                *counts.lock().unwrap().entry(event.id.to_string()).or_default() += 1;
+            }
+            Ok(())
+        }
+    });
+    let subscription = bus.subscribe("orders.counter", &["orders"], handler).await.unwrap();
+
+    // 300 requests, one every 50 ms; the broker is frozen from the 60th to 12 s later.
+    let tenant = TenantId::new();
+    let mut sent = Vec::new();
+    let mut frozen_at = None;
+    for i in 0..300 {
+        if i == 60 {
+            broker.signal("-STOP");
+            frozen_at = Some(std::time::Instant::now());
+        }
+        if frozen_at.is_some_and(|t| t.elapsed() >= Duration::from_secs(12)) {
+            broker.signal("-CONT");
+            frozen_at = None;
+        }
+        let event = Envelope::new("orders.order_placed.v1", Some(tenant), serde_json::json!({ "n": i }));
+        let mut tx = db.tenant_tx(tenant).await.unwrap();
+        outbox::append(&mut tx, &event).await.expect("a request never fails because the broker is down");
+        tx.commit().await.unwrap();
+        sent.push(event.id.to_string());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if frozen_at.is_some() {
+        broker.signal("-CONT");
+    }
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while handled.lock().unwrap().len() < sent.len() {
+        if std::time::Instant::now() >= deadline {
+            let pending = outbox::pending(&db).await.unwrap();
+            let handled = handled.lock().unwrap().len();
+            panic!("{handled} of {} handled after 90 s; {pending} still in the outbox", sent.len());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let handled = handled.lock().unwrap().clone();
+    for id in &sent {
+        assert_eq!(handled.get(id), Some(&1), "event {id} handled once");
+    }
+    assert_eq!(outbox::pending(&db).await.unwrap(), 0);
+    subscription.stop().await;
+    stop.cancel();
+    relay.await.unwrap();
+}
+
+/// Another client (Python confluent-kafka, `SAAS_TEST_KAFKA_PYTHON`) reads what the bus
+/// wrote: the tenant as key, the CloudEvents attributes as headers, the data as JSON.
+#[tokio::test]
+#[ignore = "needs kafka and Python confluent-kafka (SAAS_TEST_KAFKA_PYTHON): run .ci/run"]
+async fn a_client_we_did_not_write_reads_our_events() {
+    let bus = bus().await;
+    let tenant = TenantId::new();
+    let event =
+        Envelope::new("billing.invoice_paid.v1", Some(tenant), serde_json::json!({ "cents": 4200, "note": "é" }))
+            .with_subject("inv_1");
+    bus.publish(std::slice::from_ref(&event)).await.unwrap();
+
+    let python = std::env::var("SAAS_TEST_KAFKA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scripts/read_kafka.py");
+    let url = std::env::var("SAAS_TEST_KAFKA_URL").unwrap_or_else(|_| "kafka://127.0.0.1:9092".into());
+    let bootstrap = saas_core::events::kafka_brokers(&url).unwrap().to_owned();
+    let topic = bus.topic_of("billing");
+    let output = tokio::process::Command::new(python).args([script, &bootstrap, &topic, "1"]).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let record: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(record["key"], tenant.to_string());
+    assert_eq!(record["value"], event.data);
+    let headers = &record["headers"];
+    assert_eq!(headers["ce_specversion"], "1.0");
+    assert_eq!(headers["ce_id"], event.id.to_string());
+    assert_eq!(headers["ce_type"], "billing.invoice_paid.v1");
+    assert_eq!(headers["ce_source"], "/saas/billing");
+    assert_eq!(headers["ce_tenantid"], tenant.to_string());
+    assert_eq!(headers["ce_subject"], "inv_1");
+    assert_eq!(headers["content-type"], "application/json");
+    let time = headers["ce_time"].as_str().unwrap();
+    assert!(time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339).is_ok(), "{time}");
+}

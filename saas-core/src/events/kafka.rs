@@ -53,14 +53,16 @@ pub struct KafkaBus {
     prefix: Arc<str>,
     partitions: i32,
     replication: i32,
-    producer: FutureProducer,
+    /// Replaced when it fails for good (an idempotent producer is fenced after a delivery
+    /// timed out, and must start again with a new producer id).
+    producer: Arc<std::sync::RwLock<FutureProducer>>,
     admin: Arc<AdminClient<DefaultClientContext>>,
     /// Topics known to exist.
     topics: Arc<Mutex<HashSet<String>>>,
 }
 
 fn unavailable(e: KafkaError) -> Error {
-    Error::unavailable("event_bus_unavailable", "the event bus is not reachable").with_source(e)
+    Error::unavailable("event_bus_unavailable", format!("the event bus is not reachable: {e}")).with_source(e)
 }
 
 impl KafkaBus {
@@ -72,14 +74,7 @@ impl KafkaBus {
                 config.url
             ))
         })?;
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", DELIVERY_TIMEOUT.as_millis().to_string())
-            .create()
-            .map_err(unavailable)?;
+        let producer = new_producer(brokers).map_err(unavailable)?;
         let admin: AdminClient<DefaultClientContext> =
             ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(unavailable)?;
         let bus = Self {
@@ -87,12 +82,36 @@ impl KafkaBus {
             prefix: config.topic_prefix.as_str().into(),
             partitions: config.partitions,
             replication: config.replication_factor,
-            producer,
+            producer: Arc::new(std::sync::RwLock::new(producer)),
             admin: Arc::new(admin),
             topics: Arc::default(),
         };
         bus.ping().await?;
         Ok(bus)
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.producer.read().expect("producer lock").clone()
+    }
+
+    /// Replaces `failed` with a new producer when it can no longer send: a fatal error, or
+    /// an idempotence state the broker refuses (after a delivery timed out, librdkafka bumps
+    /// the producer epoch, and some brokers then answer `ProducerFenced` to every record).
+    fn renew_if_stuck(&self, failed: &FutureProducer, error: &KafkaError) {
+        use RDKafkaErrorCode::{InvalidProducerEpoch, OutOfOrderSequenceNumber, ProducerFenced, UnknownProducerId};
+        let stuck = matches!(
+            error.rdkafka_error_code(),
+            Some(ProducerFenced | InvalidProducerEpoch | UnknownProducerId | OutOfOrderSequenceNumber)
+        );
+        let fatal = failed.client().fatal_error();
+        if !stuck && fatal.is_none() {
+            return;
+        }
+        tracing::warn!(error = %error, ?fatal, "the Kafka producer cannot send any more; starting a new one");
+        match new_producer(&self.brokers) {
+            Ok(fresh) => *self.producer.write().expect("producer lock") = fresh,
+            Err(e) => tracing::error!(error = %e, "cannot start a new Kafka producer"),
+        }
     }
 
     /// The topic of bounded context `context`.
@@ -141,10 +160,20 @@ impl KafkaBus {
             // Offsets are stored by hand, after the handler succeeded.
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
             .create()
             .map_err(unavailable)
     }
+}
+
+/// An idempotent producer: `acks=all`, each record delivered at most once per producer id.
+fn new_producer(brokers: &str) -> rdkafka::error::KafkaResult<FutureProducer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", DELIVERY_TIMEOUT.as_millis().to_string())
+        .create()
 }
 
 /// The record headers of `event` (CloudEvents binary mode).
@@ -208,14 +237,19 @@ impl EventBus for KafkaBus {
             })
             .collect::<Result<_>>()?;
         // All sent at once, then awaited together: one at a time would wait `linger.ms` each.
+        let producer = self.producer();
         let sends = records.iter().map(|(topic, key, payload, headers)| {
             let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers.clone());
-            self.producer.send(record, Timeout::After(DELIVERY_TIMEOUT))
+            producer.send(record, Timeout::After(DELIVERY_TIMEOUT))
         });
-        for result in futures::future::join_all(sends).await {
-            result.map_err(|(e, _)| unavailable(e))?;
+        let failed = futures::future::join_all(sends).await.into_iter().find_map(|r| r.err());
+        match failed {
+            None => Ok(()),
+            Some((e, _)) => {
+                self.renew_if_stuck(&producer, &e);
+                Err(unavailable(e))
+            }
         }
-        Ok(())
     }
 
     async fn subscribe(&self, group: &str, topics: &[&str], handler: Arc<dyn EventHandler>) -> Result<Subscription> {
@@ -275,7 +309,7 @@ impl EventBus for KafkaBus {
     }
 
     async fn ping(&self) -> Result<()> {
-        let producer = self.producer.clone();
+        let producer = self.producer();
         tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, Duration::from_secs(3)).map(drop))
             .await
             .map_err(Error::internal)?
@@ -313,11 +347,12 @@ impl KafkaBus {
                     if let Some(payload) = message.payload() {
                         record = record.payload(payload);
                     }
-                    self.producer
-                        .send(record, Timeout::After(DELIVERY_TIMEOUT))
-                        .await
-                        .map(drop)
-                        .map_err(|(e, _)| e.to_string())
+                    let producer = self.producer();
+                    let sent = producer.send(record, Timeout::After(DELIVERY_TIMEOUT)).await;
+                    if let Err((e, _)) = &sent {
+                        self.renew_if_stuck(&producer, e);
+                    }
+                    sent.map(drop).map_err(|(e, _)| e.to_string())
                 }
                 Err(e) => Err(e.to_string()),
             };
