@@ -50,7 +50,7 @@ pub fn kafka_brokers(url: &str) -> Option<&str> {
     valid.then_some(brokers)
 }
 
-/// The bus `config.url` names: [`InProcessBus`] for `memory://`, [`KafkaBus`] for
+/// The bus `config.url` names: [`InProcessBus`] for `memory://`, `KafkaBus` for
 /// `kafka://…` (feature `kafka`).
 pub async fn connect(config: &crate::config::EventBusConfig) -> crate::error::Result<Arc<dyn EventBus>> {
     #[cfg(feature = "kafka")]
