@@ -21,6 +21,8 @@
 //!    set size idle, then after loading `/health/ready`.
 
 mod auth;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod load;
 mod rss;
 
@@ -52,6 +54,11 @@ struct Args {
     /// Skip the login benchmarks.
     #[arg(long)]
     skip_logins: bool,
+    /// Run only the event benchmarks, against the broker at this URL
+    /// (`kafka://127.0.0.1:9092`; build with `--features kafka`).
+    #[cfg(feature = "kafka")]
+    #[arg(long)]
+    kafka: Option<String>,
 }
 
 pub(crate) async fn ping() -> Json<serde_json::Value> {
@@ -108,6 +115,10 @@ fn main() -> anyhow::Result<()> {
         .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
         .init();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    #[cfg(feature = "kafka")]
+    if let Some(url) = &args.kafka {
+        return rt.block_on(kafka::run(url, args.rounds));
+    }
     let auth_server = rt.block_on(auth::server())?;
     let bare_addr = serve(bare(), "bare-server")?;
     let stack_addr = serve(stacked(), "stack-server")?;

@@ -160,6 +160,8 @@ impl KafkaBus {
             // Offsets are stored by hand, after the handler succeeded.
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            // Some brokers (tansu) hold a fetch this long even when records are waiting.
+            .set("fetch.wait.max.ms", "50")
             .create()
             .map_err(unavailable)
     }
