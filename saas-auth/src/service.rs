@@ -163,12 +163,14 @@ impl Auth {
         let handler = move |event: Envelope| {
             let (inbox, auth) = (inbox.clone(), auth.clone());
             async move {
-                // Invited users proved their address with the invitation's code.
-                let invited = event.data.get("invited_by").is_some();
-                let registered =
-                    (event.event_type == events::USER_REGISTERED && !invited).then_some(()).and(event.tenant);
-                let (Some(tenant), Some(user)) = (registered, event.subject.as_deref()) else { return Ok(()) };
-                let user = auth.user(tenant, user.parse().map_err(anyhow::Error::msg)?).await;
+                let Some(registered) = event.decode::<events::UserRegistered>() else { return Ok(()) };
+                let registered = registered.map_err(Error::into_cause)?;
+                // Invited users prove their address with the invitation's code.
+                if registered.invited_by.is_some() {
+                    return Ok(());
+                }
+                let tenant = registered.tenant_id;
+                let user = auth.user(tenant, registered.user_id).await;
                 let user = match user {
                     Ok(user) if user.email_verified_at.is_none() => user,
                     _ => return Ok(()), // deleted since, or proven already
@@ -195,8 +197,7 @@ impl Auth {
             .bind(saas_core::db::now_millis())
             .execute(&mut *tx)
             .await?;
-        let event =
-            Envelope::new(events::EMAIL_VERIFIED, Some(tenant), serde_json::json!({})).with_subject(user.to_string());
+        let event = Envelope::of(&events::EmailVerified { tenant_id: tenant, user_id: user })?;
         outbox::append(&mut tx, &event).await?;
         tx.commit().await
     }
@@ -240,8 +241,7 @@ impl Auth {
         .bind(saas_core::db::now_millis())
         .execute(&mut *tx)
         .await?;
-        let event =
-            Envelope::new(events::PASSWORD_RESET, Some(tenant), serde_json::json!({})).with_subject(user.to_string());
+        let event = Envelope::of(&events::PasswordReset { tenant_id: tenant, user_id: user })?;
         outbox::append(&mut tx, &event).await?;
         tx.commit().await?;
         self.sessions.revoke_others(tenant, user, "").await?;
@@ -296,12 +296,7 @@ impl Auth {
         let user = User::new(tenant, email, name, self.passwords.hash(password).await?, roles)?;
         let mut tx = self.db.tenant_tx(tenant).await?;
         insert_user(&mut tx, &user).await?;
-        let event = Envelope::new(
-            events::USER_REGISTERED,
-            Some(tenant),
-            serde_json::json!({ "email": user.email, "roles": user.role_list() }),
-        )
-        .with_subject(user.id.to_string());
+        let event = Envelope::of(&registered(&user, None))?;
         outbox::append(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(user)
@@ -339,12 +334,7 @@ impl Auth {
             email_tokens::INVITATION_MS,
         )
         .await?;
-        let event = Envelope::new(
-            events::USER_REGISTERED,
-            Some(tenant),
-            serde_json::json!({ "email": user.email, "roles": user.role_list(), "invited_by": actor.user }),
-        )
-        .with_subject(user.id.to_string());
+        let event = Envelope::of(&registered(&user, Some(actor.user)))?;
         outbox::append(&mut tx, &event).await?;
         // Sent before the commit: a user who cannot be told is not created.
         let text = format!(
@@ -420,11 +410,11 @@ impl Auth {
         .bind(saas_core::db::now_millis())
         .execute(&mut *tx)
         .await?;
-        let event = Envelope::new(
-            events::PERMISSION_GRANTED,
-            Some(tenant),
-            serde_json::json!({ "role": name, "permissions": permissions }),
-        );
+        let event = Envelope::of(&events::PermissionGranted {
+            tenant_id: tenant,
+            role: name.to_owned(),
+            permissions: permissions.to_vec(),
+        })?;
         outbox::append(&mut tx, &event).await?;
         tx.commit().await
     }
@@ -479,8 +469,7 @@ impl Auth {
         if done.rows_affected() == 0 {
             return Err(Error::not_found("user_not_found", "no such user"));
         }
-        let event = Envelope::new(events::ROLE_ASSIGNED, Some(tenant), serde_json::json!({ "roles": roles }))
-            .with_subject(user.to_string());
+        let event = Envelope::of(&events::RoleAssigned { tenant_id: tenant, user_id: user, roles: roles.to_vec() })?;
         outbox::append(&mut tx, &event).await?;
         tx.commit().await?;
         self.user(tenant, user).await
@@ -558,8 +547,7 @@ impl Auth {
             .rows_affected();
         if removed > 0 {
             let event =
-                Envelope::new(events::MFA_DISABLED, Some(tenant), serde_json::json!({ "reset_by": actor.user }))
-                    .with_subject(user.to_string());
+                Envelope::of(&events::MfaDisabled { tenant_id: tenant, user_id: user, reset_by: Some(actor.user) })?;
             outbox::append(&mut tx, &event).await?;
         }
         tx.commit().await?;
@@ -600,8 +588,7 @@ impl Auth {
             .bind(hash)
             .execute(&mut *tx)
             .await?;
-        let event = Envelope::new(events::PASSWORD_CHANGED, Some(actor.tenant), serde_json::json!({}))
-            .with_subject(actor.user.to_string());
+        let event = Envelope::of(&events::PasswordChanged { tenant_id: actor.tenant, user_id: actor.user })?;
         outbox::append(&mut tx, &event).await?;
         tx.commit().await?;
         self.sessions.revoke_others(actor.tenant, actor.user, &actor.session).await
@@ -624,8 +611,8 @@ impl Auth {
     pub async fn logout(&self, tenant: TenantId, user: saas_core::id::UserId, session: &str) -> Result<()> {
         self.sessions.revoke(tenant, session).await?;
         let mut tx = self.db.tenant_tx(tenant).await?;
-        let event = Envelope::new(events::USER_SIGNED_OUT, Some(tenant), serde_json::json!({ "session": session }))
-            .with_subject(user.to_string());
+        let event =
+            Envelope::of(&events::UserSignedOut { tenant_id: tenant, user_id: user, session: session.to_owned() })?;
         outbox::append(&mut tx, &event).await?;
         tx.commit().await
     }
@@ -776,8 +763,7 @@ impl Auth {
     pub async fn confirm_mfa(&self, actor: &Principal, code: &str) -> Result<Vec<String>> {
         let mut tx = self.db.tenant_tx(actor.tenant).await?;
         let codes = mfa::check(&mut tx, self.keys.kek(), actor.user, code, true).await?.unwrap_or_default();
-        let event = Envelope::new(events::MFA_ENABLED, Some(actor.tenant), serde_json::json!({}))
-            .with_subject(actor.user.to_string());
+        let event = Envelope::of(&events::MfaEnabled { tenant_id: actor.tenant, user_id: actor.user })?;
         outbox::append(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(codes)
@@ -790,8 +776,8 @@ impl Auth {
         }
         let mut tx = self.db.tenant_tx(actor.tenant).await?;
         mfa::disable(&mut tx, self.keys.kek(), actor.user, code).await?;
-        let event = Envelope::new(events::MFA_DISABLED, Some(actor.tenant), serde_json::json!({}))
-            .with_subject(actor.user.to_string());
+        let event =
+            Envelope::of(&events::MfaDisabled { tenant_id: actor.tenant, user_id: actor.user, reset_by: None })?;
         outbox::append(&mut tx, &event).await?;
         tx.commit().await
     }
@@ -800,9 +786,11 @@ impl Auth {
     async fn open_session(&self, user: &User) -> Result<TokenResponse> {
         let (session, refresh_token) = self.sessions.open(user.tenant_id, user.id).await?;
         let mut tx = self.db.tenant_tx(user.tenant_id).await?;
-        let event =
-            Envelope::new(events::USER_AUTHENTICATED, Some(user.tenant_id), serde_json::json!({ "session": session }))
-                .with_subject(user.id.to_string());
+        let event = Envelope::of(&events::UserAuthenticated {
+            tenant_id: user.tenant_id,
+            user_id: user.id,
+            session: session.clone(),
+        })?;
         outbox::append(&mut tx, &event).await?;
         tx.commit().await?;
         self.token_response(user, &session, refresh_token).await
@@ -838,12 +826,7 @@ impl OwnerRegistrar for Auth {
         // tenant's first row, for row-level security.
         self.db.bind_tenant(conn, tenant.id).await?;
         User::insert_on(conn, tenant.id, &user).await?;
-        let event = Envelope::new(
-            events::USER_REGISTERED,
-            Some(tenant.id),
-            serde_json::json!({ "email": user.email, "roles": user.role_list() }),
-        )
-        .with_subject(user.id.to_string());
+        let event = Envelope::of(&registered(&user, None))?;
         outbox::append(conn, &event).await?;
         serde_json::to_value(user.view()).map_err(Error::internal)
     }
@@ -856,6 +839,17 @@ async fn insert_user(tx: &mut saas_core::db::TenantTx, user: &User) -> Result<()
             Err(Error::conflict("email_taken", "a user of this tenant has this e-mail address"))
         }
         other => other,
+    }
+}
+
+/// The event of a new user, invited by `invited_by` if anyone.
+fn registered(user: &User, invited_by: Option<saas_core::id::UserId>) -> events::UserRegistered {
+    events::UserRegistered {
+        tenant_id: user.tenant_id,
+        user_id: user.id,
+        email: user.email.clone(),
+        roles: user.role_list(),
+        invited_by,
     }
 }
 

@@ -163,6 +163,16 @@ macro_rules! define_id {
 
         impl $crate::reexport::utoipa::ToSchema for $name {}
 
+        impl $crate::reexport::schemars::JsonSchema for $name {
+            fn schema_name() -> ::std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut $crate::reexport::schemars::SchemaGenerator) -> $crate::reexport::schemars::Schema {
+                $crate::id::id_json_schema($prefix)
+            }
+        }
+
         impl $crate::reexport::sqlx::Type<$crate::reexport::sqlx::Any> for $name {
             fn type_info() -> $crate::reexport::sqlx::any::AnyTypeInfo {
                 <String as $crate::reexport::sqlx::Type<$crate::reexport::sqlx::Any>>::type_info()
@@ -194,6 +204,14 @@ macro_rules! define_id {
             }
         }
     };
+}
+
+/// The JSON Schema shared by every id type (for event schemas): a string with the prefix.
+pub fn id_json_schema(prefix: &'static str) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "pattern": format!("^{prefix}_[0-7][0-9a-hjkmnp-tv-z]{{25}}$"),
+    })
 }
 
 /// The OpenAPI schema shared by every id type: a string with the type's prefix.

@@ -42,7 +42,9 @@ pub use error::{Error, Result};
 /// Re-exports used by [`define_id!`]; not part of the public API.
 #[doc(hidden)]
 pub mod reexport {
+    pub use schemars;
     pub use serde;
+    pub use serde_json;
     pub use sqlx;
     pub use utoipa;
     pub use uuid;

@@ -3,9 +3,8 @@
 //! - [`TenantScoped`](derive@TenantScoped): tenant-owned rows with tenant-safe store methods.
 //! - [`require_permission`](macro@require_permission): a handler that only a signed-in user
 //!   with a permission reaches (saas-auth).
-//!
-//! Still to come: `#[derive(DomainEvent)]` (event name with version, bounded context,
-//! tenant).
+//! - [`DomainEvent`](derive@DomainEvent): a typed event with its versioned name, context
+//!   (topic), tenant and subject.
 
 use proc_macro::TokenStream;
 use quote::quote;
@@ -208,4 +207,113 @@ pub fn require_permission(attr: TokenStream, item: TokenStream) -> TokenStream {
         #function
     }
     .into()
+}
+
+/// Implements `saas_core::events::DomainEvent` for a struct that is the data of one event.
+///
+/// `#[event(name = "context.event_name", version = N)]` names it (lowercase, the context
+/// first; the type becomes `context.event_name.vN`). Mark the tenant field
+/// `#[event(tenant)]` (`TenantId` or `Option<TenantId>`; without one the event is a platform
+/// event) and, optionally, the subject field `#[event(subject)]` (any `Display`, or an
+/// `Option` of one). The struct must also derive `Serialize`, `Deserialize` and
+/// `schemars::JsonSchema`. See `saas_core::events::DomainEvent` for an example.
+///
+/// A name without a context, or version 0, is refused at compile time:
+///
+/// ```compile_fail
+/// #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, saas_macros::DomainEvent)]
+/// #[event(name = "no_context", version = 0)]
+/// struct Bad { n: u32 }
+/// ```
+#[proc_macro_derive(DomainEvent, attributes(event))]
+pub fn derive_domain_event(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    domain_event(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+fn domain_event(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
+    let (mut name, mut version) = (None::<LitStr>, None::<syn::LitInt>);
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("event")) {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("name") {
+                name = Some(meta.value()?.parse()?);
+            } else if meta.path.is_ident("version") {
+                version = Some(meta.value()?.parse()?);
+            } else {
+                return Err(meta.error("expected `name = \"context.event\"` or `version = N`"));
+            }
+            Ok(())
+        })?;
+    }
+    let span = proc_macro2::Span::call_site();
+    let name = name.ok_or_else(|| syn::Error::new(span, "missing #[event(name = \"context.event\", version = N)]"))?;
+    let version = version.ok_or_else(|| syn::Error::new(span, "missing `version = N` in #[event(...)]"))?;
+    let text = name.value();
+    let valid = text.split_once('.').is_some_and(|(context, event)| {
+        let word =
+            |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        word(context) && event.split('.').all(word)
+    });
+    if !valid {
+        return Err(syn::Error::new(name.span(), "expected `context.event_name`: lowercase words, the context first"));
+    }
+    if version.base10_parse::<u32>()? == 0 {
+        return Err(syn::Error::new(version.span(), "versions start at 1"));
+    }
+    let Data::Struct(data) = &input.data else {
+        return Err(syn::Error::new(span, "DomainEvent is derived for structs"));
+    };
+    let marked = |what: &str| -> syn::Result<Option<&syn::Field>> {
+        let mut found = None;
+        for field in &data.fields {
+            for attr in field.attrs.iter().filter(|a| a.path().is_ident("event")) {
+                attr.parse_nested_meta(|meta| {
+                    if meta.path.is_ident(what) {
+                        found = Some(field);
+                    } else if !(meta.path.is_ident("tenant") || meta.path.is_ident("subject")) {
+                        return Err(meta.error("expected `tenant` or `subject`"));
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(found)
+    };
+    let is_option = |field: &syn::Field| match &field.ty {
+        syn::Type::Path(path) => path.path.segments.last().is_some_and(|s| s.ident == "Option"),
+        _ => false,
+    };
+    let tenant = match marked("tenant")? {
+        Some(field) => {
+            let ident = &field.ident;
+            if is_option(field) { quote!(self.#ident) } else { quote!(::std::option::Option::Some(self.#ident)) }
+        }
+        None => quote!(::std::option::Option::None),
+    };
+    let subject = match marked("subject")? {
+        Some(field) => {
+            let ident = &field.ident;
+            if is_option(field) {
+                quote!(self.#ident.as_ref().map(::std::string::ToString::to_string))
+            } else {
+                quote!(::std::option::Option::Some(::std::string::ToString::to_string(&self.#ident)))
+            }
+        }
+        None => quote!(::std::option::Option::None),
+    };
+    let ty = &input.ident;
+    Ok(quote! {
+        impl ::saas_core::events::DomainEvent for #ty {
+            const NAME: &'static str = #name;
+            const VERSION: u32 = #version;
+
+            fn tenant(&self) -> ::std::option::Option<::saas_core::id::TenantId> {
+                #tenant
+            }
+
+            fn subject(&self) -> ::std::option::Option<::std::string::String> {
+                #subject
+            }
+        }
+    })
 }

@@ -32,7 +32,7 @@ use saas_core::{
 };
 use serde_json::Value;
 
-use crate::events::{self, FeatureChanged};
+use crate::events::{FeatureChanged, FeatureDisabled, FeatureEnabled};
 
 /// A tenant's overrides: tenant-wide, and per user.
 #[derive(Debug, Default)]
@@ -197,14 +197,12 @@ impl Features {
                     .await?;
             }
         }
-        let event_type = match &value {
-            Some(Value::Bool(true)) => events::FEATURE_ENABLED,
-            Some(Value::Bool(false)) => events::FEATURE_DISABLED,
-            _ => events::FEATURE_CHANGED,
+        let (tenant_id, feature) = (tenant, feature.to_owned());
+        let event = match &value {
+            Some(Value::Bool(true)) => Envelope::of(&FeatureEnabled { tenant_id, feature, user })?,
+            Some(Value::Bool(false)) => Envelope::of(&FeatureDisabled { tenant_id, feature, user })?,
+            _ => Envelope::of(&FeatureChanged { tenant_id, feature, user, value: value.clone() })?,
         };
-        let data = FeatureChanged { feature: feature.to_owned(), user, value: value.clone() };
-        let event = Envelope::new(event_type, Some(tenant), serde_json::to_value(data).unwrap_or_default())
-            .with_subject(tenant.to_string());
         outbox::append(&mut tx, &event).await?;
         tx.commit().await?;
         self.invalidate(tenant);

@@ -31,7 +31,7 @@ use saas_core::{
 use serde::{Deserialize, Serialize};
 use time::{Date, Month, OffsetDateTime, Time};
 
-use crate::events::{self, ResourceQuotaUpdated};
+use crate::events::ResourceQuotaUpdated;
 
 /// One quota's usage in one period.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -186,11 +186,8 @@ impl Quotas {
                     .await?;
             }
         }
-        let data = ResourceQuotaUpdated { quota: quota.to_owned(), limit };
-        let event =
-            Envelope::new(events::RESOURCE_QUOTA_UPDATED, Some(tenant), serde_json::to_value(data).unwrap_or_default())
-                .with_subject(tenant.to_string());
-        outbox::append(&mut tx, &event).await?;
+        let event = ResourceQuotaUpdated { tenant_id: tenant, quota: quota.to_owned(), limit };
+        outbox::append(&mut tx, &Envelope::of(&event)?).await?;
         tx.commit().await
     }
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use sqlx::AnyConnection;
 
 use crate::{
-    events::{self, TenantProvisioned, TenantSuspended, TenantUpdated},
+    events::{TenantDeleted, TenantProvisioned, TenantReactivated, TenantSuspended, TenantUpdated},
     slug::SlugPolicy,
     store,
     tenant::{Tenant, TenantRef, TenantStatus},
@@ -128,13 +128,14 @@ impl Tenants {
             updated_at: now,
         };
         store::insert(conn, &tenant).await?;
-        let data = TenantProvisioned {
+        let event = TenantProvisioned {
+            tenant_id: tenant.id,
             slug: tenant.slug.clone(),
             name: tenant.name.clone(),
             plan: tenant.plan.clone(),
             via: via.to_owned(),
         };
-        outbox::append(conn, &event(events::TENANT_PROVISIONED, tenant.id, &data)).await?;
+        outbox::append(conn, &Envelope::of(&event)?).await?;
         Ok(tenant)
     }
 
@@ -189,8 +190,8 @@ impl Tenants {
             return Err(not_found());
         }
         let updated = store::find(&mut tx, &TenantRef::Id(id)).await?.ok_or_else(not_found)?;
-        let data = TenantUpdated { name: updated.name.clone(), plan: updated.plan.clone() };
-        outbox::append(&mut tx, &event(events::TENANT_UPDATED, id, &data)).await?;
+        let event = TenantUpdated { tenant_id: id, name: updated.name.clone(), plan: updated.plan.clone() };
+        outbox::append(&mut tx, &Envelope::of(&event)?).await?;
         tx.commit().await?;
         self.changed(id).await
     }
@@ -201,23 +202,14 @@ impl Tenants {
         if reason.is_empty() || reason.chars().count() > 500 {
             return Err(Error::validation([FieldError::new("reason", "length", "expected 1 to 500 characters")]));
         }
-        let data = TenantSuspended { reason: reason.to_owned() };
-        self.transition(
-            id,
-            TenantStatus::Active,
-            TenantStatus::Suspended,
-            Some(reason),
-            events::TENANT_SUSPENDED,
-            &data,
-        )
-        .await
+        let event = Envelope::of(&TenantSuspended { tenant_id: id, reason: reason.to_owned() })?;
+        self.transition(id, TenantStatus::Active, TenantStatus::Suspended, Some(reason), event).await
     }
 
     /// Reactivates a suspended tenant.
     pub async fn reactivate(&self, id: TenantId) -> Result<Tenant> {
-        let data = serde_json::json!({});
-        self.transition(id, TenantStatus::Suspended, TenantStatus::Active, None, events::TENANT_REACTIVATED, &data)
-            .await
+        let event = Envelope::of(&TenantReactivated { tenant_id: id })?;
+        self.transition(id, TenantStatus::Suspended, TenantStatus::Active, None, event).await
     }
 
     /// Soft-deletes a tenant (active or suspended): it answers 404 from now on, and every
@@ -229,7 +221,7 @@ impl Tenants {
         if !store::transition(&mut tx, id, current.status, TenantStatus::Deleted, None).await? {
             return Err(Error::conflict("tenant_changed", "the tenant changed meanwhile; try again"));
         }
-        outbox::append(&mut tx, &event(events::TENANT_DELETED, id, &serde_json::json!({}))).await?;
+        outbox::append(&mut tx, &Envelope::of(&TenantDeleted { tenant_id: id })?).await?;
         tx.commit().await?;
         self.changed(id).await.map(drop)
     }
@@ -240,8 +232,7 @@ impl Tenants {
         from: TenantStatus,
         to: TenantStatus,
         reason: Option<&str>,
-        event_type: &str,
-        data: &impl serde::Serialize,
+        event: Envelope,
     ) -> Result<Tenant> {
         let current = self.get(id).await?;
         if current.status != from {
@@ -254,7 +245,7 @@ impl Tenants {
         if !store::transition(&mut tx, id, from, to, reason).await? {
             return Err(Error::conflict("tenant_changed", "the tenant changed meanwhile; try again"));
         }
-        outbox::append(&mut tx, &event(event_type, id, data)).await?;
+        outbox::append(&mut tx, &event).await?;
         tx.commit().await?;
         self.changed(id).await
     }
@@ -281,11 +272,6 @@ fn cache_key(by: &TenantRef) -> String {
         TenantRef::Id(id) => format!("tenancy:tenant:{id}"),
         TenantRef::Slug(slug) => format!("tenancy:tenant:slug:{slug}"),
     }
-}
-
-fn event(event_type: &str, tenant: TenantId, data: &impl serde::Serialize) -> Envelope {
-    let data = serde_json::to_value(data).unwrap_or_default();
-    Envelope::new(event_type, Some(tenant), data).with_subject(tenant.to_string())
 }
 
 pub(crate) fn not_found() -> Error {

@@ -179,12 +179,11 @@ impl Sessions {
             Rotation::Reused { session, user } => {
                 self.revoked.insert((tenant, session.as_str().into()), true);
                 let mut tx = self.db.tenant_tx(tenant).await?;
-                let event = Envelope::new(
-                    events::REFRESH_TOKEN_REUSED,
-                    Some(tenant),
-                    serde_json::json!({ "session": session }),
-                )
-                .with_subject(user.to_string());
+                let event = Envelope::of(&events::RefreshTokenReused {
+                    tenant_id: tenant,
+                    user_id: user,
+                    session: session.clone(),
+                })?;
                 outbox::append(&mut tx, &event).await?;
                 tx.commit().await?;
                 tracing::warn!(tenant_id = %tenant, "a used refresh token was presented again; its session is revoked");

@@ -22,6 +22,7 @@
 //! ```
 
 mod bus;
+mod domain;
 mod envelope;
 mod in_process;
 mod inbox;
@@ -33,6 +34,7 @@ mod relay;
 use std::sync::Arc;
 
 pub use bus::{EventBus, EventHandler, Subscription};
+pub use domain::{DomainEvent, EventSchema, incompatibility};
 pub use envelope::Envelope;
 pub use in_process::InProcessBus;
 pub use inbox::Inbox;
