@@ -213,7 +213,7 @@ impl Tenants {
     }
 
     /// Soft-deletes a tenant (active or suspended): it answers 404 from now on, and every
-    /// domain erases its rows when it handles the [`TENANT_DELETED`](events::TENANT_DELETED)
+    /// domain erases its rows when it handles the [`TENANT_DELETED`](crate::events::TENANT_DELETED)
     /// event. The slug stays taken.
     pub async fn delete(&self, id: TenantId) -> Result<()> {
         let current = self.get(id).await?;
