@@ -315,13 +315,6 @@ async fn assign_roles(
     saas_core::http::Path(user): saas_core::http::Path<saas_core::id::UserId>,
     Json(body): Json<RoleAssignment>,
 ) -> Result<Json<UserView>> {
-    if body.roles.len() > 50 {
-        return Err(saas_core::Error::validation([saas_core::error::FieldError::new(
-            "roles",
-            "too_many",
-            "at most 50",
-        )]));
-    }
     Ok(Json(auth.assign_roles(&principal, user, &body.roles).await?.view()))
 }
 
@@ -363,13 +356,6 @@ async fn invite_user(
     principal: Principal,
     Json(body): Json<Invitation>,
 ) -> Result<(axum::http::StatusCode, Json<UserView>)> {
-    if body.roles.len() > 50 {
-        return Err(saas_core::Error::validation([saas_core::error::FieldError::new(
-            "roles",
-            "too_many",
-            "at most 50",
-        )]));
-    }
     let user = auth.invite_user(&principal, &body.email, body.name, &body.roles).await?;
     Ok((axum::http::StatusCode::CREATED, Json(user.view())))
 }

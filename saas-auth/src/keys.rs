@@ -306,12 +306,16 @@ impl SigningKeys {
     /// algorithm than `auth.token_algorithm`, or no key can sign.
     pub async fn rotate_if_due(&self) -> Result<()> {
         self.reload().await?;
-        let due = match (&self.loaded.read().await.signing, self.loaded.read().await.newest) {
+        // One guard: a second read lock in the same expression would wait behind a queued
+        // writer (a concurrent reload) that waits for the first one.
+        let loaded = self.loaded.read().await;
+        let due = match (&loaded.signing, loaded.newest) {
             (None, _) | (_, None) => true,
             (Some(_), Some((newest, algorithm))) => {
                 now_millis() - newest >= self.rotation.as_millis() as i64 || algorithm != self.algorithm
             }
         };
+        drop(loaded); // rotating reloads, which takes the write lock
         if due { self.rotate().await.map(drop) } else { Ok(()) }
     }
 
