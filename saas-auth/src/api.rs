@@ -34,7 +34,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
 }
 
 #[derive(OpenApi)]
-#[openapi(tags((name = "auth", description = "Sign-in, the signed-in user, and the token keys")))]
+#[openapi(tags(
+    (name = "auth", description = "Sign-in, the signed-in user, and the token keys"),
+    (name = "audit", description = "The tenant's tamper-evident audit log: its entries, and whether the chain is intact")
+))]
 struct AuthDoc;
 
 /// What the identity routes need.
@@ -83,6 +86,8 @@ pub fn router(auth: Auth, admins: PlatformAdmins) -> OpenApiRouter {
         .routes(routes!(list_api_keys, create_api_key))
         .routes(routes!(revoke_api_key))
         .routes(routes!(jwks))
+        .routes(routes!(verify_audit))
+        .routes(routes!(list_audit_entries))
         .with_state(AuthState { auth, admins })
 }
 
@@ -475,7 +480,7 @@ async fn revoke_api_key(
     principal: Principal,
     saas_core::http::Path(id): saas_core::http::Path<String>,
 ) -> Result<axum::http::StatusCode> {
-    auth.api_keys().revoke(principal.tenant, &id).await?;
+    auth.api_keys().revoke(principal.tenant, &id, principal.user).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
@@ -710,4 +715,48 @@ async fn disable_mfa(
 ) -> Result<axum::http::StatusCode> {
     auth.disable_mfa(&principal, &body.code).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Verifies the tenant's audit chain from its first entry: whether it is intact and, if not,
+/// the first entry that is altered or missing. Reads the whole chain: poll it rarely.
+#[utoipa::path(
+    get, path = "/v1/audit", tag = "audit",
+    responses(
+        (status = 200, body = crate::audit::ChainReport),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs `audit:inspect` (owners and admins; `*:read` does not grant it)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[saas_macros::require_permission("audit:inspect")]
+async fn verify_audit(State(auth): State<Auth>, principal: Principal) -> Result<Json<crate::audit::ChainReport>> {
+    Ok(Json(auth.audit().verify(Some(principal.tenant)).await?))
+}
+
+/// Lists the tenant's audit entries, oldest first.
+#[utoipa::path(
+    get, path = "/v1/audit/entries", tag = "audit",
+    params(saas_core::page::PageQuery),
+    responses(
+        (status = 200, body = saas_core::page::Page<crate::audit::AuditEntry>),
+        (status = 400, description = "`invalid_cursor`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs `audit:inspect`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`limit` out of range", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[saas_macros::require_permission("audit:inspect")]
+async fn list_audit_entries(
+    State(auth): State<Auth>,
+    principal: Principal,
+    saas_core::http::Query(page): saas_core::http::Query<saas_core::page::PageQuery>,
+) -> Result<Json<saas_core::page::Page<crate::audit::AuditEntry>>> {
+    let limit = page.limit()?;
+    let after = match page.after()? {
+        None => 0,
+        Some(seq) => seq.parse::<i64>().map_err(|_| {
+            saas_core::error::Error::bad_request("invalid_cursor", "`cursor` must be a `next_cursor` this API returned")
+        })?,
+    };
+    let entries = auth.audit().entries(principal.tenant, after, limit + 1).await?;
+    Ok(Json(saas_core::page::Page::from_overfetch(entries, limit, |e| e.seq.to_string())))
 }

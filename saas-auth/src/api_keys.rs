@@ -15,6 +15,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use saas_core::{
     db::{Db, now_millis},
     error::{Error, FieldError, Result},
+    events::{Envelope, outbox},
     id::{TenantId, UserId},
 };
 use serde::{Deserialize, Serialize};
@@ -140,6 +141,15 @@ impl ApiKeys {
         .bind(view.expires_at)
         .execute(&mut *tx)
         .await?;
+        let event = Envelope::of(&crate::events::ApiKeyCreated {
+            tenant_id: tenant,
+            key_id: view.id.clone(),
+            name: view.name.clone(),
+            permissions: view.permissions.clone(),
+            created_by: creator,
+            expires_at: view.expires_at,
+        })?;
+        outbox::append(&mut tx, &event).await?;
         tx.commit().await?;
         Ok((key, view))
     }
@@ -247,8 +257,9 @@ impl ApiKeys {
             .collect())
     }
 
-    /// Revokes key `id` of `tenant`; 404 `api_key_not_found` when there is none.
-    pub async fn revoke(&self, tenant: TenantId, id: &str) -> Result<()> {
+    /// Revokes key `id` of `tenant` on behalf of `by`; 404 `api_key_not_found` when there
+    /// is none.
+    pub async fn revoke(&self, tenant: TenantId, id: &str, by: UserId) -> Result<()> {
         let mut tx = self.db.tenant_tx(tenant).await?;
         let done = sqlx::query(
             "UPDATE auth_api_keys SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
@@ -258,10 +269,13 @@ impl ApiKeys {
         .bind(now_millis())
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
         if done.rows_affected() == 0 {
             return Err(Error::not_found("api_key_not_found", "no such active API key"));
         }
+        let event =
+            Envelope::of(&crate::events::ApiKeyRevoked { tenant_id: tenant, key_id: id.to_owned(), revoked_by: by })?;
+        outbox::append(&mut tx, &event).await?;
+        tx.commit().await?;
         // This server forgets it at once; the others within KEY_CACHE_SECS.
         self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.verified.invalidate_all();

@@ -35,6 +35,16 @@ pub const EMAIL_VERIFIED: &str = "auth.email_verified.v1";
 pub const PASSWORD_RESET: &str = "auth.password_reset.v1";
 /// [`MfaDisabled`].
 pub const MFA_DISABLED: &str = "auth.mfa_disabled.v1";
+/// [`ApiKeyCreated`].
+pub const API_KEY_CREATED: &str = "auth.api_key_created.v1";
+/// [`ApiKeyRevoked`].
+pub const API_KEY_REVOKED: &str = "auth.api_key_revoked.v1";
+/// [`AccountUnlocked`].
+pub const ACCOUNT_UNLOCKED: &str = "auth.account_unlocked.v1";
+/// [`SigningKeyRotated`].
+pub const SIGNING_KEY_ROTATED: &str = "auth.signing_key_rotated.v1";
+/// [`SigningKeyRevoked`].
+pub const SIGNING_KEY_REVOKED: &str = "auth.signing_key_revoked.v1";
 
 /// Declares an event about one user: `tenant_id`, `user_id` (the subject) and more fields.
 macro_rules! user_event {
@@ -135,6 +145,77 @@ pub struct PermissionGranted {
     pub permissions: Vec<String>,
 }
 
+/// An API key was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, DomainEvent)]
+#[event(name = "auth.api_key_created", version = 1)]
+pub struct ApiKeyCreated {
+    /// The tenant.
+    #[event(tenant)]
+    pub tenant_id: TenantId,
+    /// The key's id, `key_…` (also the subject); never the key itself.
+    #[event(subject)]
+    pub key_id: String,
+    /// Its name.
+    pub name: String,
+    /// What it grants.
+    pub permissions: Vec<String>,
+    /// Who created it.
+    pub created_by: UserId,
+    /// When it expires, Unix milliseconds; absent when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+/// An API key was revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, DomainEvent)]
+#[event(name = "auth.api_key_revoked", version = 1)]
+pub struct ApiKeyRevoked {
+    /// The tenant.
+    #[event(tenant)]
+    pub tenant_id: TenantId,
+    /// The key's id (also the subject).
+    #[event(subject)]
+    pub key_id: String,
+    /// Who revoked it.
+    pub revoked_by: UserId,
+}
+
+/// A platform admin lifted the login back-off or lock-out of an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, DomainEvent)]
+#[event(name = "auth.account_unlocked", version = 1)]
+pub struct AccountUnlocked {
+    /// The tenant.
+    #[event(tenant)]
+    pub tenant_id: TenantId,
+    /// The account's e-mail address (also the subject).
+    #[event(subject)]
+    pub email: String,
+}
+
+/// A new token signing key was created (on schedule, at a change of algorithm, or by
+/// `saas keys rotate`). A platform event: it has no tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, DomainEvent)]
+#[event(name = "auth.signing_key_rotated", version = 1)]
+pub struct SigningKeyRotated {
+    /// The new key's `kid` (also the subject).
+    #[event(subject)]
+    pub kid: String,
+    /// `EdDSA`, `ES256` or `RS256`.
+    pub algorithm: String,
+    /// When it starts signing, Unix milliseconds.
+    pub activates_at: i64,
+}
+
+/// A token signing key was revoked (`saas keys revoke`): its tokens stop verifying. A
+/// platform event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, DomainEvent)]
+#[event(name = "auth.signing_key_revoked", version = 1)]
+pub struct SigningKeyRevoked {
+    /// The key's `kid` (also the subject).
+    #[event(subject)]
+    pub kid: String,
+}
+
 /// Every event of saas-auth with its JSON Schema.
 pub fn catalog() -> Vec<EventSchema> {
     vec![
@@ -149,6 +230,11 @@ pub fn catalog() -> Vec<EventSchema> {
         EventSchema::of::<EmailVerified>(),
         EventSchema::of::<PasswordReset>(),
         EventSchema::of::<MfaDisabled>(),
+        EventSchema::of::<ApiKeyCreated>(),
+        EventSchema::of::<ApiKeyRevoked>(),
+        EventSchema::of::<AccountUnlocked>(),
+        EventSchema::of::<SigningKeyRotated>(),
+        EventSchema::of::<SigningKeyRevoked>(),
     ]
 }
 
@@ -172,7 +258,12 @@ mod tests {
                 MFA_ENABLED,
                 EMAIL_VERIFIED,
                 PASSWORD_RESET,
-                MFA_DISABLED
+                MFA_DISABLED,
+                API_KEY_CREATED,
+                API_KEY_REVOKED,
+                ACCOUNT_UNLOCKED,
+                SIGNING_KEY_ROTATED,
+                SIGNING_KEY_REVOKED
             ]
         );
     }

@@ -22,6 +22,7 @@ use saas_core::{
     config::TokenAlgorithm,
     db::{Db, now_millis},
     error::{Error, Result},
+    events::{Envelope, outbox},
 };
 use secrecy::{ExposeSecret, SecretSlice};
 use serde::Serialize;
@@ -73,6 +74,15 @@ impl KeyEncryptionKey {
         std::fs::rename(&partial, path).map_err(|e| context(e, "renaming to"))?;
         tracing::warn!(path = %path.display(), "created a key-encryption key for signing keys; set auth.key_encryption_key when several servers share the database");
         Self::from_base64(&text)
+    }
+
+    /// A 32-byte key for `purpose` (HMAC-SHA256 under this key): the same on every server
+    /// sharing this key, and unrelated to the keys of other purposes.
+    pub(crate) fn derive(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.0.expose_secret()).expect("any key length");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     fn cipher(&self) -> ChaCha20Poly1305 {
@@ -216,7 +226,7 @@ impl SigningKeys {
             last_reload: Arc::new(Mutex::new(std::time::Instant::now())),
             reload_interval: RELOAD_INTERVAL,
         };
-        keys.rotate_if_due().await?;
+        keys.rotate_when_due(true).await?;
         Ok(keys)
     }
 
@@ -266,6 +276,12 @@ impl SigningKeys {
         .bind(activates_at)
         .execute(&mut *tx)
         .await?;
+        let event = Envelope::of(&crate::events::SigningKeyRotated {
+            kid: kid.clone(),
+            algorithm: algorithm.as_str().to_owned(),
+            activates_at,
+        })?;
+        outbox::append(&mut tx, &event).await?;
         tx.commit().await?;
         tracing::info!(kid, algorithm = algorithm.as_str(), "rotated the token signing key");
         self.reload().await?;
@@ -277,16 +293,19 @@ impl SigningKeys {
     /// For a key that may have leaked. False when there is no such key.
     pub async fn revoke(&self, kid: &str) -> Result<bool> {
         let now = now_millis();
+        let mut tx = self.db.begin().await?;
         let done = sqlx::query(
             "UPDATE auth_signing_keys SET revoked_at = $2, retired_at = COALESCE(retired_at, $2) WHERE kid = $1 AND revoked_at IS NULL",
         )
         .bind(kid)
         .bind(now)
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Ok(false);
         }
+        outbox::append(&mut tx, &Envelope::of(&crate::events::SigningKeyRevoked { kid: kid.to_owned() })?).await?;
+        tx.commit().await?;
         tracing::warn!(kid, "revoked a token signing key");
         let signers: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM auth_signing_keys WHERE revoked_at IS NULL AND (retired_at IS NULL OR retired_at > $1)",
@@ -302,9 +321,16 @@ impl SigningKeys {
         Ok(true)
     }
 
-    /// Rotates when the newest key is older than `auth.key_rotation_days` or of another
-    /// algorithm than `auth.token_algorithm`, or no key can sign.
+    /// Rotates when the newest key is older than `auth.key_rotation_days`, or no key can sign.
+    ///
+    /// A newest key of another algorithm than `auth.token_algorithm` is replaced only when
+    /// a server starts: servers configured differently during a rolling change would
+    /// otherwise replace each other's keys every minute.
     pub async fn rotate_if_due(&self) -> Result<()> {
+        self.rotate_when_due(false).await
+    }
+
+    async fn rotate_when_due(&self, starting: bool) -> Result<()> {
         self.reload().await?;
         // One guard: a second read lock in the same expression would wait behind a queued
         // writer (a concurrent reload) that waits for the first one.
@@ -312,7 +338,7 @@ impl SigningKeys {
         let due = match (&loaded.signing, loaded.newest) {
             (None, _) | (_, None) => true,
             (Some(_), Some((newest, algorithm))) => {
-                now_millis() - newest >= self.rotation.as_millis() as i64 || algorithm != self.algorithm
+                now_millis() - newest >= self.rotation.as_millis() as i64 || (starting && algorithm != self.algorithm)
             }
         };
         drop(loaded); // rotating reloads, which takes the write lock
@@ -402,6 +428,11 @@ impl SigningKeys {
         hasher.update(b"saas-rs idempotency fingerprint key v1\0");
         hasher.update(self.kek.0.expose_secret());
         hasher.finalize().into()
+    }
+
+    /// The key that signs audit checkpoints, derived from the key-encryption key.
+    pub fn audit_key(&self) -> crate::audit::CheckpointKey {
+        crate::audit::CheckpointKey::from_seed(&self.kek.derive("saas-rs audit checkpoint key v1"))
     }
 
     /// The public keys, for `/.well-known/jwks.json`.

@@ -16,6 +16,7 @@
 //! | [`mfa`] | TOTP (RFC 6238) with otpauth URI and QR code, single-use codes, recovery codes, the login challenge |
 //! | [`api_keys`] | API keys: per tenant, scoped to permissions, hashed, expiring, revocable |
 //! | [`rbac`] | permissions (`permissions!`), built-in and custom roles, [`RequirePermission`](rbac::RequirePermission), `#[require_permission]` |
+//! | [`audit`] | the tamper-evident audit log: every event in a hash chain per tenant, signed checkpoints, verification |
 //! | [`mail`] | the `Mailer` port (e-mail verification, password reset) and a file transport |
 
 // Lets `#[require_permission]`, which names `::saas_auth`, work inside this crate too.
@@ -23,6 +24,7 @@ extern crate self as saas_auth;
 
 pub mod api;
 pub mod api_keys;
+pub mod audit;
 mod email_tokens;
 pub mod events;
 mod jws;
@@ -127,22 +129,73 @@ macro_rules! tables {
     };
 }
 
+/// The audit log's tables: entries are tenant-owned; heads and checkpoints hold only hashes
+/// and signatures and are read across tenants by the checkpoint signer.
+macro_rules! audit_tables {
+    () => {
+        "CREATE TABLE audit_log (
+            tenant_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            event_id TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            entry TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            recorded_at BIGINT NOT NULL,
+            PRIMARY KEY (tenant_id, seq)
+        );
+        CREATE TABLE audit_heads (
+            tenant_id TEXT PRIMARY KEY,
+            seq BIGINT NOT NULL,
+            hash TEXT NOT NULL,
+            updated_at BIGINT NOT NULL
+        );
+        CREATE TABLE audit_checkpoints (
+            tenant_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            hash TEXT NOT NULL,
+            signed_at BIGINT NOT NULL,
+            key_id TEXT NOT NULL,
+            signature TEXT NOT NULL,
+            PRIMARY KEY (tenant_id, seq)
+        );"
+    };
+}
+/// Row-level security on `audit_log`: a transaction bound to a tenant sees that tenant's
+/// chain; one bound to none sees only the `platform` chain.
+macro_rules! audit_log_policy {
+    () => {
+        "
+ALTER TABLE audit_log ENABLE ROW LEVEL SECURITY;
+ALTER TABLE audit_log FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON audit_log
+    USING (tenant_id = current_setting('app.tenant_id', true)
+        OR (tenant_id = 'platform' AND COALESCE(current_setting('app.tenant_id', true), '') = ''))
+    WITH CHECK (tenant_id = current_setting('app.tenant_id', true)
+        OR (tenant_id = 'platform' AND COALESCE(current_setting('app.tenant_id', true), '') = ''));
+"
+    };
+}
+
 /// Tables of saas-auth; part of `saas migrate`.
 pub static MIGRATIONS: Migrations = Migrations {
     component: "saas-auth",
-    list: &[Migration::per_engine(
-        1,
-        "users, sessions and signing keys",
-        tables!(),
-        concat!(
+    list: &[
+        Migration::per_engine(
+            1,
+            "users, sessions and signing keys",
             tables!(),
-            saas_core::rls_policy!("users"),
-            saas_core::rls_policy!("auth_sessions"),
-            saas_core::rls_policy!("auth_refresh_tokens"),
-            saas_core::rls_policy!("auth_roles"),
-            saas_core::rls_policy!("auth_api_keys"),
-            saas_core::rls_policy!("auth_mfa"),
-            saas_core::rls_policy!("auth_email_tokens")
+            concat!(
+                tables!(),
+                saas_core::rls_policy!("users"),
+                saas_core::rls_policy!("auth_sessions"),
+                saas_core::rls_policy!("auth_refresh_tokens"),
+                saas_core::rls_policy!("auth_roles"),
+                saas_core::rls_policy!("auth_api_keys"),
+                saas_core::rls_policy!("auth_mfa"),
+                saas_core::rls_policy!("auth_email_tokens")
+            ),
         ),
-    )],
+        Migration::per_engine(2, "audit log", audit_tables!(), concat!(audit_tables!(), audit_log_policy!())),
+    ],
 };

@@ -22,6 +22,7 @@ use sqlx::AnyConnection;
 
 use crate::{
     api_keys::ApiKeys,
+    audit::AuditLog,
     email_tokens, events,
     keys::random,
     keys::{KeyEncryptionKey, SigningKeys},
@@ -65,6 +66,7 @@ pub struct Auth {
     cache: Arc<dyn Cache>,
     issuer: Arc<str>,
     mailer: Arc<dyn Mailer>,
+    audit: AuditLog,
 }
 
 /// What a correct password leads to: tokens, or (with MFA on) a challenge to answer with a
@@ -116,7 +118,9 @@ impl Auth {
         );
         let throttle = LoginThrottle::new(cache.clone(), auth);
         let api_keys = ApiKeys::new(db.clone());
+        let audit = AuditLog::new(db.clone(), keys.audit_key());
         Ok(Self {
+            audit,
             db,
             passwords: Passwords::new(auth)?,
             keys,
@@ -255,6 +259,11 @@ impl Auth {
     /// The signing keys.
     pub fn keys(&self) -> &SigningKeys {
         &self.keys
+    }
+
+    /// The audit log, its checkpoints signed under a key derived from the key-encryption key.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
     }
 
     /// The password hasher.
@@ -596,7 +605,11 @@ impl Auth {
 
     /// Lifts the login back-off or lock-out of `email` in `tenant` (platform admins).
     pub async fn unlock(&self, tenant: TenantId, email: &str) -> Result<()> {
-        self.throttle.clear(tenant, email).await
+        self.throttle.clear(tenant, email).await?;
+        let mut tx = self.db.tenant_tx(tenant).await?;
+        let event = Envelope::of(&events::AccountUnlocked { tenant_id: tenant, email: email.to_owned() })?;
+        outbox::append(&mut tx, &event).await?;
+        tx.commit().await
     }
 
     /// Trades a refresh token for new tokens (see [`Sessions::refresh`]).

@@ -20,7 +20,7 @@ async fn setup() -> (Db, SigningKeys, AccessTokens, tempfile::TempDir) {
 async fn setup_with(algorithm: TokenAlgorithm) -> (Db, SigningKeys, AccessTokens, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::connect(&format!("sqlite://{}/a.db", dir.path().display()), Default::default()).await.unwrap();
-    migrate::run(&db, &[&saas_auth::MIGRATIONS]).await.unwrap();
+    migrate::run(&db, &[&saas_core::events::MIGRATIONS, &saas_auth::MIGRATIONS]).await.unwrap();
     let kek = KeyEncryptionKey::load_or_create(&dir.path().join("kek")).unwrap();
     let ttl = Duration::from_secs(900);
     let keys = SigningKeys::load(db.clone(), kek, algorithm, Duration::from_secs(30 * 86400), ttl).await.unwrap();

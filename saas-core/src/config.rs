@@ -78,6 +78,24 @@ pub struct Config {
     pub tenancy: TenancyConfig,
     /// Identity: passwords and access tokens.
     pub auth: AuthConfig,
+    /// The tamper-evident audit log.
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Append every domain event to its tenant's hash chain. Default `true`.
+    pub enabled: bool,
+    /// Seconds between signed checkpoints of the chains that grew. Default 300; 1 to 86 400.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { enabled: true, checkpoint_interval_secs: 300 }
+    }
 }
 
 /// `[auth]`
@@ -500,6 +518,7 @@ impl Default for Config {
             log: LogConfig::default(),
             tenancy: TenancyConfig::default(),
             auth: AuthConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -739,6 +758,9 @@ impl Config {
             }
         }
         self.validate_tenancy()?;
+        if !(1..=86_400).contains(&self.audit.checkpoint_interval_secs) {
+            return Err(ConfigError::new("audit.checkpoint_interval_secs", "expected 1 to 86400"));
+        }
         if self.auth.argon2_memory_kib < 8 * self.auth.argon2_parallelism.max(1) {
             return Err(ConfigError::new("auth.argon2_memory_kib", "expected at least 8 KiB per lane"));
         }

@@ -75,16 +75,16 @@ pub fn parse_id(prefix: &'static str, text: &str) -> Result<uuid::Uuid, IdParseE
     decode_base32(suffix).map(uuid::Uuid::from_u128).ok_or(IdParseError::BadSuffix)
 }
 
-/// Defines a typed, prefixed id: `define_id!(InvoiceId, "inv", "An invoice.");`
+/// Defines a typed, prefixed id: `define_id!(NoteId, "note", "A note.");`
 ///
 /// The type gets `new()` (UUIDv7), `Display`/`FromStr` in TypeID form, serde as that string,
 /// an OpenAPI schema, and sqlx encoding as `TEXT` so one column type works on SQLite and
 /// PostgreSQL.
 ///
 /// ```
-/// saas_core::define_id!(InvoiceId, "inv", "An invoice.");
-/// let id = InvoiceId::new();
-/// assert!(id.to_string().starts_with("inv_"));
+/// saas_core::define_id!(NoteId, "note", "A note.");
+/// let id = NoteId::new();
+/// assert!(id.to_string().starts_with("note_"));
 /// ```
 #[macro_export]
 macro_rules! define_id {
@@ -228,6 +228,13 @@ define_id!(TenantId, "ten", "A tenant: one customer organisation and everything 
 define_id!(UserId, "usr", "A user account inside a tenant.");
 define_id!(EventId, "evt", "A domain event.");
 define_id!(RequestId, "req", "One HTTP request, echoed in `X-Request-Id`.");
+define_id!(SubscriptionId, "sub", "A tenant's subscription to a plan (saas-billing).");
+define_id!(InvoiceId, "inv", "An invoice issued to a tenant (saas-billing).");
+define_id!(PaymentId, "pay", "One payment attempt against an invoice (saas-billing).");
+define_id!(NotificationId, "ntf", "A notification to one user over one channel (saas-notify).");
+define_id!(TemplateId, "tpl", "A notification template of a tenant, for one channel and locale (saas-notify).");
+define_id!(ReportId, "rpt", "A generated report (saas-analytics).");
+define_id!(DashboardId, "dsh", "An analytics dashboard (saas-analytics).");
 
 #[cfg(test)]
 mod tests {

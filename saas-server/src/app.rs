@@ -130,6 +130,15 @@ impl App {
                 .map_err(saas_core::Error::into_cause)
                 .context("cannot subscribe to tenant deletions")?,
         ];
+        if config.audit.enabled {
+            subscriptions.push(
+                auth.audit()
+                    .record(&bus)
+                    .await
+                    .map_err(saas_core::Error::into_cause)
+                    .context("cannot subscribe the audit log to the event bus")?,
+            );
+        }
         if config.auth.send_verification_on_signup {
             subscriptions.push(
                 auth.send_verification_on_registration(&bus)
@@ -252,6 +261,12 @@ impl App {
             }
         });
 
+        let checkpoints_stop = CancellationToken::new();
+        let checkpoints = self.config.audit.enabled.then(|| {
+            let every = Duration::from_secs(self.config.audit.checkpoint_interval_secs);
+            tokio::spawn(self.auth.audit().clone().run_checkpoints(every, checkpoints_stop.clone()))
+        });
+
         let server = axum::serve(listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let grace = Duration::from_secs(self.config.server.shutdown_grace_secs);
@@ -268,6 +283,11 @@ impl App {
         rotation.abort();
         for subscription in self.subscriptions {
             subscription.stop().await;
+        }
+        // Signs what the consumers appended last.
+        checkpoints_stop.cancel();
+        if let Some(checkpoints) = checkpoints {
+            checkpoints.await?;
         }
         self.db.close().await;
         tracing::info!("shut down cleanly");

@@ -49,6 +49,24 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every chain (or one tenant's) from its first entry; exits 1 when one is broken,
+    /// naming its first altered or missing entry.
+    Verify {
+        /// Only this tenant's chain: its id (`ten_…`), or `platform`.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Print the id and public key (Ed25519, base64url) that sign the checkpoints.
+    Key,
 }
 
 #[derive(Subcommand)]
@@ -116,6 +134,7 @@ async fn main() -> ExitCode {
         // No log subscriber: logs go to stdout, which carries only the token here.
         Command::Admin { command: AdminCommand::Bootstrap { name, force } } => bootstrap(config, &name, force).await,
         Command::Keys { command } => keys(config, command).await,
+        Command::Audit { command } => audit(config, command).await,
         Command::Config { command: ConfigCommand::Check } => {
             print!("{}", config.to_redacted_toml());
             eprintln!("configuration is valid");
@@ -206,6 +225,76 @@ async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     };
     database.close().await;
     result.map_err(saas_core::Error::into_cause)
+}
+
+async fn audit(config: Config, command: AuditCommand) -> anyhow::Result<()> {
+    let chain = match &command {
+        AuditCommand::Verify { tenant: Some(t) } if t == saas_auth::audit::PLATFORM => Some(None),
+        AuditCommand::Verify { tenant: Some(t) } => Some(Some(
+            t.parse::<saas_core::id::TenantId>()
+                .map_err(|_| anyhow::anyhow!("--tenant: expected a tenant id (`ten_…`) or `platform`, got `{t}`"))?,
+        )),
+        _ => None,
+    };
+    let database = connect(&config).await?;
+    saas_server::migrate_with_owner(&config, &database).await?;
+    let auth = saas_auth::service::Auth::from_config(database.clone(), Arc::new(MemoryCache::new(10)), &config)
+        .await
+        .map_err(saas_core::Error::into_cause)?;
+    let log = auth.audit();
+    let result = match command {
+        AuditCommand::Key => {
+            println!("key id:     {}", log.key().id());
+            println!("public key: {} (Ed25519, base64url)", log.key().public_key());
+            Ok(true)
+        }
+        AuditCommand::Verify { .. } => verify_chains(log, chain).await,
+    };
+    database.close().await;
+    match result.map_err(saas_core::Error::into_cause)? {
+        true => Ok(()),
+        false => Err(anyhow::anyhow!("the audit log has been tampered with (see above)")),
+    }
+}
+
+/// Verifies one chain (`Some`) or all; prints a line per chain; `false` when one is broken.
+async fn verify_chains(
+    log: &saas_auth::audit::AuditLog,
+    only: Option<Option<saas_core::id::TenantId>>,
+) -> saas_core::error::Result<bool> {
+    let chains = match only {
+        Some(chain) => vec![chain],
+        None => {
+            let names = log.chains().await?;
+            eprintln!("verifying {} chain(s) with audit key {}", names.len(), log.key().id());
+            names
+                .iter()
+                .filter_map(
+                    |name| if name == saas_auth::audit::PLATFORM { Some(None) } else { name.parse().ok().map(Some) },
+                )
+                .collect()
+        }
+    };
+    let mut intact = true;
+    for chain in chains {
+        let report = log.verify(chain).await?;
+        let checkpoint = report
+            .latest_checkpoint
+            .as_ref()
+            .map_or("no checkpoint yet".to_owned(), |c| format!("latest checkpoint at {} hash {}", c.seq, c.hash));
+        match &report.breach {
+            None => println!("{}: intact, {} entries, {checkpoint}", report.chain, report.entries),
+            Some(breach) => {
+                intact = false;
+                let event = match (&breach.event_id, &breach.event_type) {
+                    (Some(id), Some(kind)) => format!(" (event {id}, {kind})"),
+                    _ => String::new(),
+                };
+                println!("{}: BROKEN at entry {}{event}: {}", report.chain, breach.seq, breach.reason);
+            }
+        }
+    }
+    Ok(intact)
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {

@@ -191,3 +191,63 @@ fn keys_revoke_removes_a_key_and_refuses_an_unknown_one() {
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("no signing key"));
 }
+
+/// Runs `saas audit …` on `dir`; returns the exit code, stdout and stderr.
+fn audit(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = saas().arg("audit").args(args).arg("--data-dir").arg(dir).output().unwrap();
+    (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[tokio::test]
+async fn audit_verify_names_the_entry_someone_altered_in_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    // Admin actions from the command line wait in the outbox until a server relays them.
+    let bootstrap = saas().args(["admin", "bootstrap", "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert!(bootstrap.status.success(), "{}", String::from_utf8_lossy(&bootstrap.stderr));
+    let (mut child, url, _logs) = serve(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let owner = serde_json::json!({"email": "ada@acme.test", "password": "correct horse battery"});
+    let signup = serde_json::json!({"slug": "acme", "name": "Acme", "owner": owner});
+    let created: serde_json::Value =
+        client.post(format!("{url}/v1/signup")).json(&signup).send().await.unwrap().json().await.unwrap();
+    let tenant = created["tenant"]["id"].as_str().unwrap().to_owned();
+    let login = client.post(format!("{url}/v1/auth/login")).header("x-tenant-id", "acme").json(&owner);
+    assert_eq!(login.send().await.unwrap().status(), 200);
+    terminate(&child); // drains the outbox and signs the last checkpoints
+    assert!(child.wait().unwrap().success());
+
+    let (code, out, err) = audit(dir.path(), &["verify"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("platform: intact, 2 entries"), "token created, signing key created: {out}");
+    let line = out.lines().find(|l| l.starts_with(&tenant)).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains(": intact, ") && line.contains("latest checkpoint at "), "{line}");
+
+    // Someone with write access to the database rewrites the tenant's second entry.
+    let db = saas_core::db::Db::connect(&format!("sqlite://{}/saas.db", dir.path().display()), Default::default())
+        .await
+        .unwrap();
+    let event_id: String = sqlx::query_scalar("SELECT event_id FROM audit_log WHERE tenant_id = $1 AND seq = 2")
+        .bind(&tenant)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_log SET entry = REPLACE(entry, 'acme', 'evil') WHERE tenant_id = $1 AND seq = 2")
+        .bind(&tenant)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    db.close().await;
+    let (code, out, err) = audit(dir.path(), &["verify", "--tenant", &tenant]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains(&format!("{tenant}: BROKEN at entry 2 (event {event_id}, ")), "{out}");
+    assert!(err.contains("tampered with"), "{err}");
+    let (code, out, _) = audit(dir.path(), &["verify", "--tenant", "platform"]);
+    assert_eq!((code, out.starts_with("platform: intact")), (Some(0), true), "{out}");
+
+    let (code, _, err) = audit(dir.path(), &["verify", "--tenant", "acme; DROP TABLE"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--tenant: expected a tenant id"), "{err}");
+    let (code, out, _) = audit(dir.path(), &["key"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("key id:") && out.contains("(Ed25519, base64url)"), "{out}");
+}

@@ -12,6 +12,7 @@ use http::request::Parts;
 use saas_core::{
     db::{Db, now_millis},
     error::{Error, Result},
+    events::{Envelope, outbox},
 };
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -55,6 +56,8 @@ impl PlatformAdmins {
             .bind(now_millis())
             .execute(&mut *tx)
             .await?;
+        let event = Envelope::of(&crate::events::PlatformAdminTokenCreated { name: name.to_owned() })?;
+        outbox::append(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(SecretString::from(token))
     }

@@ -32,6 +32,8 @@ pub const FEATURE_ENABLED: &str = "tenancy.feature_enabled.v1";
 pub const FEATURE_DISABLED: &str = "tenancy.feature_disabled.v1";
 /// A flag override set to a number or variant, or removed: [`FeatureChanged`].
 pub const FEATURE_CHANGED: &str = "tenancy.feature_changed.v1";
+/// A platform-admin token was created: [`PlatformAdminTokenCreated`].
+pub const PLATFORM_ADMIN_TOKEN_CREATED: &str = "tenancy.platform_admin_token_created.v1";
 
 /// A tenant was provisioned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, DomainEvent)]
@@ -146,6 +148,16 @@ pub struct FeatureChanged {
     pub value: Option<serde_json::Value>,
 }
 
+/// A platform-admin token was created (`saas admin bootstrap`). A platform event: it has no
+/// tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, DomainEvent)]
+#[event(name = "tenancy.platform_admin_token_created", version = 1)]
+pub struct PlatformAdminTokenCreated {
+    /// The token's name (also the subject); never the token.
+    #[event(subject)]
+    pub name: String,
+}
+
 /// Every event of saas-tenancy with its JSON Schema.
 pub fn catalog() -> Vec<EventSchema> {
     vec![
@@ -158,6 +170,7 @@ pub fn catalog() -> Vec<EventSchema> {
         EventSchema::of::<FeatureEnabled>(),
         EventSchema::of::<FeatureDisabled>(),
         EventSchema::of::<FeatureChanged>(),
+        EventSchema::of::<PlatformAdminTokenCreated>(),
     ]
 }
 
@@ -179,7 +192,8 @@ mod tests {
                 RESOURCE_QUOTA_UPDATED,
                 FEATURE_ENABLED,
                 FEATURE_DISABLED,
-                FEATURE_CHANGED
+                FEATURE_CHANGED,
+                PLATFORM_ADMIN_TOKEN_CREATED
             ]
         );
     }

@@ -68,6 +68,15 @@ impl Backend {
         }
     }
 
+    /// The clause that locks the rows a `SELECT` read until the transaction ends
+    /// (`FOR UPDATE`); empty on SQLite, where the first write locks the whole database.
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => " FOR UPDATE",
+        }
+    }
+
     /// Name for logs and health reports.
     pub fn name(self) -> &'static str {
         match self {

@@ -62,7 +62,8 @@ impl Subscription {
         Self { cancel, task }
     }
 
-    /// Stops after the event in hand and waits for the worker.
+    /// Stops consuming and waits for the worker: the in-process bus first handles what it has
+    /// queued; the Kafka adapter stops after the event in hand (the rest stays in Kafka).
     pub async fn stop(self) {
         self.cancel.cancel();
         let _ = self.task.await;

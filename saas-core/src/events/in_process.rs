@@ -26,8 +26,9 @@ struct Group {
 /// exponential back-off (5 attempts from 50 ms); an event that still fails is logged and kept
 /// in [`dead_letters`](Self::dead_letters) (in memory).
 ///
-/// Durability: the outbox keeps an event until this bus has *queued* it. Events queued but
-/// not yet handled when the process dies are lost to in-process consumers; deployments that
+/// Durability: the outbox keeps an event until this bus has *queued* it. Stopping a
+/// subscription handles what is queued first; events queued but not yet handled when the
+/// process dies are lost to in-process consumers; deployments that
 /// need delivery across crashes use a persistent bus (the Kafka adapter, not built yet).
 #[derive(Clone, Default)]
 pub struct InProcessBus {
@@ -85,15 +86,27 @@ impl EventBus for InProcessBus {
         let dead = self.dead.clone();
         let group = group.to_owned();
         let task = tokio::spawn(async move {
+            let handle = |event: Envelope| {
+                let (handler, stop, dead, group) = (&handler, &stop, &dead, &group);
+                async move {
+                    if !deliver(&**handler, &event, stop).await {
+                        tracing::error!(group, event_id = %event.id, event_type = event.event_type, "event handler failed every attempt; moved to dead letters");
+                        dead.lock().expect("dead-letter lock").push(event);
+                    }
+                }
+            };
             loop {
                 let event = tokio::select! {
                     _ = stop.cancelled() => break,
-                    next = rx.recv() => match next { Some(e) => e, None => break },
+                    next = rx.recv() => match next { Some(e) => e, None => return },
                 };
-                if !deliver(&*handler, &event, &stop).await {
-                    tracing::error!(group, event_id = %event.id, event_type = event.event_type, "event handler failed every attempt; moved to dead letters");
-                    dead.lock().expect("dead-letter lock").push(event);
-                }
+                handle(event).await;
+            }
+            // Stopped: accept no more, but handle what publishers already queued (one
+            // attempt each), so a clean shutdown loses nothing the outbox handed over.
+            rx.close();
+            while let Some(event) = rx.recv().await {
+                handle(event).await;
             }
         });
         Ok(Subscription::new(cancel, task))

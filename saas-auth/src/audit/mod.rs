@@ -1,0 +1,362 @@
+//! The tamper-evident audit log: every domain event, in a hash chain per tenant, with signed
+//! checkpoints.
+//!
+//! [`AuditLog::record`] subscribes to every bounded context ([`CONTEXTS`]) as the consumer
+//! group `saas-audit` and appends each event once (the inbox) to its tenant's chain, or to the
+//! `platform` chain for events without a tenant. Each entry commits to the previous entry's
+//! hash over a canonical encoding ([`chain`](self) module docs give it byte for byte), so
+//! changing, inserting or deleting an entry breaks every later link.
+//!
+//! A chain that is rewritten whole, hashes and all, is caught by the **checkpoints**: every
+//! `audit.checkpoint_interval_secs` each chain that grew gets its head signed with Ed25519
+//! under a key derived from the key-encryption key (`auth.key_encryption_key`, or
+//! `<data_dir>/auth-kek`), which is not in the database. Someone who can write to the
+//! database but does not hold that key can delete entries or rewrite them, but cannot do so
+//! without [`AuditLog::verify`] naming the first entry affected. Keep the key apart from the
+//! database, and keep copies of checkpoints elsewhere (`saas audit verify` prints the latest)
+//! if you need to detect the deletion of a whole chain.
+//!
+//! Admin actions are audited because each of them publishes an event (role changes, MFA
+//! resets, invitations, API keys, account unlocks, tenant suspension and deletion, quota and
+//! flag overrides, signing-key rotation and revocation).
+//!
+//! Chains outlive the deletion of their tenant: erasing the audit trail is not something a
+//! tenant's deletion should be able to do.
+//!
+//! ```no_run
+//! # async fn demo(log: saas_auth::audit::AuditLog, tenant: saas_core::id::TenantId) -> saas_core::error::Result<()> {
+//! let report = log.verify(Some(tenant)).await?;
+//! match &report.breach {
+//!     None => println!("{} entries, intact", report.entries),
+//!     Some(breach) => println!("entry {} is bad: {}", breach.seq, breach.reason),
+//! }
+//! # Ok(()) }
+//! ```
+
+mod chain;
+
+use std::{sync::Arc, time::Duration};
+
+pub use chain::{Breach, Checkpoint, CheckpointKey, GENESIS, canonical, entry_hash};
+use chain::{StoredCheckpoint, StoredEntry, Walk};
+use saas_core::{
+    db::{Db, now_millis},
+    error::{Error, Result},
+    events::{Envelope, EventBus, Inbox, Subscription},
+    id::TenantId,
+};
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+use tokio_util::sync::CancellationToken;
+
+/// The chain of events that belong to no tenant.
+pub const PLATFORM: &str = "platform";
+/// The consumer group that records events.
+pub const CONSUMER: &str = "saas-audit";
+/// The bounded contexts (topics) recorded: every domain of saas-rs.
+pub const CONTEXTS: &[&str] = &["tenancy", "auth", "users", "billing", "notify", "analytics"];
+/// Entries read per query while verifying.
+const PAGE: i64 = 500;
+
+/// The audit log; see the [module docs](self).
+#[derive(Clone)]
+pub struct AuditLog {
+    db: Db,
+    key: CheckpointKey,
+}
+
+/// One recorded event.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    /// Its position in the chain, from 1.
+    pub seq: i64,
+    /// The event as a CloudEvent (`id`, `type`, `time`, `tenantid`, `subject`, `data`, …).
+    #[schema(value_type = Object)]
+    pub event: serde_json::Value,
+    /// The previous entry's hash (hex SHA-256).
+    pub prev_hash: String,
+    /// This entry's hash.
+    pub hash: String,
+}
+
+/// Whether a chain is intact, and if not, its first bad entry.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ChainReport {
+    /// The tenant id, or `platform`.
+    pub chain: String,
+    /// `true` when every entry and checkpoint checked out.
+    pub intact: bool,
+    /// Entries verified (up to the first bad one).
+    pub entries: i64,
+    /// Checkpoints in the chain.
+    pub checkpoints: i64,
+    /// The newest checkpoint: keep a copy elsewhere to detect a chain deleted whole.
+    pub latest_checkpoint: Option<SignedCheckpoint>,
+    /// The first entry that is altered or missing; absent when intact.
+    pub breach: Option<Breach>,
+}
+
+/// A checkpoint with its signature.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct SignedCheckpoint {
+    /// The last entry covered.
+    pub seq: i64,
+    /// Its hash.
+    pub hash: String,
+    /// When it was signed, Unix milliseconds.
+    pub signed_at: i64,
+    /// The signing key's id.
+    pub key_id: String,
+    /// Ed25519 signature, base64url, over the message the `audit` module docs give.
+    pub signature: String,
+}
+
+fn chain_name(tenant: Option<TenantId>) -> String {
+    tenant.map_or_else(|| PLATFORM.to_owned(), |t| t.to_string())
+}
+
+impl AuditLog {
+    /// The audit log in `db`, signing checkpoints with `key`.
+    pub fn new(db: Db, key: CheckpointKey) -> Self {
+        Self { db, key }
+    }
+
+    /// The checkpoint key (its id and public key, for outside verifiers).
+    pub fn key(&self) -> &CheckpointKey {
+        &self.key
+    }
+
+    /// Appends `event` to its chain on `conn`, inside a transaction bound to the event's
+    /// tenant; returns the entry's sequence number. The chain's head row is locked until the
+    /// transaction ends, so concurrent appends to one chain queue up.
+    pub async fn append(&self, conn: &mut AnyConnection, event: &Envelope) -> Result<i64> {
+        let chain = chain_name(event.tenant);
+        sqlx::query(
+            "INSERT INTO audit_heads (tenant_id, seq, hash, updated_at) VALUES ($1, 0, $2, $3) ON CONFLICT (tenant_id) DO NOTHING",
+        )
+        .bind(&chain)
+        .bind(GENESIS)
+        .bind(now_millis())
+        .execute(&mut *conn)
+        .await?;
+        let row = sqlx::query(&format!(
+            "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1{}",
+            self.db.backend().for_update()
+        ))
+        .bind(&chain)
+        .fetch_one(&mut *conn)
+        .await?;
+        let (previous_seq, previous): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        let seq = previous_seq + 1;
+        let event_json = serde_json::to_value(event).map_err(Error::internal)?;
+        let entry = canonical(&serde_json::json!({ "chain": chain, "seq": seq, "event": event_json }));
+        let hash = entry_hash(&previous, &entry);
+        sqlx::query(
+            "INSERT INTO audit_log (tenant_id, seq, event_id, event_type, entry, prev_hash, hash, recorded_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&chain)
+        .bind(seq)
+        .bind(event.id.to_string())
+        .bind(&event.event_type)
+        .bind(&entry)
+        .bind(&previous)
+        .bind(&hash)
+        .bind(now_millis())
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query("UPDATE audit_heads SET seq = $2, hash = $3, updated_at = $4 WHERE tenant_id = $1")
+            .bind(&chain)
+            .bind(seq)
+            .bind(&hash)
+            .bind(now_millis())
+            .execute(&mut *conn)
+            .await?;
+        Ok(seq)
+    }
+
+    /// Records every event of [`CONTEXTS`] once, as consumer group [`CONSUMER`]. A failed
+    /// append rolls back and the bus retries it.
+    pub async fn record(&self, bus: &Arc<dyn EventBus>) -> Result<Subscription> {
+        let inbox = Inbox::new(self.db.clone(), CONSUMER);
+        let log = self.clone();
+        let handler = move |event: Envelope| {
+            let (inbox, log) = (inbox.clone(), log.clone());
+            async move {
+                let Some(mut tx) = inbox.begin(&event).await.map_err(Error::into_cause)? else { return Ok(()) };
+                log.append(&mut tx, &event).await.map_err(Error::into_cause)?;
+                tx.commit().await?;
+                metrics::counter!("saas_audit_entries_total").increment(1);
+                anyhow::Ok(())
+            }
+        };
+        bus.subscribe(CONSUMER, CONTEXTS, Arc::new(handler)).await
+    }
+
+    /// Signs a checkpoint of every chain that grew since its last one; returns how many it
+    /// signed. Several servers may run it at once: a checkpoint is signed once per head.
+    pub async fn checkpoint(&self) -> Result<usize> {
+        let rows = sqlx::query(
+            "SELECT h.tenant_id, h.seq, h.hash FROM audit_heads h
+             WHERE h.seq > COALESCE((SELECT MAX(c.seq) FROM audit_checkpoints c WHERE c.tenant_id = h.tenant_id), 0)",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut signed = 0;
+        for row in rows {
+            let point = Checkpoint {
+                chain: row.try_get(0)?,
+                seq: row.try_get(1)?,
+                hash: row.try_get(2)?,
+                signed_at: now_millis(),
+            };
+            let inserted = sqlx::query(
+                "INSERT INTO audit_checkpoints (tenant_id, seq, hash, signed_at, key_id, signature)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, seq) DO NOTHING",
+            )
+            .bind(&point.chain)
+            .bind(point.seq)
+            .bind(&point.hash)
+            .bind(point.signed_at)
+            .bind(self.key.id())
+            .bind(self.key.sign(&point))
+            .execute(self.db.pool())
+            .await?
+            .rows_affected();
+            signed += inserted as usize;
+        }
+        Ok(signed)
+    }
+
+    /// Signs checkpoints every `every` until `shutdown`, then once more.
+    pub async fn run_checkpoints(self, every: Duration, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let stopping = tokio::select! {
+                _ = ticks.tick() => false,
+                _ = shutdown.cancelled() => true,
+            };
+            match self.checkpoint().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(chains = n, "audit checkpoints signed"),
+                Err(e) => tracing::warn!(error = %e.into_cause(), "cannot sign audit checkpoints; retrying"),
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    /// Every chain the database knows of: tenant ids, and `platform`.
+    pub async fn chains(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT tenant_id FROM audit_heads UNION SELECT tenant_id FROM audit_checkpoints ORDER BY 1",
+        )
+        .fetch_all(self.db.pool())
+        .await?)
+    }
+
+    /// Checks a tenant's chain (`None`: the platform's) from its first entry: the hashes,
+    /// the sequence, the head, and each checkpoint's signature and hash.
+    pub async fn verify(&self, tenant: Option<TenantId>) -> Result<ChainReport> {
+        let chain = chain_name(tenant);
+        let checkpoints = self.stored_checkpoints(&chain).await?;
+        let count = checkpoints.len() as i64;
+        let latest_checkpoint = checkpoints.iter().max_by_key(|c| c.point.seq).map(|c| SignedCheckpoint {
+            seq: c.point.seq,
+            hash: c.point.hash.clone(),
+            signed_at: c.point.signed_at,
+            key_id: c.key_id.clone(),
+            signature: c.signature.clone(),
+        });
+        let head = sqlx::query("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1")
+            .bind(&chain)
+            .fetch_optional(self.db.pool())
+            .await?
+            .map(|row| Ok::<_, sqlx::Error>((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?)))
+            .transpose()?;
+        let mut walk = Walk::new(&chain, &self.key, checkpoints);
+        let mut after = 0;
+        'pages: loop {
+            let page = self.page(tenant, after, PAGE).await?;
+            let full = page.len() as i64 == PAGE;
+            for entry in page {
+                after = entry.seq;
+                if !walk.step(entry) {
+                    break 'pages;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        let entries = walk.verified();
+        let breach = walk.finish(head);
+        Ok(ChainReport { chain, intact: breach.is_none(), entries, checkpoints: count, latest_checkpoint, breach })
+    }
+
+    /// Up to `limit` entries of `tenant`'s chain after `after`, oldest first.
+    pub async fn entries(&self, tenant: TenantId, after: i64, limit: u32) -> Result<Vec<AuditEntry>> {
+        let page = self.page(Some(tenant), after, i64::from(limit)).await?;
+        Ok(page
+            .into_iter()
+            .map(|e| {
+                let mut text: serde_json::Value = serde_json::from_str(&e.entry).unwrap_or_default();
+                AuditEntry { seq: e.seq, event: text["event"].take(), prev_hash: e.prev_hash, hash: e.hash }
+            })
+            .collect())
+    }
+
+    async fn page(&self, tenant: Option<TenantId>, after: i64, limit: i64) -> Result<Vec<StoredEntry>> {
+        let sql = "SELECT seq, event_id, event_type, entry, prev_hash, hash FROM audit_log
+                   WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+        let chain = chain_name(tenant);
+        let query = sqlx::query(sql).bind(&chain).bind(after).bind(limit);
+        // Row-level security shows a tenant's rows only in a transaction bound to it.
+        let rows = match tenant {
+            Some(tenant) => {
+                let mut tx = self.db.tenant_tx(tenant).await?;
+                let rows = query.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                rows
+            }
+            None => query.fetch_all(self.db.pool()).await?,
+        };
+        rows.iter()
+            .map(|row| {
+                Ok(StoredEntry {
+                    seq: row.try_get(0)?,
+                    event_id: row.try_get(1)?,
+                    event_type: row.try_get(2)?,
+                    entry: row.try_get(3)?,
+                    prev_hash: row.try_get(4)?,
+                    hash: row.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn stored_checkpoints(&self, chain: &str) -> Result<Vec<StoredCheckpoint>> {
+        let rows = sqlx::query(
+            "SELECT seq, hash, signed_at, key_id, signature FROM audit_checkpoints WHERE tenant_id = $1 ORDER BY seq",
+        )
+        .bind(chain)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredCheckpoint {
+                    point: Checkpoint {
+                        chain: chain.to_owned(),
+                        seq: row.try_get(0)?,
+                        hash: row.try_get(1)?,
+                        signed_at: row.try_get(2)?,
+                    },
+                    key_id: row.try_get(3)?,
+                    signature: row.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+}
