@@ -111,7 +111,12 @@ impl PrivateKey {
                 let signature: p256::ecdsa::Signature = key.sign(message);
                 signature.to_bytes().to_vec()
             }
-            Self::RS256(key) => key.sign(message).to_vec(),
+            // Blinded (randomised) RSA: the private-key operation's timing does not depend on
+            // the message (RUSTSEC-2023-0071, the Marvin attack).
+            Self::RS256(key) => {
+                use rsa::signature::RandomizedSigner;
+                key.sign_with_rng(&mut rand_core::OsRng, message).to_vec()
+            }
         }
     }
 }

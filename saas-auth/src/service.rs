@@ -174,17 +174,23 @@ impl Auth {
                     return Ok(());
                 }
                 let tenant = registered.tenant_id;
-                let user = auth.user(tenant, registered.user_id).await;
-                let user = match user {
+                let user = match auth.user(tenant, registered.user_id).await {
                     Ok(user) if user.email_verified_at.is_none() => user,
-                    _ => return Ok(()), // deleted since, or proven already
+                    Ok(_) => return Ok(()), // proven already
+                    Err(e) if e.status() == http::StatusCode::NOT_FOUND => return Ok(()), // deleted since
+                    Err(e) => return Err(e.into_cause()), // the database: retried by the bus
                 };
                 let Some(mut tx) = inbox.begin(&event).await.map_err(Error::into_cause)? else { return Ok(()) };
                 let token = email_tokens::issue(&mut tx, tenant, user.id, email_tokens::Purpose::VerifyEmail)
                     .await
                     .map_err(Error::into_cause)?;
-                auth.mailer.send(&verification_email(&user, &token)).await.map_err(Error::into_cause)?;
+                // Committed before sending: no write lock is held while the mail goes out.
                 tx.commit().await?;
+                if let Err(e) = auth.mailer.send(&verification_email(&user, &token)).await {
+                    // Not sent: handle the event again on its next delivery (a new code).
+                    inbox.forget(&event).await.map_err(Error::into_cause)?;
+                    return Err(e.into_cause());
+                }
                 anyhow::Ok(())
             }
         };

@@ -274,6 +274,13 @@ pub struct EventBusConfig {
     /// Replication factor of the topics the Kafka adapter creates. Default 1 (use 3 on a
     /// production cluster).
     pub replication_factor: i32,
+    /// A Confluent Schema Registry (`http://HOST:PORT`, credentials as
+    /// `http://USER:PASSWORD@HOST:PORT`; secret). When set, the server checks each event
+    /// schema it publishes against the registry at start, refuses to start on an
+    /// incompatible one, and registers the rest under `<topic_prefix><event type>`.
+    /// Needs the `kafka` feature. Default: none.
+    #[serde(serialize_with = "redact")]
+    pub schema_registry_url: Option<SecretString>,
 }
 
 /// `[outbox]`
@@ -543,7 +550,13 @@ impl Default for CacheConfig {
 
 impl Default for EventBusConfig {
     fn default() -> Self {
-        Self { url: "memory://".into(), topic_prefix: "saas.".into(), partitions: 3, replication_factor: 1 }
+        Self {
+            url: "memory://".into(),
+            topic_prefix: "saas.".into(),
+            partitions: 3,
+            replication_factor: 1,
+            schema_registry_url: None,
+        }
     }
 }
 
@@ -665,6 +678,8 @@ impl Config {
         })?;
         config.database.url = resolve_secret("database.url", config.database.url.take())?;
         config.cache.url = resolve_secret("cache.url", config.cache.url.take())?;
+        config.event_bus.schema_registry_url =
+            resolve_secret("event_bus.schema_registry_url", config.event_bus.schema_registry_url.take())?;
         config.database.migrate_url = resolve_secret("database.migrate_url", config.database.migrate_url.take())?;
         for (name, url) in std::mem::take(&mut config.tenancy.shards) {
             let key = format!("tenancy.shards.{name}");
@@ -729,6 +744,20 @@ impl Config {
         }
         if !(1..=10).contains(&bus.replication_factor) {
             return Err(ConfigError::new("event_bus.replication_factor", "expected 1 to 10"));
+        }
+        if let Some(registry) = &bus.schema_registry_url {
+            if !registry.expose_secret().starts_with("http://") {
+                return Err(ConfigError::new(
+                    "event_bus.schema_registry_url",
+                    "expected `http://HOST:PORT` (TLS `https://` is not supported by this build)",
+                ));
+            }
+            if !cfg!(feature = "kafka") {
+                return Err(ConfigError::new(
+                    "event_bus.schema_registry_url",
+                    "this build has no Schema Registry client: build with the `kafka` feature",
+                ));
+            }
         }
         if self.rate_limit_store() == RateLimitStore::Redis && !cache.starts_with("redis") {
             return Err(ConfigError::new("rate_limit.store", "`redis` needs `cache.url` to be a redis:// URL"));

@@ -74,6 +74,17 @@ impl App {
             .await
             .map_err(saas_core::Error::into_cause)
             .context("cannot connect to the event bus (event_bus.url)")?;
+        #[cfg(feature = "kafka")]
+        if let Some(url) = &config.event_bus.schema_registry_url {
+            let registry = saas_core::events::SchemaRegistry::new(secrecy::ExposeSecret::expose_secret(url))
+                .map_err(saas_core::Error::into_cause)?;
+            let registered = registry
+                .publish(&event_catalog(), &config.event_bus.topic_prefix)
+                .await
+                .map_err(saas_core::Error::into_cause)
+                .context("cannot register the event schemas (event_bus.schema_registry_url)")?;
+            tracing::info!(schemas = registered.len(), "event schemas registered with the schema registry");
+        }
         let relay = OutboxRelay::new(db.clone(), bus.clone())
             .with_batch_size(config.outbox.batch_size)
             .with_poll_interval(Duration::from_millis(config.outbox.poll_interval_ms));
@@ -296,6 +307,11 @@ impl App {
 }
 
 use std::future::IntoFuture;
+
+/// The events this server publishes, with their JSON Schemas.
+pub fn event_catalog() -> Vec<saas_core::events::EventSchema> {
+    [saas_tenancy::events::catalog(), saas_auth::events::catalog()].concat()
+}
 
 /// Applies [`MIGRATIONS`] as `database.migrate_url` when set (the tables' owner), else on `db`.
 pub async fn migrate_with_owner(config: &Config, db: &Db) -> anyhow::Result<Vec<migrate::Applied>> {

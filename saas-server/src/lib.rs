@@ -23,4 +23,4 @@
 
 mod app;
 
-pub use app::{App, MIGRATIONS, migrate_with_owner};
+pub use app::{App, MIGRATIONS, event_catalog, migrate_with_owner};

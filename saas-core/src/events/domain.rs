@@ -102,8 +102,9 @@ impl EventSchema {
 }
 
 /// Why `new` cannot replace `old` under the same version, if it cannot: a property
-/// removed or retyped, or a new required property. Compares the top-level properties and
-/// the definitions they refer to by name.
+/// removed or retyped, a new required property (old events lack it), or a required one
+/// made optional (consumers rely on it). Compares the top-level properties, following
+/// `$ref`s into `$defs`, so a changed definition counts as a retyped property.
 pub fn incompatibility(old: &serde_json::Value, new: &serde_json::Value) -> Option<String> {
     let properties =
         |s: &serde_json::Value| s.get("properties").and_then(|p| p.as_object()).cloned().unwrap_or_default();
@@ -117,29 +118,43 @@ pub fn incompatibility(old: &serde_json::Value, new: &serde_json::Value) -> Opti
     for (name, old_type) in &old_properties {
         match new_properties.get(name) {
             None => return Some(format!("property `{name}` was removed")),
-            Some(new_type) if shape(new_type) != shape(old_type) => {
+            Some(new_type) if shape(new_type, new, 0) != shape(old_type, old, 0) => {
                 return Some(format!("property `{name}` changed type"));
             }
             Some(_) => {}
         }
     }
-    let old_required = required(old);
-    required(new)
-        .into_iter()
-        .find(|name| !old_required.contains(name))
-        .map(|name| format!("property `{name}` became required"))
+    let (old_required, new_required) = (required(old), required(new));
+    if let Some(name) = new_required.iter().find(|name| !old_required.contains(name)) {
+        return Some(format!("property `{name}` became required"));
+    }
+    old_required
+        .iter()
+        .find(|name| !new_required.contains(name))
+        .map(|name| format!("property `{name}` became optional"))
 }
 
-/// What a property's schema says about its type, without descriptions or examples.
-fn shape(schema: &serde_json::Value) -> serde_json::Value {
+/// What a property's schema says about its type, without descriptions or examples, with
+/// `#/$defs/…` references replaced by what they name (`root` holds the definitions).
+fn shape(schema: &serde_json::Value, root: &serde_json::Value, depth: u32) -> serde_json::Value {
+    const MAX_DEPTH: u32 = 32; // a recursive type stops being expanded here
     match schema {
-        serde_json::Value::Object(map) => map
-            .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "description" | "title" | "examples" | "default" | "format"))
-            .map(|(k, v)| (k.clone(), shape(v)))
-            .collect::<serde_json::Map<_, _>>()
-            .into(),
-        serde_json::Value::Array(items) => items.iter().map(shape).collect(),
+        serde_json::Value::Object(map) => {
+            let target = map
+                .get("$ref")
+                .and_then(|r| r.as_str())
+                .and_then(|r| r.strip_prefix("#/$defs/"))
+                .and_then(|name| root.get("$defs")?.get(name));
+            if let (Some(target), true) = (target, depth < MAX_DEPTH) {
+                return shape(target, root, depth + 1);
+            }
+            map.iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "description" | "title" | "examples" | "default" | "format"))
+                .map(|(k, v)| (k.clone(), shape(v, root, depth + 1)))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        }
+        serde_json::Value::Array(items) => items.iter().map(|item| shape(item, root, depth + 1)).collect(),
         other => other.clone(),
     }
 }
@@ -167,5 +182,35 @@ mod tests {
         let required =
             schema(serde_json::json!({ "a": { "type": "string" }, "b": { "type": "integer" } }), &["a", "b"]);
         assert_eq!(incompatibility(&old, &required).unwrap(), "property `b` became required");
+        let optional = schema(serde_json::json!({ "a": { "type": "string" }, "b": { "type": "integer" } }), &[]);
+        assert_eq!(incompatibility(&old, &optional).unwrap(), "property `a` became optional");
+    }
+
+    #[test]
+    fn a_changed_definition_is_a_retyped_property() {
+        let with_channel = |variants: serde_json::Value| {
+            serde_json::json!({
+                "type": "object",
+                "properties": { "channel": { "$ref": "#/$defs/Channel", "description": "where" } },
+                "required": ["channel"],
+                "$defs": { "Channel": { "type": "string", "enum": variants } }
+            })
+        };
+        let old = with_channel(serde_json::json!(["email", "sms"]));
+        let documented = {
+            let mut s = with_channel(serde_json::json!(["email", "sms"]));
+            s["$defs"]["Channel"]["description"] = "documented now".into();
+            s
+        };
+        assert_eq!(incompatibility(&old, &documented), None);
+        let narrowed = with_channel(serde_json::json!(["email"]));
+        assert_eq!(incompatibility(&old, &narrowed).unwrap(), "property `channel` changed type");
+        // A definition inlined under the same shape is no change.
+        let inlined = serde_json::json!({
+            "type": "object",
+            "properties": { "channel": { "type": "string", "enum": ["email", "sms"] } },
+            "required": ["channel"]
+        });
+        assert_eq!(incompatibility(&old, &inlined), None);
     }
 }

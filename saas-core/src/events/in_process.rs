@@ -5,6 +5,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -125,7 +126,14 @@ impl EventBus for InProcessBus {
 pub(super) async fn deliver(handler: &dyn EventHandler, event: &Envelope, stop: &CancellationToken) -> bool {
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=ATTEMPTS {
-        match handler.handle(event).await {
+        // A panicking handler counts as a failed attempt instead of ending the subscription.
+        let outcome = std::panic::AssertUnwindSafe(handler.handle(event)).catch_unwind().await;
+        let outcome = outcome.unwrap_or_else(|panic| {
+            let what =
+                panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+            Err(anyhow::anyhow!("the handler panicked: {}", what.unwrap_or_default()))
+        });
+        match outcome {
             Ok(()) => return true,
             Err(e) => {
                 tracing::warn!(event_id = %event.id, attempt, error = format!("{e:#}"), "event handler failed");
@@ -173,6 +181,47 @@ mod tests {
         assert_eq!(rx_b.recv().await.unwrap(), "identity.y.v1");
         assert!(tokio::time::timeout(Duration::from_millis(50), rx_a.recv()).await.is_err());
         assert!(bus.subscribe("a", &["x"], Arc::new(|_e: Envelope| async { Ok(()) })).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_failed_attempt_and_the_group_goes_on() {
+        let bus = InProcessBus::new();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let handler = move |e: Envelope| {
+            let tx = tx.clone();
+            async move {
+                if e.event_type == "t.boom.v1" {
+                    panic!("boom");
+                }
+                tx.send(e.event_type).unwrap();
+                Ok(())
+            }
+        };
+        let _sub = bus.subscribe("g", &["t"], Arc::new(handler)).await.unwrap();
+        bus.publish(&[event("t.boom.v1"), event("t.after.v1")]).await.unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap();
+        assert_eq!(next.as_deref(), Some("t.after.v1"), "the subscription survived the panic");
+        assert_eq!(bus.dead_letters().iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(), ["t.boom.v1"]);
+    }
+
+    #[tokio::test]
+    async fn stopping_handles_what_is_queued_first() {
+        let bus = InProcessBus::new();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let slow = move |e: Envelope| {
+            let tx = tx.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                tx.send(e.event_type).unwrap();
+                Ok(())
+            }
+        };
+        let sub = bus.subscribe("g", &["t"], Arc::new(slow)).await.unwrap();
+        bus.publish(&[event("t.a.v1"), event("t.b.v1"), event("t.c.v1")]).await.unwrap();
+        sub.stop().await;
+        let handled: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(handled, ["t.a.v1", "t.b.v1", "t.c.v1"]);
+        bus.publish(&[event("t.late.v1")]).await.unwrap(); // nobody listens: not an error
     }
 
     #[tokio::test]

@@ -52,4 +52,15 @@ impl Inbox {
         .rows_affected();
         Ok((inserted == 1).then_some(tx))
     }
+
+    /// Forgets that this consumer handled `event`, so its next delivery is handled again:
+    /// for work that must happen after the commit (a mail sent) and failed.
+    pub async fn forget(&self, event: &Envelope) -> Result<()> {
+        sqlx::query("DELETE FROM saas_inbox WHERE consumer = $1 AND event_id = $2")
+            .bind(&self.consumer)
+            .bind(event.id.to_string())
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
 }

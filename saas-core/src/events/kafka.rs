@@ -107,9 +107,15 @@ impl KafkaBus {
         if !stuck && fatal.is_none() {
             return;
         }
+        let mut current = self.producer.write().expect("producer lock");
+        // Publishers that failed together all get here: only the first replaces the producer
+        // they shared, the others would throw away its fresh successor.
+        if !std::ptr::eq(current.client(), failed.client()) {
+            return;
+        }
         tracing::warn!(error = %error, ?fatal, "the Kafka producer cannot send any more; starting a new one");
         match new_producer(&self.brokers) {
-            Ok(fresh) => *self.producer.write().expect("producer lock") = fresh,
+            Ok(fresh) => *current = fresh,
             Err(e) => tracing::error!(error = %e, "cannot start a new Kafka producer"),
         }
     }
@@ -154,7 +160,8 @@ impl KafkaBus {
     fn consumer(&self, group: &str) -> Result<StreamConsumer> {
         ClientConfig::new()
             .set("bootstrap.servers", &*self.brokers)
-            .set("group.id", group)
+            // Prefixed like the topics: deployments sharing a cluster keep their groups apart.
+            .set("group.id", format!("{}{group}", self.prefix))
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "5000")
             // Offsets are stored by hand, after the handler succeeded.

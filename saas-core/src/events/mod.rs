@@ -29,6 +29,8 @@ mod inbox;
 #[cfg(feature = "kafka")]
 mod kafka;
 pub mod outbox;
+#[cfg(feature = "kafka")]
+mod registry;
 mod relay;
 
 use std::sync::Arc;
@@ -40,6 +42,8 @@ pub use in_process::InProcessBus;
 pub use inbox::Inbox;
 #[cfg(feature = "kafka")]
 pub use kafka::KafkaBus;
+#[cfg(feature = "kafka")]
+pub use registry::{Compatibility, Registered, SchemaRegistry};
 pub use relay::OutboxRelay;
 
 /// The brokers of `kafka://host:port[,host:port…]`, or `None` when it is not such a URL.

@@ -18,6 +18,8 @@ pub fn redis_url() -> String {
 }
 
 pub mod isolation;
+#[cfg(feature = "kafka")]
+pub mod schema_registry;
 
 /// A database of its own for one test, dropped when this value is dropped (with the
 /// roles [`connect_as_app_role`](Self::connect_as_app_role) created).

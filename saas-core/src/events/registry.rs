@@ -1,0 +1,189 @@
+//! A client of the Confluent Schema Registry REST API, for the JSON Schemas of events.
+//!
+//! Each versioned event type is a subject, `<topic prefix><type>`
+//! (`saas.tenancy.tenant_provisioned.v1`), with `BACKWARD` compatibility: a compatible
+//! change within a version registers as the subject's next schema version; an incompatible
+//! one is refused (bump the event's version instead, which makes a new subject). Speaks the
+//! documented wire format: `application/vnd.schemaregistry.v1+json` bodies, errors as
+//! `{"error_code": …, "message": …}`.
+//!
+//! ```no_run
+//! # async fn demo(catalog: Vec<saas_core::events::EventSchema>) -> saas_core::error::Result<()> {
+//! let registry = saas_core::events::SchemaRegistry::new("http://127.0.0.1:8081")?;
+//! // Checks every schema first: nothing is registered when one of them is incompatible.
+//! for registered in registry.publish(&catalog, "saas.").await? {
+//!     println!("{} is schema id {}", registered.subject, registered.id);
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::EventSchema;
+use crate::error::{Error, Result};
+
+const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+
+/// A Schema Registry at one base URL.
+#[derive(Debug, Clone)]
+pub struct SchemaRegistry {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// What the registry says of a schema for a subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compatibility {
+    /// The subject does not exist yet: any schema starts it.
+    NewSubject,
+    /// Compatible with the subject's latest schema.
+    Compatible,
+    /// Not compatible; the registry's reasons, when it gives them.
+    Incompatible(Vec<String>),
+}
+
+/// A schema the registry holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// The subject, `<prefix><event type>`.
+    pub subject: String,
+    /// The registry's schema id (the same for the same schema under any subject).
+    pub id: i64,
+}
+
+/// An error body of the registry.
+#[derive(Debug, Deserialize)]
+struct RegistryError {
+    error_code: i64,
+    message: String,
+}
+
+impl SchemaRegistry {
+    /// A client of the registry at `url` (`http://HOST:PORT`, optionally with
+    /// `USER:PASSWORD@` for basic authentication); 10 s per request.
+    pub fn new(url: &str) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::internal(anyhow::anyhow!("schema registry client: {e}")))?;
+        Ok(Self { http, base: url.trim_end_matches('/').to_owned() })
+    }
+
+    /// Registers `schema` (a JSON Schema) under `subject`; returns its id. Registering the
+    /// same schema again returns the same id.
+    pub async fn register(&self, subject: &str, schema: &Value) -> Result<i64> {
+        let body = json!({ "schemaType": "JSON", "schema": schema.to_string() });
+        let response = self.send(self.http.post(self.url(&format!("/subjects/{subject}/versions"))), &body).await?;
+        #[derive(Deserialize)]
+        struct Id {
+            id: i64,
+        }
+        Ok(self.read::<Id>(response, &format!("registering {subject}")).await?.id)
+    }
+
+    /// Whether `schema` is compatible with the latest schema of `subject`.
+    pub async fn check(&self, subject: &str, schema: &Value) -> Result<Compatibility> {
+        let body = json!({ "schemaType": "JSON", "schema": schema.to_string() });
+        let request =
+            self.http.post(self.url(&format!("/compatibility/subjects/{subject}/versions/latest?verbose=true")));
+        let response = self.send(request, &body).await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            let error = response.json::<RegistryError>().await.ok();
+            // 40401: no such subject; 40402: no version yet. Either way, a new subject.
+            if error.as_ref().is_some_and(|e| e.error_code == 40401 || e.error_code == 40402) {
+                return Ok(Compatibility::NewSubject);
+            }
+            return Err(registry_error(&format!("checking {subject}"), 404, error));
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            is_compatible: bool,
+            #[serde(default)]
+            messages: Vec<String>,
+        }
+        let answer = self.read::<Answer>(response, &format!("checking {subject}")).await?;
+        Ok(if answer.is_compatible { Compatibility::Compatible } else { Compatibility::Incompatible(answer.messages) })
+    }
+
+    /// Sets the compatibility level of `subject` (`BACKWARD`, `FULL`, `NONE`, …).
+    pub async fn set_compatibility(&self, subject: &str, level: &str) -> Result<()> {
+        let response = self
+            .send(self.http.put(self.url(&format!("/config/{subject}"))), &json!({ "compatibility": level }))
+            .await?;
+        self.read::<Value>(response, &format!("configuring {subject}")).await.map(drop)
+    }
+
+    /// Checks every event of `catalog` under `<prefix><event type>`, then, when all are
+    /// compatible, registers them (a new subject gets `BACKWARD` compatibility first).
+    /// Fails naming every incompatible event, and registers nothing then.
+    pub async fn publish(&self, catalog: &[EventSchema], prefix: &str) -> Result<Vec<Registered>> {
+        let mut new_subjects = Vec::new();
+        let mut refused = Vec::new();
+        for event in catalog {
+            let subject = format!("{prefix}{}", event.event_type);
+            match self.check(&subject, &event.schema).await? {
+                Compatibility::Compatible => {}
+                Compatibility::NewSubject => new_subjects.push(subject),
+                Compatibility::Incompatible(why) => refused.push(format!("{subject}: {}", why.join("; "))),
+            }
+        }
+        if !refused.is_empty() {
+            return Err(Error::internal(anyhow::anyhow!(
+                "the schema registry refuses incompatible event schemas (bump the event's version instead): {}",
+                refused.join(" | ")
+            )));
+        }
+        let mut registered = Vec::with_capacity(catalog.len());
+        for event in catalog {
+            let subject = format!("{prefix}{}", event.event_type);
+            if new_subjects.contains(&subject) {
+                self.set_compatibility(&subject, "BACKWARD").await?;
+            }
+            let id = self.register(&subject, &event.schema).await?;
+            registered.push(Registered { subject, id });
+        }
+        Ok(registered)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder, body: &Value) -> Result<reqwest::Response> {
+        request
+            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+            .header(reqwest::header::ACCEPT, CONTENT_TYPE)
+            .body(body.to_string())
+            .send()
+            .await
+            // Without the URL: it may hold credentials.
+            .map_err(|e| Error::internal(anyhow::anyhow!("cannot reach the schema registry: {}", e.without_url())))
+    }
+
+    async fn read<T: serde::de::DeserializeOwned>(&self, response: reqwest::Response, doing: &str) -> Result<T> {
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Error::internal(anyhow::anyhow!("schema registry, {doing}: {}", e.without_url())))?;
+        if !status.is_success() {
+            return Err(registry_error(doing, status.as_u16(), serde_json::from_slice(&bytes).ok()));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::internal(anyhow::anyhow!(
+                "schema registry, {doing}: unexpected answer ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            ))
+        })
+    }
+}
+
+fn registry_error(doing: &str, status: u16, error: Option<RegistryError>) -> Error {
+    Error::internal(match error {
+        Some(e) => anyhow::anyhow!("schema registry, {doing}: {status} (error {}): {}", e.error_code, e.message),
+        None => anyhow::anyhow!("schema registry, {doing}: HTTP {status}"),
+    })
+}
