@@ -48,6 +48,23 @@ impl KeyEncryptionKey {
         Ok(Self(Arc::new(SecretSlice::from(bytes))))
     }
 
+    /// The key `config` names: `auth.key_encryption_key`, else the file `<data_dir>/auth-kek`,
+    /// which must exist (unlike [`load_or_create`](Self::load_or_create)): for commands that
+    /// must not make a new key, such as `saas audit verify`.
+    pub fn from_config(config: &saas_core::config::Config) -> Result<Self> {
+        if let Some(key) = &config.auth.key_encryption_key {
+            return Self::from_base64(key.expose_secret());
+        }
+        let path = config.data_dir.join("auth-kek");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::internal(anyhow::anyhow!(
+                "no key-encryption key: auth.key_encryption_key is unset and {} cannot be read ({e}); use the servers' configuration and --data-dir",
+                path.display()
+            ))
+        })?;
+        Self::from_base64(&text)
+    }
+
     /// Reads the key in `path`, or creates it there (mode 0600) with fresh random bytes: the
     /// embedded default, for one server with its data directory.
     pub fn load_or_create(path: &std::path::Path) -> Result<Self> {
@@ -74,6 +91,11 @@ impl KeyEncryptionKey {
         std::fs::rename(&partial, path).map_err(|e| context(e, "renaming to"))?;
         tracing::warn!(path = %path.display(), "created a key-encryption key for signing keys; set auth.key_encryption_key when several servers share the database");
         Self::from_base64(&text)
+    }
+
+    /// The audit key (checkpoint signatures, entry MACs) derived from this key.
+    pub fn audit_key(&self) -> crate::audit::AuditKey {
+        crate::audit::AuditKey::from_seed(&self.derive("saas-rs audit key v1"))
     }
 
     /// A 32-byte key for `purpose` (HMAC-SHA256 under this key): the same on every server
@@ -430,9 +452,9 @@ impl SigningKeys {
         hasher.finalize().into()
     }
 
-    /// The key that signs audit checkpoints, derived from the key-encryption key.
-    pub fn audit_key(&self) -> crate::audit::CheckpointKey {
-        crate::audit::CheckpointKey::from_seed(&self.kek.derive("saas-rs audit checkpoint key v1"))
+    /// The audit key (checkpoint signatures, entry MACs), derived from the key-encryption key.
+    pub fn audit_key(&self) -> crate::audit::AuditKey {
+        self.kek.audit_key()
     }
 
     /// The public keys, for `/.well-known/jwks.json`.

@@ -141,6 +141,7 @@ macro_rules! audit_tables {
             entry TEXT NOT NULL,
             prev_hash TEXT NOT NULL,
             hash TEXT NOT NULL,
+            mac TEXT NOT NULL,
             recorded_at BIGINT NOT NULL,
             PRIMARY KEY (tenant_id, seq)
         );

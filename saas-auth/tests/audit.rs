@@ -111,6 +111,20 @@ async fn suite(app: Db, owner: Db) {
     assert_eq!(breach.event_type.as_deref(), Some("auth.role_assigned.v1"));
     assert_eq!(report.entries, 1, "entry 1 still verifies");
 
+    // … and cannot get a state of its making signed: the head must name a genuine entry.
+    sqlx::query("DELETE FROM audit_checkpoints WHERE tenant_id = $1")
+        .bind(altered.to_string())
+        .execute(owner.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_heads SET hash = $2 WHERE tenant_id = $1")
+        .bind(altered.to_string())
+        .bind("e".repeat(64))
+        .execute(owner.pool())
+        .await
+        .unwrap();
+    assert_eq!(log.checkpoint().await.unwrap(), 0, "a head that names no genuine entry is not signed");
+
     // … deletes entry 3 of another.
     sqlx::query("DELETE FROM audit_log WHERE tenant_id = $1 AND seq = 3")
         .bind(deleted.to_string())

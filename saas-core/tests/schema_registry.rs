@@ -31,7 +31,7 @@ async fn publishing_registers_each_event_under_its_subject_with_backward_compati
         registered.iter().map(|r| (r.subject.as_str(), r.id)).collect::<Vec<_>>(),
         [("saas.tenancy.tenant_provisioned.v1", 1), ("saas.auth.user_registered.v1", 2)]
     );
-    assert_eq!(store.lock().unwrap().levels["saas.auth.user_registered.v1"], "BACKWARD");
+    assert_eq!(store.lock().unwrap().levels["saas.auth.user_registered.v1"], "FORWARD");
 
     // Publishing the same catalog again changes nothing.
     assert_eq!(registry.publish(&catalog, "saas.").await.unwrap(), registered);
@@ -43,6 +43,14 @@ async fn publishing_registers_each_event_under_its_subject_with_backward_compati
     let again = registry.publish(std::slice::from_ref(&grown), "saas.").await.unwrap();
     assert_eq!(again[0].id, 3);
     assert_eq!(store.lock().unwrap().subjects["saas.auth.user_registered.v1"].len(), 2);
+
+    // A rollback (a server still on the older schema) starts: its schema is held already.
+    let requests = store.lock().unwrap().requests.len();
+    assert_eq!(registry.publish(&catalog, "saas.").await.unwrap(), registered);
+    assert_eq!(store.lock().unwrap().requests.len(), requests, "nothing registered or configured again");
+    assert_eq!(registry.lookup("saas.auth.user_registered.v1", &grown.schema).await.unwrap(), Some(3));
+    assert_eq!(registry.lookup("saas.nothing.v1", &grown.schema).await.unwrap(), None);
+    assert!(!format!("{registry:?}").contains("127.0.0.1"), "Debug shows no URL (it may hold credentials)");
 }
 
 #[tokio::test]

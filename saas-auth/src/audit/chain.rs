@@ -5,6 +5,8 @@
 //!   code point, no whitespace, numbers and strings as `serde_json` writes them.
 //! - Its hash is `SHA-256("saas-audit/v1\n" ‖ previous hash ‖ "\n" ‖ entry)` in lowercase
 //!   hex; the first entry's previous hash is [`GENESIS`].
+//! - Each entry also carries a MAC of its hash, `HMAC-SHA256(mac key, hash)` in hex: without
+//!   the audit key, an entry cannot be rewritten, even with every later hash recomputed.
 //! - A checkpoint is an Ed25519 signature over
 //!   `"saas-audit-checkpoint/v1\n" ‖ chain ‖ "\n" ‖ seq ‖ "\n" ‖ hash ‖ "\n" ‖ signed_at_ms`.
 
@@ -63,20 +65,37 @@ pub fn entry_hash(previous: &str, entry: &str) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// The key that signs checkpoints: Ed25519, derived from the server's key-encryption key, so
-/// every server sharing that key signs alike and a database alone cannot forge a checkpoint.
+/// The audit key: an Ed25519 key that signs checkpoints and a MAC key for entries, both from
+/// one seed derived from the server's key-encryption key, so every server sharing that key
+/// signs alike and whoever holds only the database can forge neither.
 #[derive(Clone)]
-pub struct CheckpointKey {
+pub struct AuditKey {
     signing: SigningKey,
+    mac: [u8; 32],
     id: String,
 }
 
-impl CheckpointKey {
+impl AuditKey {
     /// The key of a 32-byte seed.
     pub fn from_seed(seed: &[u8; 32]) -> Self {
-        let signing = SigningKey::from_bytes(seed);
+        let signing = SigningKey::from_bytes(&hmac(seed, b"checkpoint signing key"));
+        let mac = hmac(seed, b"entry mac key");
         let id = key_id(&signing.verifying_key());
-        Self { signing, id }
+        Self { signing, mac, id }
+    }
+
+    /// The MAC of an entry's hash, hex.
+    pub fn entry_mac(&self, hash: &str) -> String {
+        hex::encode(hmac(&self.mac, hash.as_bytes()))
+    }
+
+    /// Whether `mac` is the MAC of `hash` (compared in constant time).
+    pub fn mac_matches(&self, hash: &str, mac: &str) -> bool {
+        use hmac::Mac;
+        let Ok(given) = hex::decode(mac) else { return false };
+        let mut check = <hmac::Hmac<Sha256> as Mac>::new_from_slice(&self.mac).expect("any key length");
+        check.update(hash.as_bytes());
+        check.verify_slice(&given).is_ok()
     }
 
     /// The key's id: the first 16 hex digits of the SHA-256 of its public key.
@@ -104,6 +123,13 @@ impl CheckpointKey {
         let Ok(signature) = ed25519_dalek::Signature::from_slice(&bytes) else { return false };
         self.signing.verifying_key().verify(point.message().as_bytes(), &signature).is_ok()
     }
+}
+
+fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 fn key_id(key: &VerifyingKey) -> String {
@@ -144,6 +170,8 @@ pub(super) struct StoredEntry {
     pub prev_hash: String,
     /// The stored hash.
     pub hash: String,
+    /// The stored MAC of the hash.
+    pub mac: String,
 }
 
 /// A stored checkpoint as the walk reads it.
@@ -172,26 +200,24 @@ pub struct Breach {
     pub reason: String,
 }
 
-/// Walks a chain's entries in `seq` order, checking each against the one before and the
-/// checkpoints, and stops at the first breach.
+/// Walks a chain's entries in `seq` order, checking each against the one before, its MAC
+/// and the checkpoints, and stops at the first breach.
 pub(super) struct Walk<'a> {
     chain: &'a str,
-    key: &'a CheckpointKey,
+    key: &'a AuditKey,
     checkpoints: std::iter::Peekable<std::vec::IntoIter<StoredCheckpoint>>,
     last_good_checkpoint: i64,
     /// The next expected sequence number.
     next: i64,
-    /// The hash of the last entry seen (as recomputed).
+    /// The hash of the last good entry.
     previous: String,
-    /// The stored hash of the last entry seen.
-    previous_stored: String,
     previous_entry: Option<StoredEntry>,
     breach: Option<Breach>,
 }
 
 impl<'a> Walk<'a> {
     /// A walk of `chain` from its first entry; `checkpoints` in any order.
-    pub(super) fn new(chain: &'a str, key: &'a CheckpointKey, mut checkpoints: Vec<StoredCheckpoint>) -> Self {
+    pub(super) fn new(chain: &'a str, key: &'a AuditKey, mut checkpoints: Vec<StoredCheckpoint>) -> Self {
         checkpoints.sort_by_key(|c| c.point.seq);
         Self {
             chain,
@@ -200,7 +226,6 @@ impl<'a> Walk<'a> {
             last_good_checkpoint: 0,
             next: 1,
             previous: GENESIS.to_owned(),
-            previous_stored: GENESIS.to_owned(),
             previous_entry: None,
             breach: None,
         }
@@ -216,20 +241,21 @@ impl<'a> Walk<'a> {
         if self.breach.is_some() {
             return false;
         }
+        // Checkpoints before the first entry name nothing that exists.
+        if !self.check_checkpoints_through(self.next - 1) {
+            return false;
+        }
         if let Some(breach) = self.check(&entry) {
             self.breach = Some(breach);
             return false;
         }
         self.next += 1;
-        // The check found the stored hash equal to the recomputed one.
         self.previous = entry.hash.clone();
-        self.previous_stored = entry.hash.clone();
         self.previous_entry = Some(entry);
         self.check_checkpoints_through(self.next - 1)
     }
 
     fn check(&self, entry: &StoredEntry) -> Option<Breach> {
-        let missing = |seq: i64, why: String| Breach { seq, event_id: None, event_type: None, reason: why };
         let at = |why: &str| Breach {
             seq: entry.seq,
             event_id: Some(entry.event_id.clone()),
@@ -237,20 +263,25 @@ impl<'a> Walk<'a> {
             reason: why.to_owned(),
         };
         if entry.seq > self.next {
-            return Some(missing(
-                self.next,
-                format!("entry {} is missing: the chain goes from {} to {}", self.next, self.next - 1, entry.seq),
-            ));
+            return Some(Breach {
+                seq: self.next,
+                event_id: None,
+                event_type: None,
+                reason: format!(
+                    "entry {} is missing: the chain goes from {} to {}",
+                    self.next,
+                    self.next - 1,
+                    entry.seq
+                ),
+            });
         }
         if entry.seq < self.next {
             return Some(at("entry appears twice"));
         }
-        let Ok(parsed) = serde_json::from_str::<Value>(&entry.entry) else {
-            return Some(at("altered: its content is not JSON"));
-        };
-        if canonical(&parsed) != entry.entry {
-            return Some(at("altered: its content is not in canonical form"));
-        }
+        // The hash covers the stored bytes; they need only parse to be compared with the
+        // columns (re-encoding could change how a float is written).
+        let parsed = serde_json::from_str::<Value>(&entry.entry).ok().filter(Value::is_object);
+        let Some(parsed) = parsed else { return Some(at("altered: its content is not a JSON object")) };
         let matches = parsed["chain"] == self.chain
             && parsed["seq"] == entry.seq
             && parsed["event"]["id"] == entry.event_id.as_str()
@@ -258,19 +289,14 @@ impl<'a> Walk<'a> {
         if !matches {
             return Some(at("altered: its columns do not match its content"));
         }
-        if entry.prev_hash != self.previous_stored {
-            return Some(match &self.previous_entry {
-                Some(previous) => Breach {
-                    seq: previous.seq,
-                    event_id: Some(previous.event_id.clone()),
-                    event_type: Some(previous.event_type.clone()),
-                    reason: format!("altered: its hash is not the one entry {} committed to", entry.seq),
-                },
-                None => at("altered: the first entry does not start from the genesis hash"),
-            });
+        if entry.prev_hash != self.previous {
+            return Some(at("altered: it does not link to the entry before it"));
         }
         if entry_hash(&self.previous, &entry.entry) != entry.hash {
             return Some(at("altered: its hash does not match its content"));
+        }
+        if !self.key.mac_matches(&entry.hash, &entry.mac) {
+            return Some(at("altered: its MAC does not match (rewritten without the audit key)"));
         }
         None
     }
@@ -287,7 +313,8 @@ impl<'a> Walk<'a> {
         true
     }
 
-    fn check_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Option<Breach> {
+    /// Whether the checkpoint is signed by this server's key; a breach naming it if not.
+    fn forged(&self, checkpoint: &StoredCheckpoint) -> Option<Breach> {
         let point = &checkpoint.point;
         let bad = |reason: String| Breach { seq: point.seq, event_id: None, event_type: None, reason };
         if point.chain != self.chain {
@@ -304,9 +331,25 @@ impl<'a> Walk<'a> {
         if !self.key.verifies(point, &checkpoint.signature) {
             return Some(bad(format!("the checkpoint at {} has an invalid signature (forged or altered)", point.seq)));
         }
-        if point.seq == self.next - 1 && point.hash != self.previous {
-            // The entries since the last good checkpoint were rewritten consistently: the
-            // signature shows it, but not which of them changed.
+        None
+    }
+
+    fn check_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Option<Breach> {
+        if let Some(forged) = self.forged(checkpoint) {
+            return Some(forged);
+        }
+        let point = &checkpoint.point;
+        if point.seq < 1 {
+            return Some(Breach {
+                seq: point.seq,
+                event_id: None,
+                event_type: None,
+                reason: format!("the checkpoint at {} names no entry", point.seq),
+            });
+        }
+        if point.hash != self.previous {
+            // Only a holder of the audit key could have written entries that pass their MACs
+            // and still differ from what was signed.
             return Some(Breach {
                 seq: self.last_good_checkpoint + 1,
                 event_id: None,
@@ -336,19 +379,26 @@ impl<'a> Walk<'a> {
             reason: format!("entries {} to {until} are missing: {what} records them", last + 1),
         };
         if let Some(checkpoint) = self.checkpoints.next() {
-            return Some(missing_after(checkpoint.point.seq, &format!("the checkpoint at {}", checkpoint.point.seq)));
+            return Some(match self.forged(&checkpoint) {
+                Some(forged) => forged,
+                None => {
+                    missing_after(checkpoint.point.seq, &format!("the signed checkpoint at {}", checkpoint.point.seq))
+                }
+            });
         }
+        let at_last = |reason: &str| Breach {
+            seq: last,
+            event_id: self.previous_entry.as_ref().map(|e| e.event_id.clone()),
+            event_type: self.previous_entry.as_ref().map(|e| e.event_type.clone()),
+            reason: reason.to_owned(),
+        };
         match head {
             Some((seq, _)) if seq > last => Some(missing_after(seq, "the chain head")),
-            Some((seq, hash)) if seq == last && hash != self.previous_stored => Some(Breach {
-                seq: last,
-                event_id: self.previous_entry.as_ref().map(|e| e.event_id.clone()),
-                event_type: self.previous_entry.as_ref().map(|e| e.event_type.clone()),
-                reason: "altered: its hash is not the one the chain head records".into(),
-            }),
-            None if last > 0 => {
-                Some(Breach { seq: last, event_id: None, event_type: None, reason: "the chain head is missing".into() })
+            Some((seq, _)) if seq < last => Some(at_last(&format!("the chain head was moved back to entry {seq}"))),
+            Some((_, hash)) if hash != self.previous && last > 0 => {
+                Some(at_last("the chain head records another hash for this entry"))
             }
+            None if last > 0 => Some(at_last("the chain head is missing")),
             _ => None,
         }
     }
@@ -373,6 +423,7 @@ mod tests {
                     event_type: "auth.x.v1".into(),
                     entry,
                     prev_hash: previous.clone(),
+                    mac: key().entry_mac(&hash),
                     hash: hash.clone(),
                 };
                 previous = hash;
@@ -381,11 +432,11 @@ mod tests {
             .collect()
     }
 
-    fn key() -> CheckpointKey {
-        CheckpointKey::from_seed(&[7; 32])
+    fn key() -> AuditKey {
+        AuditKey::from_seed(&[7; 32])
     }
 
-    fn checkpoint(key: &CheckpointKey, entries: &[StoredEntry], seq: i64) -> StoredCheckpoint {
+    fn checkpoint(key: &AuditKey, entries: &[StoredEntry], seq: i64) -> StoredCheckpoint {
         let point =
             Checkpoint { chain: "ten_a".into(), seq, hash: entries[seq as usize - 1].hash.clone(), signed_at: 1 };
         StoredCheckpoint { signature: key.sign(&point), key_id: key.id().into(), point }
@@ -435,13 +486,54 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_rewritten_with_its_hash_is_named_by_its_successor() {
+    fn an_entry_rewritten_with_every_later_hash_fails_its_mac() {
         let mut entries = chain_of(5);
-        let h = head(&entries);
         entries[2].entry = entries[2].entry.replace(r#""b":1"#, r#""b":2"#);
-        entries[2].hash = entry_hash(&entries[2].prev_hash, &entries[2].entry);
+        let mut previous = entries[1].hash.clone();
+        for e in &mut entries[2..] {
+            e.prev_hash = previous.clone();
+            e.hash = entry_hash(&previous, &e.entry);
+            previous = e.hash.clone();
+        }
+        let h = head(&entries);
         let breach = walk(entries, vec![], h).unwrap();
         assert_eq!(breach.seq, 3, "{}", breach.reason);
+        assert!(breach.reason.contains("MAC"), "{}", breach.reason);
+    }
+
+    #[test]
+    fn an_altered_link_is_named_where_it_is() {
+        let mut entries = chain_of(4);
+        let h = head(&entries);
+        entries[2].prev_hash = "a".repeat(64);
+        let breach = walk(entries, vec![], h).unwrap();
+        assert_eq!(breach.seq, 3, "{}", breach.reason);
+        assert!(breach.reason.contains("does not link"), "{}", breach.reason);
+    }
+
+    #[test]
+    fn floats_that_do_not_survive_re_encoding_still_verify() {
+        // Stored as written; parsing and writing it again may change its digits.
+        let entry = r#"{"chain":"ten_a","event":{"data":{"observed":120.88995980580641},"id":"evt_1","type":"analytics.x.v1"},"seq":1}"#;
+        let hash = entry_hash(GENESIS, entry);
+        let stored = StoredEntry {
+            seq: 1,
+            event_id: "evt_1".into(),
+            event_type: "analytics.x.v1".into(),
+            entry: entry.into(),
+            prev_hash: GENESIS.into(),
+            mac: key().entry_mac(&hash),
+            hash: hash.clone(),
+        };
+        assert_eq!(walk(vec![stored], vec![], Some((1, hash))), None);
+    }
+
+    #[test]
+    fn a_head_moved_back_is_reported() {
+        let entries = chain_of(4);
+        let breach = walk(entries.clone(), vec![], Some((2, entries[1].hash.clone()))).unwrap();
+        assert_eq!(breach.seq, 4, "{}", breach.reason);
+        assert!(breach.reason.contains("moved back"), "{}", breach.reason);
     }
 
     #[test]
@@ -465,7 +557,7 @@ mod tests {
     }
 
     #[test]
-    fn a_consistently_rewritten_chain_is_caught_by_the_checkpoint() {
+    fn a_chain_rewritten_with_the_key_is_still_caught_by_the_checkpoint() {
         let entries = chain_of(6);
         let checkpoints = vec![checkpoint(&key(), &entries, 2), checkpoint(&key(), &entries, 6)];
         // Rewrite entry 4 and re-hash everything after it, head included.
@@ -474,7 +566,8 @@ mod tests {
         for e in &entries[3..] {
             let entry = if e.seq == 4 { e.entry.replace(r#""b":1"#, r#""b":9"#) } else { e.entry.clone() };
             let hash = entry_hash(&previous, &entry);
-            forged.push(StoredEntry { entry, prev_hash: previous.clone(), hash: hash.clone(), ..e.clone() });
+            let mac = key().entry_mac(&hash);
+            forged.push(StoredEntry { entry, prev_hash: previous.clone(), hash: hash.clone(), mac, ..e.clone() });
             previous = hash;
         }
         let h = head(&forged);
@@ -486,12 +579,22 @@ mod tests {
     #[test]
     fn a_forged_checkpoint_is_refused() {
         let entries = chain_of(3);
-        let other = CheckpointKey::from_seed(&[8; 32]);
+        let other = AuditKey::from_seed(&[8; 32]);
         let mut forged = checkpoint(&other, &entries, 3);
         let breach = walk(entries.clone(), vec![forged.clone()], head(&entries)).unwrap();
         assert!(breach.reason.contains("not by this server's audit key"), "{}", breach.reason);
         forged.key_id = key().id().into();
+        let breach = walk(entries.clone(), vec![forged.clone()], head(&entries)).unwrap();
+        assert!(breach.reason.contains("invalid signature"), "{}", breach.reason);
+        // A forged checkpoint past the end is a forgery, not a sign of missing entries.
+        forged.point.seq = 1_000_000;
         let breach = walk(entries.clone(), vec![forged], head(&entries)).unwrap();
         assert!(breach.reason.contains("invalid signature"), "{}", breach.reason);
+        // A signed checkpoint that names no entry.
+        let mut nowhere = checkpoint(&key(), &entries, 1);
+        nowhere.point.seq = 0;
+        nowhere.signature = key().sign(&nowhere.point);
+        let breach = walk(entries.clone(), vec![nowhere], head(&entries)).unwrap();
+        assert!(breach.reason.contains("names no entry"), "{}", breach.reason);
     }
 }

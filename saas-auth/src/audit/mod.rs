@@ -37,7 +37,7 @@ mod chain;
 
 use std::{sync::Arc, time::Duration};
 
-pub use chain::{Breach, Checkpoint, CheckpointKey, GENESIS, canonical, entry_hash};
+pub use chain::{AuditKey, Breach, Checkpoint, GENESIS, canonical, entry_hash};
 use chain::{StoredCheckpoint, StoredEntry, Walk};
 use saas_core::{
     db::{Db, now_millis},
@@ -62,10 +62,10 @@ const PAGE: i64 = 500;
 #[derive(Clone)]
 pub struct AuditLog {
     db: Db,
-    key: CheckpointKey,
+    key: AuditKey,
 }
 
-/// One recorded event.
+/// One recorded event, as stored: listing does not verify it (`GET /v1/audit` does).
 #[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// Its position in the chain, from 1.
@@ -117,12 +117,12 @@ fn chain_name(tenant: Option<TenantId>) -> String {
 
 impl AuditLog {
     /// The audit log in `db`, signing checkpoints with `key`.
-    pub fn new(db: Db, key: CheckpointKey) -> Self {
+    pub fn new(db: Db, key: AuditKey) -> Self {
         Self { db, key }
     }
 
     /// The checkpoint key (its id and public key, for outside verifiers).
-    pub fn key(&self) -> &CheckpointKey {
+    pub fn key(&self) -> &AuditKey {
         &self.key
     }
 
@@ -146,14 +146,32 @@ impl AuditLog {
         .bind(&chain)
         .fetch_one(&mut *conn)
         .await?;
-        let (previous_seq, previous): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        let head: (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        // The newest entry decides where the chain goes on: a head row altered or deleted
+        // must not stop the recording (verification reports it).
+        let newest = sqlx::query("SELECT seq, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1")
+            .bind(&chain)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|row| Ok::<_, sqlx::Error>((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?)))
+            .transpose()?
+            .unwrap_or((0, GENESIS.to_owned()));
+        if newest != head {
+            tracing::error!(
+                chain,
+                head_seq = head.0,
+                newest_seq = newest.0,
+                "the audit chain head disagrees with its newest entry; someone changed it"
+            );
+        }
+        let (previous_seq, previous) = newest;
         let seq = previous_seq + 1;
         let event_json = serde_json::to_value(event).map_err(Error::internal)?;
         let entry = canonical(&serde_json::json!({ "chain": chain, "seq": seq, "event": event_json }));
         let hash = entry_hash(&previous, &entry);
         sqlx::query(
-            "INSERT INTO audit_log (tenant_id, seq, event_id, event_type, entry, prev_hash, hash, recorded_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO audit_log (tenant_id, seq, event_id, event_type, entry, prev_hash, hash, mac, recorded_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&chain)
         .bind(seq)
@@ -162,6 +180,7 @@ impl AuditLog {
         .bind(&entry)
         .bind(&previous)
         .bind(&hash)
+        .bind(self.key.entry_mac(&hash))
         .bind(now_millis())
         .execute(&mut *conn)
         .await?;
@@ -176,29 +195,54 @@ impl AuditLog {
     }
 
     /// Records every event of [`CONTEXTS`] once, as consumer group [`CONSUMER`]. A failed
-    /// append rolls back and the bus retries it.
+    /// append rolls back and is tried again for about a minute (database busy or briefly
+    /// away) before the bus's own retries; an event still not recorded then is logged at
+    /// ERROR with its id (and goes to the bus's dead letters).
     pub async fn record(&self, bus: &Arc<dyn EventBus>) -> Result<Subscription> {
         let inbox = Inbox::new(self.db.clone(), CONSUMER);
         let log = self.clone();
         let handler = move |event: Envelope| {
             let (inbox, log) = (inbox.clone(), log.clone());
             async move {
-                let Some(mut tx) = inbox.begin(&event).await.map_err(Error::into_cause)? else { return Ok(()) };
-                log.append(&mut tx, &event).await.map_err(Error::into_cause)?;
-                tx.commit().await?;
-                metrics::counter!("saas_audit_entries_total").increment(1);
-                anyhow::Ok(())
+                let mut delay = Duration::from_millis(100);
+                for attempt in 1.. {
+                    match log.record_once(&inbox, &event).await {
+                        Ok(()) => return Ok(()),
+                        Err(e) if attempt < 12 => {
+                            tracing::warn!(event_id = %event.id, attempt, error = %e.into_cause(), "cannot append to the audit log; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(10));
+                        }
+                        Err(e) => {
+                            tracing::error!(event_id = %event.id, event_type = event.event_type, "the audit log could not record an event");
+                            return Err(e.into_cause());
+                        }
+                    }
+                }
+                unreachable!("the loop returns")
             }
         };
         bus.subscribe(CONSUMER, CONTEXTS, Arc::new(handler)).await
     }
 
-    /// Signs a checkpoint of every chain that grew since its last one; returns how many it
+    async fn record_once(&self, inbox: &Inbox, event: &Envelope) -> Result<()> {
+        let Some(mut tx) = inbox.begin(event).await? else { return Ok(()) };
+        self.append(&mut tx, event).await?;
+        tx.commit().await?;
+        metrics::counter!("saas_audit_entries_total").increment(1);
+        Ok(())
+    }
+
+    /// Signs a checkpoint of every chain whose head has none yet; returns how many it
     /// signed. Several servers may run it at once: a checkpoint is signed once per head.
+    ///
+    /// Only a head that names a stored entry with that hash and a valid MAC is signed, so an
+    /// altered head row cannot get a forged state signed.
     pub async fn checkpoint(&self) -> Result<usize> {
         let rows = sqlx::query(
             "SELECT h.tenant_id, h.seq, h.hash FROM audit_heads h
-             WHERE h.seq > COALESCE((SELECT MAX(c.seq) FROM audit_checkpoints c WHERE c.tenant_id = h.tenant_id), 0)",
+             WHERE h.seq > 0 AND NOT EXISTS
+                (SELECT 1 FROM audit_checkpoints c WHERE c.tenant_id = h.tenant_id AND c.seq = h.seq)",
         )
         .fetch_all(self.db.pool())
         .await?;
@@ -210,6 +254,27 @@ impl AuditLog {
                 hash: row.try_get(2)?,
                 signed_at: now_millis(),
             };
+            let tenant = match point.chain.as_str() {
+                PLATFORM => None,
+                name => match name.parse::<TenantId>() {
+                    Ok(tenant) => Some(tenant),
+                    Err(_) => {
+                        tracing::error!(chain = point.chain, "an audit chain head names no tenant; not signed");
+                        continue;
+                    }
+                },
+            };
+            let entry = self.page(tenant, point.seq - 1, 1).await?.pop();
+            let genuine = entry
+                .is_some_and(|e| e.seq == point.seq && e.hash == point.hash && self.key.mac_matches(&e.hash, &e.mac));
+            if !genuine {
+                tracing::error!(
+                    chain = point.chain,
+                    seq = point.seq,
+                    "the audit chain head names no genuine entry; not signed (run `saas audit verify`)"
+                );
+                continue;
+            }
             let inserted = sqlx::query(
                 "INSERT INTO audit_checkpoints (tenant_id, seq, hash, signed_at, key_id, signature)
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, seq) DO NOTHING",
@@ -248,10 +313,12 @@ impl AuditLog {
         }
     }
 
-    /// Every chain the database knows of: tenant ids, and `platform`.
+    /// Every chain the database knows of: tenant ids, and `platform`. On PostgreSQL under
+    /// row-level security, a chain whose head and checkpoints were all deleted is not seen.
     pub async fn chains(&self) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
-            "SELECT tenant_id FROM audit_heads UNION SELECT tenant_id FROM audit_checkpoints ORDER BY 1",
+            "SELECT tenant_id FROM audit_heads UNION SELECT tenant_id FROM audit_checkpoints
+             UNION SELECT DISTINCT tenant_id FROM audit_log ORDER BY 1",
         )
         .fetch_all(self.db.pool())
         .await?)
@@ -303,13 +370,14 @@ impl AuditLog {
             .into_iter()
             .map(|e| {
                 let mut text: serde_json::Value = serde_json::from_str(&e.entry).unwrap_or_default();
-                AuditEntry { seq: e.seq, event: text["event"].take(), prev_hash: e.prev_hash, hash: e.hash }
+                let event = text.get_mut("event").map(serde_json::Value::take).unwrap_or_default();
+                AuditEntry { seq: e.seq, event, prev_hash: e.prev_hash, hash: e.hash }
             })
             .collect())
     }
 
     async fn page(&self, tenant: Option<TenantId>, after: i64, limit: i64) -> Result<Vec<StoredEntry>> {
-        let sql = "SELECT seq, event_id, event_type, entry, prev_hash, hash FROM audit_log
+        let sql = "SELECT seq, event_id, event_type, entry, prev_hash, hash, mac FROM audit_log
                    WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
         let chain = chain_name(tenant);
         let query = sqlx::query(sql).bind(&chain).bind(after).bind(limit);
@@ -332,6 +400,7 @@ impl AuditLog {
                     entry: row.try_get(3)?,
                     prev_hash: row.try_get(4)?,
                     hash: row.try_get(5)?,
+                    mac: row.try_get(6)?,
                 })
             })
             .collect()

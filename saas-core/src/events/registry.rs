@@ -1,9 +1,12 @@
 //! A client of the Confluent Schema Registry REST API, for the JSON Schemas of events.
 //!
 //! Each versioned event type is a subject, `<topic prefix><type>`
-//! (`saas.tenancy.tenant_provisioned.v1`), with `BACKWARD` compatibility: a compatible
-//! change within a version registers as the subject's next schema version; an incompatible
-//! one is refused (bump the event's version instead, which makes a new subject). Speaks the
+//! (`saas.tenancy.tenant_provisioned.v1`), with `FORWARD` compatibility: producers are
+//! deployed before consumers, so a consumer still on the older schema must read the new
+//! events (Confluent's `BACKWARD` would refuse even a new optional property of our open
+//! JSON Schemas). A compatible change within a version registers as the subject's next
+//! schema; an incompatible one is refused (bump the event's version instead, which makes a
+//! new subject). A schema registered already (a rollback, a second server) passes as is. Speaks the
 //! documented wire format: `application/vnd.schemaregistry.v1+json` bodies, errors as
 //! `{"error_code": …, "message": …}`.
 //!
@@ -28,10 +31,17 @@ use crate::error::{Error, Result};
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
 /// A Schema Registry at one base URL.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SchemaRegistry {
     http: reqwest::Client,
     base: String,
+}
+
+impl std::fmt::Debug for SchemaRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold credentials.
+        f.debug_struct("SchemaRegistry").finish_non_exhaustive()
+    }
 }
 
 /// What the registry says of a schema for a subject.
@@ -84,6 +94,25 @@ impl SchemaRegistry {
         Ok(self.read::<Id>(response, &format!("registering {subject}")).await?.id)
     }
 
+    /// The id of `schema` when `subject` holds it already (any version), else `None`.
+    pub async fn lookup(&self, subject: &str, schema: &Value) -> Result<Option<i64>> {
+        let body = json!({ "schemaType": "JSON", "schema": schema.to_string() });
+        let response = self.send(self.http.post(self.url(&format!("/subjects/{subject}"))), &body).await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            let error = response.json::<RegistryError>().await.ok();
+            // 40401: no such subject; 40403: not this schema.
+            if error.as_ref().is_some_and(|e| e.error_code == 40401 || e.error_code == 40403) {
+                return Ok(None);
+            }
+            return Err(registry_error(&format!("looking up {subject}"), 404, error));
+        }
+        #[derive(Deserialize)]
+        struct Found {
+            id: i64,
+        }
+        Ok(Some(self.read::<Found>(response, &format!("looking up {subject}")).await?.id))
+    }
+
     /// Whether `schema` is compatible with the latest schema of `subject`.
     pub async fn check(&self, subject: &str, schema: &Value) -> Result<Compatibility> {
         let body = json!({ "schemaType": "JSON", "schema": schema.to_string() });
@@ -117,13 +146,19 @@ impl SchemaRegistry {
     }
 
     /// Checks every event of `catalog` under `<prefix><event type>`, then, when all are
-    /// compatible, registers them (a new subject gets `BACKWARD` compatibility first).
-    /// Fails naming every incompatible event, and registers nothing then.
+    /// compatible, registers them (a new subject gets `FORWARD` compatibility first).
+    /// Schemas the registry holds already pass unchecked. Fails naming every incompatible
+    /// event, and registers nothing then.
     pub async fn publish(&self, catalog: &[EventSchema], prefix: &str) -> Result<Vec<Registered>> {
+        let mut known = std::collections::HashMap::new();
         let mut new_subjects = Vec::new();
         let mut refused = Vec::new();
         for event in catalog {
             let subject = format!("{prefix}{}", event.event_type);
+            if let Some(id) = self.lookup(&subject, &event.schema).await? {
+                known.insert(subject, id);
+                continue;
+            }
             match self.check(&subject, &event.schema).await? {
                 Compatibility::Compatible => {}
                 Compatibility::NewSubject => new_subjects.push(subject),
@@ -139,8 +174,12 @@ impl SchemaRegistry {
         let mut registered = Vec::with_capacity(catalog.len());
         for event in catalog {
             let subject = format!("{prefix}{}", event.event_type);
+            if let Some(&id) = known.get(&subject) {
+                registered.push(Registered { subject, id });
+                continue;
+            }
             if new_subjects.contains(&subject) {
-                self.set_compatibility(&subject, "BACKWARD").await?;
+                self.set_compatibility(&subject, "FORWARD").await?;
             }
             let id = self.register(&subject, &event.schema).await?;
             registered.push(Registered { subject, id });
@@ -173,17 +212,18 @@ impl SchemaRegistry {
             return Err(registry_error(doing, status.as_u16(), serde_json::from_slice(&bytes).ok()));
         }
         serde_json::from_slice(&bytes).map_err(|e| {
-            Error::internal(anyhow::anyhow!(
-                "schema registry, {doing}: unexpected answer ({e}): {}",
-                String::from_utf8_lossy(&bytes)
-            ))
+            let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+            Error::internal(anyhow::anyhow!("schema registry, {doing}: unexpected answer ({e}): {shown}"))
         })
     }
 }
 
 fn registry_error(doing: &str, status: u16, error: Option<RegistryError>) -> Error {
     Error::internal(match error {
-        Some(e) => anyhow::anyhow!("schema registry, {doing}: {status} (error {}): {}", e.error_code, e.message),
+        Some(e) => {
+            let message: String = e.message.chars().take(500).collect();
+            anyhow::anyhow!("schema registry, {doing}: {status} (error {}): {message}", e.error_code)
+        }
         None => anyhow::anyhow!("schema registry, {doing}: HTTP {status}"),
     })
 }

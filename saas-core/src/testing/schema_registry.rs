@@ -2,7 +2,8 @@
 //! endpoints the [`SchemaRegistry`](crate::events::SchemaRegistry) client uses, with the
 //! documented wire format (`application/vnd.schemaregistry.v1+json`, errors as
 //! `{"error_code", "message"}` with the documented codes), subjects and schemas in memory,
-//! and [`incompatibility`] as its `BACKWARD` rule.
+//! and [`incompatibility`] as its rule at every level but `NONE` (the real registry's rules
+//! differ in detail: it judges open and closed content models apart).
 //!
 //! No Schema Registry server installs on the CI machines (Karapace is not on PyPI,
 //! Confluent's needs Maven or Docker), so tests run against this.
@@ -71,9 +72,11 @@ async fn register(
     };
     let mut store = store.lock().unwrap();
     store.requests.push(format!("register {subject}"));
-    let backward = store.levels.get(&subject).is_none_or(|l| l == "BACKWARD");
-    if let Some(latest) = store.subjects.get(&subject).and_then(|v| v.last()) {
-        if backward && latest != &schema && incompatibility(latest, &schema).is_some() {
+    // A schema the subject holds already (any version) is answered with its id.
+    let checked = store.levels.get(&subject).is_none_or(|l| l != "NONE");
+    let held = store.subjects.get(&subject).is_some_and(|v| v.contains(&schema));
+    if let (Some(latest), false) = (store.subjects.get(&subject).and_then(|v| v.last()), held) {
+        if checked && incompatibility(latest, &schema).is_some() {
             return error(StatusCode::CONFLICT, 409, "Schema being registered is incompatible with an earlier schema");
         }
     }
@@ -89,6 +92,29 @@ async fn register(
         versions.push(schema);
     }
     (StatusCode::OK, Json(json!({ "id": id })))
+}
+
+async fn lookup(
+    State(store): State<Shared>,
+    Path(subject): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Answer {
+    let schema = match schema_of(&headers, &body) {
+        Ok(s) => s,
+        Err(answer) => return answer,
+    };
+    let store = store.lock().unwrap();
+    let Some(versions) = store.subjects.get(&subject) else {
+        return error(StatusCode::NOT_FOUND, 40401, &format!("Subject '{subject}' not found."));
+    };
+    match (versions.iter().position(|s| s == &schema), store.ids.iter().position(|s| s == &schema)) {
+        (Some(version), Some(id)) => (
+            StatusCode::OK,
+            Json(json!({ "subject": subject, "id": id + 1, "version": version + 1, "schema": schema.to_string() })),
+        ),
+        _ => error(StatusCode::NOT_FOUND, 40403, "Schema not found"),
+    }
 }
 
 async fn check(
@@ -126,6 +152,7 @@ async fn configure(State(store): State<Shared>, Path(subject): Path<String>, Jso
 pub async fn start() -> (String, Shared) {
     let store = Shared::default();
     let app = Router::new()
+        .route("/subjects/{subject}", post(lookup))
         .route("/subjects/{subject}/versions", post(register))
         .route("/compatibility/subjects/{subject}/versions/latest", post(check))
         .route("/config/{subject}", put(configure))
