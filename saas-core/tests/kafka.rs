@@ -168,6 +168,20 @@ impl Drop for Broker {
 #[tokio::test]
 #[ignore = "needs tansu: run `bash scripts/kafka.sh` or .ci/run"]
 async fn a_frozen_broker_loses_nothing_and_nothing_is_handled_twice() {
+    frozen_broker(Duration::from_secs(12)).await;
+}
+
+/// The same through a 60 s outage, longer than the consumer's session (45 s): the group
+/// takes the consumer's partitions away, and the consumer gets them back.
+#[tokio::test]
+#[ignore = "needs tansu: run `bash scripts/kafka.sh` or .ci/run"]
+async fn a_consumer_evicted_during_a_long_outage_rejoins_and_loses_nothing() {
+    frozen_broker(Duration::from_secs(60)).await;
+}
+
+/// Commits an event every 50 ms, at least 300 and until the broker, frozen from the 60th
+/// for `freeze`, is back; then checks each was handled exactly once.
+async fn frozen_broker(freeze: Duration) {
     use std::collections::HashMap;
 
     use saas_core::{
@@ -203,19 +217,20 @@ async fn a_frozen_broker_loses_nothing_and_nothing_is_handled_twice() {
     });
     let subscription = bus.subscribe("orders.counter", &["orders"], handler).await.unwrap();
 
-    // 300 requests, one every 50 ms; the broker is frozen from the 60th to 12 s later.
     let tenant = TenantId::new();
     let mut sent = Vec::new();
     let mut frozen_at = None;
-    for i in 0..300 {
+    let mut i = 0;
+    while i < 300 || frozen_at.is_some() {
         if i == 60 {
             broker.signal("-STOP");
             frozen_at = Some(std::time::Instant::now());
         }
-        if frozen_at.is_some_and(|t| t.elapsed() >= Duration::from_secs(12)) {
+        if frozen_at.is_some_and(|t| t.elapsed() >= freeze) {
             broker.signal("-CONT");
             frozen_at = None;
         }
+        i += 1;
         let event = Envelope::new("orders.order_placed.v1", Some(tenant), serde_json::json!({ "n": i }));
         let mut tx = db.tenant_tx(tenant).await.unwrap();
         outbox::append(&mut tx, &event).await.expect("a request never fails because the broker is down");

@@ -26,8 +26,9 @@ use async_trait::async_trait;
 use rdkafka::{
     ClientConfig, Message,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::ClientContext,
     client::DefaultClientContext,
-    consumer::{Consumer, StreamConsumer},
+    consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::{KafkaError, RDKafkaErrorCode},
     message::{BorrowedMessage, Header, Headers, OwnedHeaders},
     producer::{FutureProducer, FutureRecord, Producer},
@@ -45,6 +46,40 @@ use crate::{
 
 /// How long a publish waits for the broker's acknowledgements.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a consumer whose partitions were taken away waits for the group to give it
+/// some (or none, explicitly) before it rejoins with a new consumer.
+const REJOIN_AFTER: Duration = Duration::from_secs(60);
+
+/// Watches a consumer's group membership. In a rebalance, a revocation is always followed
+/// by an assignment (perhaps empty); librdkafka rejoins by itself after losing its
+/// partitions, but some brokers (tansu 0.6) never complete that rejoin after an outage longer
+/// than the session timeout, and the consumer would wait forever.
+#[derive(Default)]
+struct GroupContext {
+    revoked_at: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl GroupContext {
+    /// How long the consumer has been without the assignment that should follow a revocation.
+    fn unassigned_for(&self) -> Duration {
+        self.revoked_at.lock().expect("membership lock").map_or(Duration::ZERO, |at| at.elapsed())
+    }
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let mut revoked_at = self.revoked_at.lock().expect("membership lock");
+        match rebalance {
+            Rebalance::Revoke(_) => *revoked_at = revoked_at.or(Some(std::time::Instant::now())),
+            Rebalance::Assign(_) => *revoked_at = None,
+            Rebalance::Error(_) => {}
+        }
+    }
+}
+
+type GroupConsumer = StreamConsumer<GroupContext>;
 
 /// The event bus on Kafka; cheap to clone.
 #[derive(Clone)]
@@ -157,7 +192,8 @@ impl KafkaBus {
         Ok(())
     }
 
-    fn consumer(&self, group: &str) -> Result<StreamConsumer> {
+    /// A consumer of `group` subscribed to `topics`.
+    fn consumer(&self, group: &str, topics: &[String]) -> Result<GroupConsumer> {
         ClientConfig::new()
             .set("bootstrap.servers", &*self.brokers)
             // Prefixed like the topics: deployments sharing a cluster keep their groups apart.
@@ -169,7 +205,12 @@ impl KafkaBus {
             .set("auto.offset.reset", "earliest")
             // Some brokers (tansu) hold a fetch this long even when records are waiting.
             .set("fetch.wait.max.ms", "50")
-            .create()
+            .create_with_context(GroupContext::default())
+            .and_then(|consumer: GroupConsumer| {
+                let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+                consumer.subscribe(&topics)?;
+                Ok(consumer)
+            })
             .map_err(unavailable)
     }
 }
@@ -264,17 +305,26 @@ impl EventBus for KafkaBus {
     async fn subscribe(&self, group: &str, topics: &[&str], handler: Arc<dyn EventHandler>) -> Result<Subscription> {
         let names: Vec<String> = topics.iter().map(|t| self.topic_of(t)).collect();
         self.ensure_topics(names.clone()).await?;
-        let consumer = self.consumer(group)?;
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        consumer.subscribe(&refs).map_err(unavailable)?;
+        let mut consumer = self.consumer(group, &names)?;
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
         let bus = self.clone();
         let group = group.to_owned();
         let task = tokio::spawn(async move {
+            let mut watchdog = tokio::time::interval(Duration::from_secs(10));
             loop {
                 let message = tokio::select! {
                     _ = stop.cancelled() => break,
+                    _ = watchdog.tick() => {
+                        if consumer.context().unassigned_for() >= REJOIN_AFTER {
+                            tracing::warn!(group, "the group took this consumer's partitions and gave none back; rejoining with a new consumer");
+                            match bus.consumer(&group, &names) {
+                                Ok(fresh) => consumer = fresh,
+                                Err(e) => tracing::warn!(group, error = %e, "cannot start a new consumer; retrying"),
+                            }
+                        }
+                        continue;
+                    }
                     next = consumer.recv() => next,
                 };
                 let message = match message {
