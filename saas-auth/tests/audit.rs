@@ -205,3 +205,34 @@ async fn the_checkpoint_key_follows_the_key_encryption_key() {
     assert_ne!(first.key().id(), other.key().id());
     assert_eq!(first.key().public_key().len(), 43, "32 bytes, base64url");
 }
+
+#[tokio::test]
+async fn a_chain_longer_than_a_page_verifies_and_names_a_gap_past_the_first_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}/long.db", dir.path().display()), Default::default()).await.unwrap();
+    migrate::run(&db, &[&saas_core::events::MIGRATIONS, &saas_auth::MIGRATIONS]).await.unwrap();
+    let log = audit_log(db.clone(), &dir).await;
+    let tenant = TenantId::new();
+    let mut tx = db.tenant_tx(tenant).await.unwrap();
+    for i in 0..1200 {
+        let seq = log.append(&mut tx, &role_change(tenant, "member")).await.unwrap();
+        assert_eq!(seq, i + 1);
+        if seq % 400 == 0 {
+            tx.commit().await.unwrap();
+            assert_eq!(log.checkpoint().await.unwrap(), 1);
+            tx = db.tenant_tx(tenant).await.unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+    let report = log.verify(Some(tenant)).await.unwrap();
+    assert_eq!((report.intact, report.entries, report.checkpoints), (true, 1200, 3), "{report:?}");
+    assert_eq!(report.latest_checkpoint.unwrap().seq, 1200);
+
+    sqlx::query("DELETE FROM audit_log WHERE tenant_id = $1 AND seq = 777")
+        .bind(tenant.to_string())
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let breach = log.verify(Some(tenant)).await.unwrap().breach.unwrap();
+    assert_eq!(breach.seq, 777, "{breach:?}");
+}

@@ -608,7 +608,7 @@ fn redact<S: serde::Serializer>(value: &Option<SecretString>, s: S) -> Result<S:
 
 /// Sections whose keys `SAAS_<SECTION>_<KEY>` maps to; longest first so `event_bus` wins
 /// over a hypothetical `event`.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "rate_limit",
     "idempotency",
     "event_bus",
@@ -618,6 +618,7 @@ const SECTIONS: [&str; 11] = [
     "server",
     "cache",
     "http",
+    "audit",
     "auth",
     "log",
 ];
@@ -1011,6 +1012,8 @@ mod tests {
         assert_eq!(env_key("EVENT_BUS"), "event_bus.url");
         assert_eq!(env_key("DATA_DIR"), "data_dir");
         assert_eq!(env_key("SERVER_ADDR"), "server.addr");
+        assert_eq!(env_key("AUDIT_CHECKPOINT_INTERVAL_SECS"), "audit.checkpoint_interval_secs");
+        assert_eq!(env_key("EVENT_BUS_SCHEMA_REGISTRY_URL"), "event_bus.schema_registry_url");
     }
 
     #[test]
@@ -1146,6 +1149,19 @@ mod tests {
             let e = Config::load(None).unwrap_err();
             assert_eq!(e.key, "rate_limit.burst", "{e}");
             jail.set_env("SAAS_RATE_LIMIT_BURST", "5");
+
+            jail.set_env("SAAS_AUDIT_CHECKPOINT_INTERVAL_SECS", "0");
+            let e = Config::load(None).unwrap_err();
+            assert_eq!(e.key, "audit.checkpoint_interval_secs", "{e}");
+            jail.set_env("SAAS_AUDIT_CHECKPOINT_INTERVAL_SECS", "60");
+            jail.set_env("SAAS_AUDIT_ENABLED", "false");
+            assert!(!Config::load(None).map_err(|e| e.to_string())?.audit.enabled);
+
+            jail.set_env("SAAS_EVENT_BUS_SCHEMA_REGISTRY_URL", "https://registry:8081");
+            let e = Config::load(None).unwrap_err();
+            assert_eq!(e.key, "event_bus.schema_registry_url", "{e}");
+            assert!(e.to_string().contains("TLS"), "{e}");
+            jail.clear_env();
 
             jail.set_env("SAAS_CACHE_URL", "memcached://x");
             let e = Config::load(None).unwrap_err();

@@ -205,7 +205,8 @@ pub struct Breach {
 pub(super) struct Walk<'a> {
     chain: &'a str,
     key: &'a AuditKey,
-    checkpoints: std::iter::Peekable<std::vec::IntoIter<StoredCheckpoint>>,
+    /// Checkpoints not checked yet, in `seq` order.
+    checkpoints: std::collections::VecDeque<StoredCheckpoint>,
     last_good_checkpoint: i64,
     /// The next expected sequence number.
     next: i64,
@@ -217,18 +218,26 @@ pub(super) struct Walk<'a> {
 
 impl<'a> Walk<'a> {
     /// A walk of `chain` from its first entry; `checkpoints` in any order.
-    pub(super) fn new(chain: &'a str, key: &'a AuditKey, mut checkpoints: Vec<StoredCheckpoint>) -> Self {
-        checkpoints.sort_by_key(|c| c.point.seq);
-        Self {
+    pub(super) fn new(chain: &'a str, key: &'a AuditKey, checkpoints: Vec<StoredCheckpoint>) -> Self {
+        let mut walk = Self {
             chain,
             key,
-            checkpoints: checkpoints.into_iter().peekable(),
+            checkpoints: std::collections::VecDeque::new(),
             last_good_checkpoint: 0,
             next: 1,
             previous: GENESIS.to_owned(),
             previous_entry: None,
             breach: None,
-        }
+        };
+        walk.add_checkpoints(checkpoints);
+        walk
+    }
+
+    /// Adds checkpoints to check (in any order; the caller adds them page by page, ahead of
+    /// the entries they name).
+    pub(super) fn add_checkpoints(&mut self, checkpoints: Vec<StoredCheckpoint>) {
+        self.checkpoints.extend(checkpoints);
+        self.checkpoints.make_contiguous().sort_by_key(|c| c.point.seq);
     }
 
     /// Entries checked and found good.
@@ -303,7 +312,8 @@ impl<'a> Walk<'a> {
 
     /// Checks the checkpoints at or before `seq`.
     fn check_checkpoints_through(&mut self, seq: i64) -> bool {
-        while let Some(checkpoint) = self.checkpoints.next_if(|c| c.point.seq <= seq) {
+        while self.checkpoints.front().is_some_and(|c| c.point.seq <= seq) {
+            let Some(checkpoint) = self.checkpoints.pop_front() else { break };
             if let Some(breach) = self.check_checkpoint(&checkpoint) {
                 self.breach = Some(breach);
                 return false;
@@ -378,7 +388,7 @@ impl<'a> Walk<'a> {
             event_type: None,
             reason: format!("entries {} to {until} are missing: {what} records them", last + 1),
         };
-        if let Some(checkpoint) = self.checkpoints.next() {
+        if let Some(checkpoint) = self.checkpoints.pop_front() {
             return Some(match self.forged(&checkpoint) {
                 Some(forged) => forged,
                 None => {

@@ -328,26 +328,38 @@ impl AuditLog {
     /// the sequence, the head, and each checkpoint's signature and hash.
     pub async fn verify(&self, tenant: Option<TenantId>) -> Result<ChainReport> {
         let chain = chain_name(tenant);
-        let checkpoints = self.stored_checkpoints(&chain).await?;
-        let count = checkpoints.len() as i64;
-        let latest_checkpoint = checkpoints.iter().max_by_key(|c| c.point.seq).map(|c| SignedCheckpoint {
-            seq: c.point.seq,
-            hash: c.point.hash.clone(),
-            signed_at: c.point.signed_at,
-            key_id: c.key_id.clone(),
-            signature: c.signature.clone(),
-        });
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_checkpoints WHERE tenant_id = $1")
+            .bind(&chain)
+            .fetch_one(self.db.pool())
+            .await?;
+        let latest_checkpoint =
+            self.stored_checkpoints(&chain, "ORDER BY seq DESC LIMIT 1", (0, 0)).await?.pop().map(|c| {
+                SignedCheckpoint {
+                    seq: c.point.seq,
+                    hash: c.point.hash,
+                    signed_at: c.point.signed_at,
+                    key_id: c.key_id,
+                    signature: c.signature,
+                }
+            });
         let head = sqlx::query("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1")
             .bind(&chain)
             .fetch_optional(self.db.pool())
             .await?
             .map(|row| Ok::<_, sqlx::Error>((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?)))
             .transpose()?;
-        let mut walk = Walk::new(&chain, &self.key, checkpoints);
+        // Checkpoints are read page by page with the entries they name: memory stays bounded
+        // however many a chain has. First any that name no entry (seq <= 0).
+        let nowhere = self.stored_checkpoints(&chain, "AND seq <= 0 ORDER BY seq LIMIT 1", (0, 0)).await?;
+        let mut walk = Walk::new(&chain, &self.key, nowhere);
         let mut after = 0;
         'pages: loop {
             let page = self.page(tenant, after, PAGE).await?;
             let full = page.len() as i64 == PAGE;
+            if let Some(last) = page.last() {
+                let range = "AND seq > $2 AND seq <= $3 ORDER BY seq";
+                walk.add_checkpoints(self.stored_checkpoints(&chain, range, (after, last.seq)).await?);
+            }
             for entry in page {
                 after = entry.seq;
                 if !walk.step(entry) {
@@ -359,6 +371,9 @@ impl AuditLog {
             }
         }
         let entries = walk.verified();
+        // The first checkpoint past the last entry, if any, names entries that are missing.
+        let past = self.stored_checkpoints(&chain, "AND seq > $2 ORDER BY seq LIMIT 1", (entries, 0)).await?;
+        walk.add_checkpoints(past);
         let breach = walk.finish(head);
         Ok(ChainReport { chain, intact: breach.is_none(), entries, checkpoints: count, latest_checkpoint, breach })
     }
@@ -406,13 +421,20 @@ impl AuditLog {
             .collect()
     }
 
-    async fn stored_checkpoints(&self, chain: &str) -> Result<Vec<StoredCheckpoint>> {
-        let rows = sqlx::query(
-            "SELECT seq, hash, signed_at, key_id, signature FROM audit_checkpoints WHERE tenant_id = $1 ORDER BY seq",
-        )
-        .bind(chain)
-        .fetch_all(self.db.pool())
-        .await?;
+    /// Checkpoints of `chain` matching `filter` (SQL after `WHERE tenant_id = $1`, which may
+    /// use `$2` and `$3`, bound to `bounds`).
+    async fn stored_checkpoints(&self, chain: &str, filter: &str, bounds: (i64, i64)) -> Result<Vec<StoredCheckpoint>> {
+        let sql = format!(
+            "SELECT seq, hash, signed_at, key_id, signature FROM audit_checkpoints WHERE tenant_id = $1 {filter}"
+        );
+        let mut query = sqlx::query(&sql).bind(chain);
+        if filter.contains("$2") {
+            query = query.bind(bounds.0);
+        }
+        if filter.contains("$3") {
+            query = query.bind(bounds.1);
+        }
+        let rows = query.fetch_all(self.db.pool()).await?;
         rows.iter()
             .map(|row| {
                 Ok(StoredCheckpoint {
