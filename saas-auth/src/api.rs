@@ -310,6 +310,7 @@ struct RoleAssignment {
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs `users:write`", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`last_owner`: the tenant's last owner keeps the role; `roles_changed`: changed meanwhile, retry", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -465,11 +465,31 @@ impl Auth {
         let changed = roles.iter().filter(|r| !before.contains(r)).chain(before.iter().filter(|r| !roles.contains(r)));
         self.may_give_or_take(actor, &defined, changed, "give or take").await?;
         let mut tx = self.db.tenant_tx(tenant).await?;
+        // Locked until the commit: the checks above hold for the roles this changes.
+        let current: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT roles FROM users WHERE tenant_id = $1 AND id = $2{}",
+            self.db.backend().for_update()
+        ))
+        .bind(tenant.to_string())
+        .bind(user.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(current) = current else { return Err(Error::not_found("user_not_found", "no such user")) };
+        if current != before.join(",") {
+            return Err(Error::conflict(
+                "roles_changed",
+                "the user's roles changed meanwhile; read them again and retry",
+            ));
+        }
         if before.iter().any(|r| r == "owner") && !roles.iter().any(|r| r == "owner") {
-            let holders: Vec<String> = sqlx::query_scalar("SELECT roles FROM users WHERE tenant_id = $1")
-                .bind(tenant.to_string())
-                .fetch_all(&mut *tx)
-                .await?;
+            // Every owner row locked: two owners demoting each other at once cannot both pass.
+            let holders: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT roles FROM users WHERE tenant_id = $1 AND roles LIKE '%owner%'{}",
+                self.db.backend().for_update()
+            ))
+            .bind(tenant.to_string())
+            .fetch_all(&mut *tx)
+            .await?;
             let owners = holders.iter().filter(|r| r.split(',').any(|r| r == "owner")).count();
             if owners <= 1 {
                 return Err(Error::conflict("last_owner", "the tenant's last owner keeps the owner role"));
