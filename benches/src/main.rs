@@ -111,6 +111,10 @@ fn main() -> anyhow::Result<()> {
     // Log as the server does (JSON, info), into a sink: the cost of formatting is measured.
     tracing_subscriber::fmt()
         .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_target(true)
+        .fmt_fields(saas_core::observe::AppendingJsonFields::default())
         .with_writer(std::io::sink)
         .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
         .init();

@@ -68,14 +68,23 @@ pub struct TenantPatch {
 pub struct Tenants {
     db: Db,
     cache: Arc<dyn Cache>,
+    /// Resolved tenants as values, for [`LOCAL_TTL`]: most requests resolve their tenant
+    /// here, without decoding it from `cache`.
+    local: moka::sync::Cache<String, Tenant>,
     slugs: SlugPolicy,
     cache_ttl: Duration,
 }
 
+/// How long each server keeps a resolved tenant in memory, in front of the cache: a change
+/// made on another server reaches this one at most this much later than the shared cache.
+pub const LOCAL_TTL: Duration = Duration::from_secs(1);
+
 impl Tenants {
-    /// Tenants stored in `db`, resolved tenants cached in `cache` for 30 s.
+    /// Tenants stored in `db`, resolved tenants cached in `cache` for 30 s (and in this
+    /// process for [`LOCAL_TTL`]).
     pub fn new(db: Db, cache: Arc<dyn Cache>) -> Self {
-        Self { db, cache, slugs: SlugPolicy::default(), cache_ttl: Duration::from_secs(30) }
+        let local = moka::sync::Cache::builder().max_capacity(10_000).time_to_live(LOCAL_TTL).build();
+        Self { db, cache, local, slugs: SlugPolicy::default(), cache_ttl: Duration::from_secs(30) }
     }
 
     /// Uses `policy` for slugs (extra reserved names).
@@ -151,7 +160,11 @@ impl Tenants {
     /// The tenant `by` names, in any status, read through the resolution cache.
     pub async fn resolve(&self, by: &TenantRef) -> Result<Option<Tenant>> {
         let key = cache_key(by);
+        if let Some(tenant) = self.local.get(&key) {
+            return Ok(Some(tenant));
+        }
         if let Some(tenant) = self.cache.get_json::<Tenant>(&key).await? {
+            self.local.insert(key, tenant.clone());
             return Ok(Some(tenant));
         }
         let mut conn = self.db.pool().acquire().await?;
@@ -257,6 +270,7 @@ impl Tenants {
         let tenant = store::find(&mut conn, &TenantRef::Id(id)).await?.ok_or_else(not_found)?;
         drop(conn);
         for key in [cache_key(&TenantRef::Id(tenant.id)), cache_key(&TenantRef::Slug(tenant.slug.clone()))] {
+            self.local.insert(key.clone(), tenant.clone());
             // The change is committed, so a cache failure must not turn into an error now;
             // the entry then stays stale for at most the TTL.
             if let Err(e) = self.cache.set_json(&key, &tenant, self.cache_ttl).await {
