@@ -452,11 +452,6 @@ impl SigningKeys {
         hasher.finalize().into()
     }
 
-    /// The audit key (checkpoint signatures, entry MACs), derived from the key-encryption key.
-    pub fn audit_key(&self) -> crate::audit::AuditKey {
-        self.kek.audit_key()
-    }
-
     /// The public keys, for `/.well-known/jwks.json`.
     pub async fn jwks(&self) -> Jwks {
         self.loaded.read().await.jwks.clone()

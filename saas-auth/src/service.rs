@@ -118,7 +118,7 @@ impl Auth {
         );
         let throttle = LoginThrottle::new(cache.clone(), auth);
         let api_keys = ApiKeys::new(db.clone());
-        let audit = AuditLog::new(db.clone(), keys.audit_key());
+        let audit = AuditLog::new(db.clone(), keys.kek().audit_key());
         Ok(Self {
             audit,
             db,

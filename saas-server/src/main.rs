@@ -229,11 +229,10 @@ async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
 
 async fn audit(config: Config, command: AuditCommand) -> anyhow::Result<()> {
     let chain = match &command {
-        AuditCommand::Verify { tenant: Some(t) } if t == saas_auth::audit::PLATFORM => Some(None),
-        AuditCommand::Verify { tenant: Some(t) } => Some(Some(
-            t.parse::<saas_core::id::TenantId>()
-                .map_err(|_| anyhow::anyhow!("--tenant: expected a tenant id (`ten_…`) or `platform`, got `{t}`"))?,
-        )),
+        AuditCommand::Verify { tenant: Some(t) } => Some(
+            saas_auth::audit::chain_of(t)
+                .ok_or_else(|| anyhow::anyhow!("--tenant: expected a tenant id (`ten_…`) or `platform`, got `{t}`"))?,
+        ),
         _ => None,
     };
     // Read-only: no migration, no key made or rotated.
@@ -269,15 +268,12 @@ async fn verify_chains(
             eprintln!("verifying {} chain(s) with audit key {}", names.len(), log.key().id());
             let mut chains = Vec::with_capacity(names.len());
             for name in names {
-                match name.as_str() {
-                    saas_auth::audit::PLATFORM => chains.push(None),
-                    _ => match name.parse() {
-                        Ok(tenant) => chains.push(Some(tenant)),
-                        Err(_) => {
-                            intact = false;
-                            println!("{name}: BROKEN: a chain that names no tenant (rows written outside the server)");
-                        }
-                    },
+                match saas_auth::audit::chain_of(&name) {
+                    Some(chain) => chains.push(chain),
+                    None => {
+                        intact = false;
+                        println!("{name}: BROKEN: a chain that names no tenant (rows written outside the server)");
+                    }
                 }
             }
             chains

@@ -7,12 +7,12 @@
 //! hash over a canonical encoding ([`chain`](self) module docs give it byte for byte), so
 //! changing, inserting or deleting an entry breaks every later link.
 //!
-//! A chain that is rewritten whole, hashes and all, is caught by the **checkpoints**: every
-//! `audit.checkpoint_interval_secs` each chain that grew gets its head signed with Ed25519
-//! under a key derived from the key-encryption key (`auth.key_encryption_key`, or
-//! `<data_dir>/auth-kek`), which is not in the database. Someone who can write to the
-//! database but does not hold that key can delete entries or rewrite them, but cannot do so
-//! without [`AuditLog::verify`] naming the first entry affected. Keep the key apart from the
+//! Each entry also carries a MAC of its hash, and every `audit.checkpoint_interval_secs`
+//! each chain's head gets signed with Ed25519 (a **checkpoint**), both under the audit key,
+//! derived from the key-encryption key (`auth.key_encryption_key`, or `<data_dir>/auth-kek`),
+//! which is not in the database. Someone who can write to the database but does not hold
+//! that key can delete entries or rewrite them, but cannot do so without
+//! [`AuditLog::verify`] naming the first entry affected. Keep the key apart from the
 //! database, and keep copies of checkpoints elsewhere (`saas audit verify` prints the latest)
 //! if you need to detect the deletion of a whole chain.
 //!
@@ -115,6 +115,20 @@ fn chain_name(tenant: Option<TenantId>) -> String {
     tenant.map_or_else(|| PLATFORM.to_owned(), |t| t.to_string())
 }
 
+/// What a chain's name stands for: `Some(Some(tenant))`, `Some(None)` for [`PLATFORM`], and
+/// `None` for a name that is neither (not written by this code).
+pub fn chain_of(name: &str) -> Option<Option<TenantId>> {
+    match name {
+        PLATFORM => Some(None),
+        name => name.parse().ok().map(Some),
+    }
+}
+
+/// A `(seq, hash)` row: a chain's head or newest entry.
+fn seq_and_hash(row: &sqlx::any::AnyRow) -> std::result::Result<(i64, String), sqlx::Error> {
+    Ok((row.try_get(0)?, row.try_get(1)?))
+}
+
 impl AuditLog {
     /// The audit log in `db`, signing checkpoints with `key`.
     pub fn new(db: Db, key: AuditKey) -> Self {
@@ -139,21 +153,23 @@ impl AuditLog {
         .bind(now_millis())
         .execute(&mut *conn)
         .await?;
-        let row = sqlx::query(&format!(
-            "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1{}",
-            self.db.backend().for_update()
-        ))
-        .bind(&chain)
-        .fetch_one(&mut *conn)
-        .await?;
-        let head: (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        let head = seq_and_hash(
+            &sqlx::query(&format!(
+                "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1{}",
+                self.db.backend().for_update()
+            ))
+            .bind(&chain)
+            .fetch_one(&mut *conn)
+            .await?,
+        )?;
         // The newest entry decides where the chain goes on: a head row altered or deleted
         // must not stop the recording (verification reports it).
         let newest = sqlx::query("SELECT seq, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1")
             .bind(&chain)
             .fetch_optional(&mut *conn)
             .await?
-            .map(|row| Ok::<_, sqlx::Error>((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?)))
+            .as_ref()
+            .map(seq_and_hash)
             .transpose()?
             .unwrap_or((0, GENESIS.to_owned()));
         if newest != head {
@@ -205,13 +221,15 @@ impl AuditLog {
             let (inbox, log) = (inbox.clone(), log.clone());
             async move {
                 let mut delay = Duration::from_millis(100);
-                for attempt in 1.. {
+                let mut attempt = 1;
+                loop {
                     match log.record_once(&inbox, &event).await {
                         Ok(()) => return Ok(()),
                         Err(e) if attempt < 12 => {
                             tracing::warn!(event_id = %event.id, attempt, error = %e.into_cause(), "cannot append to the audit log; retrying");
                             tokio::time::sleep(delay).await;
                             delay = (delay * 2).min(Duration::from_secs(10));
+                            attempt += 1;
                         }
                         Err(e) => {
                             tracing::error!(event_id = %event.id, event_type = event.event_type, "the audit log could not record an event");
@@ -219,7 +237,6 @@ impl AuditLog {
                         }
                     }
                 }
-                unreachable!("the loop returns")
             }
         };
         bus.subscribe(CONSUMER, CONTEXTS, Arc::new(handler)).await
@@ -254,15 +271,9 @@ impl AuditLog {
                 hash: row.try_get(2)?,
                 signed_at: now_millis(),
             };
-            let tenant = match point.chain.as_str() {
-                PLATFORM => None,
-                name => match name.parse::<TenantId>() {
-                    Ok(tenant) => Some(tenant),
-                    Err(_) => {
-                        tracing::error!(chain = point.chain, "an audit chain head names no tenant; not signed");
-                        continue;
-                    }
-                },
+            let Some(tenant) = chain_of(&point.chain) else {
+                tracing::error!(chain = point.chain, "an audit chain head names no tenant; not signed");
+                continue;
             };
             let entry = self.page(tenant, point.seq - 1, 1).await?.pop();
             let genuine = entry
@@ -346,7 +357,8 @@ impl AuditLog {
             .bind(&chain)
             .fetch_optional(self.db.pool())
             .await?
-            .map(|row| Ok::<_, sqlx::Error>((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?)))
+            .as_ref()
+            .map(seq_and_hash)
             .transpose()?;
         // Checkpoints are read page by page with the entries they name: memory stays bounded
         // however many a chain has. First any that name no entry (seq <= 0).

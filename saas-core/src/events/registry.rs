@@ -64,6 +64,17 @@ pub struct Registered {
     pub id: i64,
 }
 
+/// A schema's id, as the registry answers a registration or a lookup.
+#[derive(Deserialize)]
+struct SchemaId {
+    id: i64,
+}
+
+/// The request body that carries `schema` (a JSON Schema).
+fn schema_body(schema: &Value) -> Value {
+    json!({ "schemaType": "JSON", "schema": schema.to_string() })
+}
+
 /// An error body of the registry.
 #[derive(Debug, Deserialize)]
 struct RegistryError {
@@ -85,56 +96,40 @@ impl SchemaRegistry {
     /// Registers `schema` (a JSON Schema) under `subject`; returns its id. Registering the
     /// same schema again returns the same id.
     pub async fn register(&self, subject: &str, schema: &Value) -> Result<i64> {
-        let body = json!({ "schemaType": "JSON", "schema": schema.to_string() });
-        let response = self.send(self.http.post(self.url(&format!("/subjects/{subject}/versions"))), &body).await?;
-        #[derive(Deserialize)]
-        struct Id {
-            id: i64,
-        }
-        Ok(self.read::<Id>(response, &format!("registering {subject}")).await?.id)
+        let request = self.http.post(self.url(&format!("/subjects/{subject}/versions")));
+        let response = self.send(request, &schema_body(schema)).await?;
+        Ok(self.read::<SchemaId>(response, &format!("registering {subject}")).await?.id)
     }
 
     /// The id of `schema` when `subject` holds it already (any version), else `None`.
     pub async fn lookup(&self, subject: &str, schema: &Value) -> Result<Option<i64>> {
-        let body = json!({ "schemaType": "JSON", "schema": schema.to_string() });
-        let response = self.send(self.http.post(self.url(&format!("/subjects/{subject}"))), &body).await?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
-            let error = response.json::<RegistryError>().await.ok();
-            // 40401: no such subject; 40403: not this schema.
-            if error.as_ref().is_some_and(|e| e.error_code == 40401 || e.error_code == 40403) {
-                return Ok(None);
-            }
-            return Err(registry_error(&format!("looking up {subject}"), 404, error));
-        }
-        #[derive(Deserialize)]
-        struct Found {
-            id: i64,
-        }
-        Ok(Some(self.read::<Found>(response, &format!("looking up {subject}")).await?.id))
+        let response =
+            self.send(self.http.post(self.url(&format!("/subjects/{subject}"))), &schema_body(schema)).await?;
+        // 40401: no such subject; 40403: not this schema.
+        let doing = format!("looking up {subject}");
+        let found = self.read_unless_missing::<SchemaId>(response, &doing, &[40401, 40403]).await?;
+        Ok(found.map(|found| found.id))
     }
 
     /// Whether `schema` is compatible with the latest schema of `subject`.
     pub async fn check(&self, subject: &str, schema: &Value) -> Result<Compatibility> {
-        let body = json!({ "schemaType": "JSON", "schema": schema.to_string() });
         let request =
             self.http.post(self.url(&format!("/compatibility/subjects/{subject}/versions/latest?verbose=true")));
-        let response = self.send(request, &body).await?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
-            let error = response.json::<RegistryError>().await.ok();
-            // 40401: no such subject; 40402: no version yet. Either way, a new subject.
-            if error.as_ref().is_some_and(|e| e.error_code == 40401 || e.error_code == 40402) {
-                return Ok(Compatibility::NewSubject);
-            }
-            return Err(registry_error(&format!("checking {subject}"), 404, error));
-        }
+        let response = self.send(request, &schema_body(schema)).await?;
         #[derive(Deserialize)]
         struct Answer {
             is_compatible: bool,
             #[serde(default)]
             messages: Vec<String>,
         }
-        let answer = self.read::<Answer>(response, &format!("checking {subject}")).await?;
-        Ok(if answer.is_compatible { Compatibility::Compatible } else { Compatibility::Incompatible(answer.messages) })
+        // 40401: no such subject; 40402: no version yet. Either way, a new subject.
+        let doing = format!("checking {subject}");
+        let answer = self.read_unless_missing::<Answer>(response, &doing, &[40401, 40402]).await?;
+        Ok(match answer {
+            None => Compatibility::NewSubject,
+            Some(answer) if answer.is_compatible => Compatibility::Compatible,
+            Some(answer) => Compatibility::Incompatible(answer.messages),
+        })
     }
 
     /// Sets the compatibility level of `subject` (`BACKWARD`, `FULL`, `NONE`, …).
@@ -150,18 +145,24 @@ impl SchemaRegistry {
     /// Schemas the registry holds already pass unchecked. Fails naming every incompatible
     /// event, and registers nothing then.
     pub async fn publish(&self, catalog: &[EventSchema], prefix: &str) -> Result<Vec<Registered>> {
-        let mut known = std::collections::HashMap::new();
-        let mut new_subjects = Vec::new();
+        /// What to do with one event's schema once all are checked.
+        enum Plan {
+            Held(i64),
+            Register,
+            RegisterNewSubject,
+        }
+        let subject = |event: &EventSchema| format!("{prefix}{}", event.event_type);
+        let mut plans = Vec::with_capacity(catalog.len());
         let mut refused = Vec::new();
         for event in catalog {
-            let subject = format!("{prefix}{}", event.event_type);
+            let subject = subject(event);
             if let Some(id) = self.lookup(&subject, &event.schema).await? {
-                known.insert(subject, id);
+                plans.push(Plan::Held(id));
                 continue;
             }
             match self.check(&subject, &event.schema).await? {
-                Compatibility::Compatible => {}
-                Compatibility::NewSubject => new_subjects.push(subject),
+                Compatibility::Compatible => plans.push(Plan::Register),
+                Compatibility::NewSubject => plans.push(Plan::RegisterNewSubject),
                 Compatibility::Incompatible(why) => refused.push(format!("{subject}: {}", why.join("; "))),
             }
         }
@@ -172,16 +173,16 @@ impl SchemaRegistry {
             )));
         }
         let mut registered = Vec::with_capacity(catalog.len());
-        for event in catalog {
-            let subject = format!("{prefix}{}", event.event_type);
-            if let Some(&id) = known.get(&subject) {
-                registered.push(Registered { subject, id });
-                continue;
-            }
-            if new_subjects.contains(&subject) {
-                self.set_compatibility(&subject, "FORWARD").await?;
-            }
-            let id = self.register(&subject, &event.schema).await?;
+        for (event, plan) in catalog.iter().zip(plans) {
+            let subject = subject(event);
+            let id = match plan {
+                Plan::Held(id) => id,
+                Plan::Register => self.register(&subject, &event.schema).await?,
+                Plan::RegisterNewSubject => {
+                    self.set_compatibility(&subject, "FORWARD").await?;
+                    self.register(&subject, &event.schema).await?
+                }
+            };
             registered.push(Registered { subject, id });
         }
         Ok(registered)
@@ -200,6 +201,23 @@ impl SchemaRegistry {
             .await
             // Without the URL: it may hold credentials.
             .map_err(|e| Error::internal(anyhow::anyhow!("cannot reach the schema registry: {}", e.without_url())))
+    }
+
+    /// The answer, or `None` when the registry answers 404 with one of `missing` codes.
+    async fn read_unless_missing<T: serde::de::DeserializeOwned>(
+        &self,
+        response: reqwest::Response,
+        doing: &str,
+        missing: &[i64],
+    ) -> Result<Option<T>> {
+        if response.status() != reqwest::StatusCode::NOT_FOUND {
+            return self.read(response, doing).await.map(Some);
+        }
+        let error = response.json::<RegistryError>().await.ok();
+        match error {
+            Some(e) if missing.contains(&e.error_code) => Ok(None),
+            error => Err(registry_error(doing, 404, error)),
+        }
     }
 
     async fn read<T: serde::de::DeserializeOwned>(&self, response: reqwest::Response, doing: &str) -> Result<T> {

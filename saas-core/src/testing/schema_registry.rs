@@ -16,7 +16,7 @@ use std::{
 use axum::{
     Json, Router,
     extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
     routing::{post, put},
 };
 use serde_json::{Value, json};
@@ -45,31 +45,37 @@ fn error(status: StatusCode, code: i64, message: &str) -> Answer {
     (status, Json(json!({ "error_code": code, "message": message })))
 }
 
-/// The schema in a request body, or the registry's 422 / 415.
-fn schema_of(headers: &HeaderMap, body: &Value) -> Result<Value, Answer> {
-    if headers.get("content-type").and_then(|v| v.to_str().ok()) != Some("application/vnd.schemaregistry.v1+json") {
-        return Err(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, 415, "unsupported media type"));
-    }
-    if body["schemaType"] != "JSON" {
-        return Err(error(StatusCode::UNPROCESSABLE_ENTITY, 42201, "Invalid schema type"));
-    }
-    let text = body["schema"].as_str().unwrap_or_default();
-    serde_json::from_str::<Value>(text)
-        .ok()
-        .filter(Value::is_object)
-        .ok_or_else(|| error(StatusCode::UNPROCESSABLE_ENTITY, 42201, "Invalid schema"))
+/// The registry's 404 for a subject it does not hold.
+fn missing_subject(subject: &str) -> Answer {
+    error(StatusCode::NOT_FOUND, 40401, &format!("Subject '{subject}' not found."))
 }
 
-async fn register(
-    State(store): State<Shared>,
-    Path(subject): Path<String>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Answer {
-    let schema = match schema_of(&headers, &body) {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
+/// The JSON Schema a request body carries; the registry's 415 or 422 as the rejection.
+struct SchemaBody(Value);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for SchemaBody {
+    type Rejection = Answer;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Answer> {
+        let content_type = request.headers().get("content-type").and_then(|v| v.to_str().ok());
+        if content_type != Some("application/vnd.schemaregistry.v1+json") {
+            return Err(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, 415, "unsupported media type"));
+        }
+        let invalid = |what| error(StatusCode::UNPROCESSABLE_ENTITY, 42201, what);
+        let Json(body) = Json::<Value>::from_request(request, state).await.map_err(|_| invalid("Invalid schema"))?;
+        if body["schemaType"] != "JSON" {
+            return Err(invalid("Invalid schema type"));
+        }
+        let text = body["schema"].as_str().unwrap_or_default();
+        serde_json::from_str::<Value>(text)
+            .ok()
+            .filter(Value::is_object)
+            .map(Self)
+            .ok_or_else(|| invalid("Invalid schema"))
+    }
+}
+
+async fn register(State(store): State<Shared>, Path(subject): Path<String>, SchemaBody(schema): SchemaBody) -> Answer {
     let mut store = store.lock().unwrap();
     store.requests.push(format!("register {subject}"));
     // A schema the subject holds already (any version) is answered with its id.
@@ -94,20 +100,9 @@ async fn register(
     (StatusCode::OK, Json(json!({ "id": id })))
 }
 
-async fn lookup(
-    State(store): State<Shared>,
-    Path(subject): Path<String>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Answer {
-    let schema = match schema_of(&headers, &body) {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
+async fn lookup(State(store): State<Shared>, Path(subject): Path<String>, SchemaBody(schema): SchemaBody) -> Answer {
     let store = store.lock().unwrap();
-    let Some(versions) = store.subjects.get(&subject) else {
-        return error(StatusCode::NOT_FOUND, 40401, &format!("Subject '{subject}' not found."));
-    };
+    let Some(versions) = store.subjects.get(&subject) else { return missing_subject(&subject) };
     match (versions.iter().position(|s| s == &schema), store.ids.iter().position(|s| s == &schema)) {
         (Some(version), Some(id)) => (
             StatusCode::OK,
@@ -117,20 +112,9 @@ async fn lookup(
     }
 }
 
-async fn check(
-    State(store): State<Shared>,
-    Path(subject): Path<String>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Answer {
-    let schema = match schema_of(&headers, &body) {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
+async fn check(State(store): State<Shared>, Path(subject): Path<String>, SchemaBody(schema): SchemaBody) -> Answer {
     let store = store.lock().unwrap();
-    let Some(latest) = store.subjects.get(&subject).and_then(|v| v.last()) else {
-        return error(StatusCode::NOT_FOUND, 40401, &format!("Subject '{subject}' not found."));
-    };
+    let Some(latest) = store.subjects.get(&subject).and_then(|v| v.last()) else { return missing_subject(&subject) };
     let why = incompatibility(latest, &schema);
     (StatusCode::OK, Json(json!({ "is_compatible": why.is_none(), "messages": why.into_iter().collect::<Vec<_>>() })))
 }
