@@ -236,3 +236,50 @@ async fn a_chain_longer_than_a_page_verifies_and_names_a_gap_past_the_first_page
     let breach = log.verify(Some(tenant)).await.unwrap().breach.unwrap();
     assert_eq!(breach.seq, 777, "{breach:?}");
 }
+
+/// Verification reads one snapshot: entries and checkpoints written while it runs never
+/// look like a moved head or a missing entry.
+async fn verification_while_appending(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = audit_log(db.clone(), &dir).await;
+    let tenant = TenantId::new();
+    let writer = {
+        let (db, log) = (db.clone(), log.clone());
+        tokio::spawn(async move {
+            for i in 0..150 {
+                let mut tx = db.tenant_tx(tenant).await.unwrap();
+                log.append(&mut tx, &role_change(tenant, "member")).await.unwrap();
+                tx.commit().await.unwrap();
+                if i % 10 == 0 {
+                    log.checkpoint().await.unwrap();
+                }
+            }
+        })
+    };
+    let mut reports = 0;
+    while !writer.is_finished() {
+        let report = log.verify(Some(tenant)).await.unwrap();
+        assert!(report.intact, "verified during appends: {report:?}");
+        reports += 1;
+    }
+    writer.await.unwrap();
+    let report = log.verify(Some(tenant)).await.unwrap();
+    assert_eq!((report.intact, report.entries), (true, 150), "{report:?}");
+    assert!(reports > 1, "verification ran beside the appends ({reports} times)");
+}
+
+#[tokio::test]
+async fn verification_beside_appends_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}/busy.db", dir.path().display()), Default::default()).await.unwrap();
+    migrate::run(&db, &[&saas_core::events::MIGRATIONS, &saas_auth::MIGRATIONS]).await.unwrap();
+    verification_while_appending(db).await;
+}
+
+#[tokio::test]
+#[ignore = "needs postgres: run .ci/run"]
+async fn verification_beside_appends_on_postgres() {
+    let database = TestDatabase::postgres().await;
+    migrate::run(&database.connect().await, &[&saas_core::events::MIGRATIONS, &saas_auth::MIGRATIONS]).await.unwrap();
+    verification_while_appending(database.connect_as_app_role().await).await;
+}

@@ -275,7 +275,9 @@ impl AuditLog {
                 tracing::error!(chain = point.chain, "an audit chain head names no tenant; not signed");
                 continue;
             };
-            let entry = self.page(tenant, point.seq - 1, 1).await?.pop();
+            let mut snapshot = self.db.snapshot(tenant).await?;
+            let entry = page(&mut snapshot, &point.chain, point.seq - 1, 1).await?.pop();
+            drop(snapshot);
             let genuine = entry
                 .is_some_and(|e| e.seq == point.seq && e.hash == point.hash && self.key.mac_matches(&e.hash, &e.mac));
             if !genuine {
@@ -336,15 +338,18 @@ impl AuditLog {
     }
 
     /// Checks a tenant's chain (`None`: the platform's) from its first entry: the hashes,
-    /// the sequence, the head, and each checkpoint's signature and hash.
+    /// the sequence, the head, and each checkpoint's signature and hash. Everything is read
+    /// from one snapshot, so entries appended meanwhile cannot look like a moved head.
     pub async fn verify(&self, tenant: Option<TenantId>) -> Result<ChainReport> {
         let chain = chain_name(tenant);
+        let mut snapshot = self.db.snapshot(tenant).await?;
+        let db: &mut AnyConnection = &mut snapshot;
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_checkpoints WHERE tenant_id = $1")
             .bind(&chain)
-            .fetch_one(self.db.pool())
+            .fetch_one(&mut *db)
             .await?;
         let latest_checkpoint =
-            self.stored_checkpoints(&chain, "ORDER BY seq DESC LIMIT 1", (0, 0)).await?.pop().map(|c| {
+            stored_checkpoints(db, &chain, "ORDER BY seq DESC LIMIT 1", (0, 0)).await?.pop().map(|c| {
                 SignedCheckpoint {
                     seq: c.point.seq,
                     hash: c.point.hash,
@@ -355,24 +360,24 @@ impl AuditLog {
             });
         let head = sqlx::query("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1")
             .bind(&chain)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(&mut *db)
             .await?
             .as_ref()
             .map(seq_and_hash)
             .transpose()?;
         // Checkpoints are read page by page with the entries they name: memory stays bounded
         // however many a chain has. First any that name no entry (seq <= 0).
-        let nowhere = self.stored_checkpoints(&chain, "AND seq <= 0 ORDER BY seq LIMIT 1", (0, 0)).await?;
+        let nowhere = stored_checkpoints(db, &chain, "AND seq <= 0 ORDER BY seq LIMIT 1", (0, 0)).await?;
         let mut walk = Walk::new(&chain, &self.key, nowhere);
         let mut after = 0;
         'pages: loop {
-            let page = self.page(tenant, after, PAGE).await?;
-            let full = page.len() as i64 == PAGE;
-            if let Some(last) = page.last() {
+            let batch = page(db, &chain, after, PAGE).await?;
+            let full = batch.len() as i64 == PAGE;
+            if let Some(last) = batch.last() {
                 let range = "AND seq > $2 AND seq <= $3 ORDER BY seq";
-                walk.add_checkpoints(self.stored_checkpoints(&chain, range, (after, last.seq)).await?);
+                walk.add_checkpoints(stored_checkpoints(db, &chain, range, (after, last.seq)).await?);
             }
-            for entry in page {
+            for entry in batch {
                 after = entry.seq;
                 if !walk.step(entry) {
                     break 'pages;
@@ -384,7 +389,7 @@ impl AuditLog {
         }
         let entries = walk.verified();
         // The first checkpoint past the last entry, if any, names entries that are missing.
-        let past = self.stored_checkpoints(&chain, "AND seq > $2 ORDER BY seq LIMIT 1", (entries, 0)).await?;
+        let past = stored_checkpoints(db, &chain, "AND seq > $2 ORDER BY seq LIMIT 1", (entries, 0)).await?;
         walk.add_checkpoints(past);
         let breach = walk.finish(head);
         Ok(ChainReport { chain, intact: breach.is_none(), entries, checkpoints: count, latest_checkpoint, breach })
@@ -392,8 +397,9 @@ impl AuditLog {
 
     /// Up to `limit` entries of `tenant`'s chain after `after`, oldest first.
     pub async fn entries(&self, tenant: TenantId, after: i64, limit: u32) -> Result<Vec<AuditEntry>> {
-        let page = self.page(Some(tenant), after, i64::from(limit)).await?;
-        Ok(page
+        let mut snapshot = self.db.snapshot(Some(tenant)).await?;
+        let batch = page(&mut snapshot, &chain_name(Some(tenant)), after, i64::from(limit)).await?;
+        Ok(batch
             .into_iter()
             .map(|e| {
                 let mut text: serde_json::Value = serde_json::from_str(&e.entry).unwrap_or_default();
@@ -402,64 +408,64 @@ impl AuditLog {
             })
             .collect())
     }
+}
 
-    async fn page(&self, tenant: Option<TenantId>, after: i64, limit: i64) -> Result<Vec<StoredEntry>> {
-        let sql = "SELECT seq, event_id, event_type, entry, prev_hash, hash, mac FROM audit_log
-                   WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
-        let chain = chain_name(tenant);
-        let query = sqlx::query(sql).bind(&chain).bind(after).bind(limit);
-        // Row-level security shows a tenant's rows only in a transaction bound to it.
-        let rows = match tenant {
-            Some(tenant) => {
-                let mut tx = self.db.tenant_tx(tenant).await?;
-                let rows = query.fetch_all(&mut *tx).await?;
-                tx.commit().await?;
-                rows
-            }
-            None => query.fetch_all(self.db.pool()).await?,
-        };
-        rows.iter()
-            .map(|row| {
-                Ok(StoredEntry {
+/// Up to `limit` entries of `chain` after `after`, oldest first.
+async fn page(conn: &mut AnyConnection, chain: &str, after: i64, limit: i64) -> Result<Vec<StoredEntry>> {
+    let rows = sqlx::query(
+        "SELECT seq, event_id, event_type, entry, prev_hash, hash, mac FROM audit_log
+         WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(chain)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(StoredEntry {
+                seq: row.try_get(0)?,
+                event_id: row.try_get(1)?,
+                event_type: row.try_get(2)?,
+                entry: row.try_get(3)?,
+                prev_hash: row.try_get(4)?,
+                hash: row.try_get(5)?,
+                mac: row.try_get(6)?,
+            })
+        })
+        .collect()
+}
+
+/// Checkpoints of `chain` matching `filter` (SQL after `WHERE tenant_id = $1`, which may use
+/// `$2` and `$3`, bound to `bounds`).
+async fn stored_checkpoints(
+    conn: &mut AnyConnection,
+    chain: &str,
+    filter: &str,
+    bounds: (i64, i64),
+) -> Result<Vec<StoredCheckpoint>> {
+    let sql =
+        format!("SELECT seq, hash, signed_at, key_id, signature FROM audit_checkpoints WHERE tenant_id = $1 {filter}");
+    let mut query = sqlx::query(&sql).bind(chain);
+    if filter.contains("$2") {
+        query = query.bind(bounds.0);
+    }
+    if filter.contains("$3") {
+        query = query.bind(bounds.1);
+    }
+    let rows = query.fetch_all(conn).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(StoredCheckpoint {
+                point: Checkpoint {
+                    chain: chain.to_owned(),
                     seq: row.try_get(0)?,
-                    event_id: row.try_get(1)?,
-                    event_type: row.try_get(2)?,
-                    entry: row.try_get(3)?,
-                    prev_hash: row.try_get(4)?,
-                    hash: row.try_get(5)?,
-                    mac: row.try_get(6)?,
-                })
+                    hash: row.try_get(1)?,
+                    signed_at: row.try_get(2)?,
+                },
+                key_id: row.try_get(3)?,
+                signature: row.try_get(4)?,
             })
-            .collect()
-    }
-
-    /// Checkpoints of `chain` matching `filter` (SQL after `WHERE tenant_id = $1`, which may
-    /// use `$2` and `$3`, bound to `bounds`).
-    async fn stored_checkpoints(&self, chain: &str, filter: &str, bounds: (i64, i64)) -> Result<Vec<StoredCheckpoint>> {
-        let sql = format!(
-            "SELECT seq, hash, signed_at, key_id, signature FROM audit_checkpoints WHERE tenant_id = $1 {filter}"
-        );
-        let mut query = sqlx::query(&sql).bind(chain);
-        if filter.contains("$2") {
-            query = query.bind(bounds.0);
-        }
-        if filter.contains("$3") {
-            query = query.bind(bounds.1);
-        }
-        let rows = query.fetch_all(self.db.pool()).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(StoredCheckpoint {
-                    point: Checkpoint {
-                        chain: chain.to_owned(),
-                        seq: row.try_get(0)?,
-                        hash: row.try_get(1)?,
-                        signed_at: row.try_get(2)?,
-                    },
-                    key_id: row.try_get(3)?,
-                    signature: row.try_get(4)?,
-                })
-            })
-            .collect()
-    }
+        })
+        .collect()
 }

@@ -156,6 +156,22 @@ impl Db {
         Ok(self.pool.begin().await?)
     }
 
+    /// A read-only transaction in which every statement sees the same snapshot of the
+    /// database, bound to `tenant` for row-level security when given: for reads that must
+    /// agree with each other while writers go on (verifying a chain against its head).
+    /// PostgreSQL runs it at `REPEATABLE READ`; SQLite (WAL) keeps the snapshot of its first
+    /// read until the transaction ends. Drop it when done; it wrote nothing.
+    pub async fn snapshot(&self, tenant: Option<TenantId>) -> Result<Transaction<'static, Any>> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+        }
+        if let Some(tenant) = tenant {
+            self.bind_tenant(&mut tx, tenant).await?;
+        }
+        Ok(tx)
+    }
+
     /// A transaction bound to `tenant` (see [`TenantTx`]).
     pub async fn tenant_tx(&self, tenant: TenantId) -> Result<TenantTx> {
         TenantTx::begin(self, tenant).await
