@@ -101,7 +101,8 @@ async fn forgeries_are_rejected(algorithm: TokenAlgorithm) {
         "not yet valid",
         tokens.sign(&Claims { nbf: now() + 3600, exp: now() + 7200, ..claims() }).await.unwrap(),
     ));
-    // Tampered payload: another tenant, the original signature.
+    // Tampered payload: another tenant, the original signature. The genuine token is cached
+    // by now (under its signature): forgeries that carry it must not be taken from there.
     let mut other = serde_json::from_slice::<serde_json::Value>(&URL_SAFE_NO_PAD.decode(&payload).unwrap()).unwrap();
     other["tid"] = TenantId::new().to_string().into();
     let signature = token.rsplit('.').next().unwrap();
@@ -137,6 +138,7 @@ async fn forgeries_are_rejected(algorithm: TokenAlgorithm) {
         let error = tokens.verify(&token).await.unwrap_err();
         assert_eq!((error.status().as_u16(), error.code()), (401, "invalid_token"), "{algorithm:?}: {what}");
     }
+    assert_eq!(tokens.verify(&token).await.unwrap().tid, tenant, "the genuine token still verifies");
 }
 
 #[tokio::test]

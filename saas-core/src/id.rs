@@ -36,15 +36,16 @@ pub enum IdParseError {
 }
 
 /// Encodes 128 bits as 26 base32 characters (two leading zero bits pad it to 130).
-pub(crate) fn encode_base32(value: u128, out: &mut String) {
-    for i in (0..26).rev() {
-        let chunk = ((value >> (i * 5)) & 0x1f) as usize;
-        out.push(ALPHABET[chunk] as char);
+fn encode_base32(value: u128) -> [u8; 26] {
+    let mut out = [0; 26];
+    for (i, char) in out.iter_mut().rev().enumerate() {
+        *char = ALPHABET[((value >> (i * 5)) & 0x1f) as usize];
     }
+    out
 }
 
 /// Decodes what [`encode_base32`] wrote; refuses anything else.
-pub(crate) fn decode_base32(text: &str) -> Option<u128> {
+fn decode_base32(text: &str) -> Option<u128> {
     let bytes = text.as_bytes();
     if bytes.len() != 26 || bytes[0] > b'7' {
         return None;
@@ -59,11 +60,11 @@ pub(crate) fn decode_base32(text: &str) -> Option<u128> {
 
 /// Formats `prefix_suffix`.
 pub fn format_id(prefix: &str, uuid: uuid::Uuid, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    let mut s = String::with_capacity(prefix.len() + 27);
-    s.push_str(prefix);
-    s.push('_');
-    encode_base32(uuid.as_u128(), &mut s);
-    f.write_str(&s)
+    // Written in pieces, without a heap buffer: request ids are formatted on every request.
+    let suffix = encode_base32(uuid.as_u128());
+    f.write_str(prefix)?;
+    f.write_str("_")?;
+    f.write_str(std::str::from_utf8(&suffix).expect("the alphabet is ASCII"))
 }
 
 /// Parses `prefix_suffix` into the UUID it carries.

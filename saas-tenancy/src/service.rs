@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use saas_core::{
-    cache::{Cache, CacheExt},
+    cache::{Cache, CacheExt, LocalCache},
     db::Db,
     error::{Error, FieldError, Result},
     events::{Envelope, outbox},
@@ -70,7 +70,7 @@ pub struct Tenants {
     cache: Arc<dyn Cache>,
     /// Resolved tenants as values, for [`LOCAL_TTL`]: most requests resolve their tenant
     /// here, without decoding it from `cache`.
-    local: moka::sync::Cache<String, Tenant>,
+    local: Arc<LocalCache<TenantRef, Tenant>>,
     slugs: SlugPolicy,
     cache_ttl: Duration,
 }
@@ -83,7 +83,7 @@ impl Tenants {
     /// Tenants stored in `db`, resolved tenants cached in `cache` for 30 s (and in this
     /// process for [`LOCAL_TTL`]).
     pub fn new(db: Db, cache: Arc<dyn Cache>) -> Self {
-        let local = moka::sync::Cache::builder().max_capacity(10_000).time_to_live(LOCAL_TTL).build();
+        let local = Arc::new(LocalCache::new(10_000, LOCAL_TTL));
         Self { db, cache, local, slugs: SlugPolicy::default(), cache_ttl: Duration::from_secs(30) }
     }
 
@@ -159,12 +159,12 @@ impl Tenants {
 
     /// The tenant `by` names, in any status, read through the resolution cache.
     pub async fn resolve(&self, by: &TenantRef) -> Result<Option<Tenant>> {
-        let key = cache_key(by);
-        if let Some(tenant) = self.local.get(&key) {
+        if let Some(tenant) = self.local.get(by) {
             return Ok(Some(tenant));
         }
+        let key = cache_key(by);
         if let Some(tenant) = self.cache.get_json::<Tenant>(&key).await? {
-            self.local.insert(key, tenant.clone());
+            self.local.insert(by.clone(), tenant.clone());
             return Ok(Some(tenant));
         }
         let mut conn = self.db.pool().acquire().await?;
@@ -269,8 +269,9 @@ impl Tenants {
         let mut conn = self.db.pool().acquire().await?;
         let tenant = store::find(&mut conn, &TenantRef::Id(id)).await?.ok_or_else(not_found)?;
         drop(conn);
-        for key in [cache_key(&TenantRef::Id(tenant.id)), cache_key(&TenantRef::Slug(tenant.slug.clone()))] {
-            self.local.insert(key.clone(), tenant.clone());
+        for by in [TenantRef::Id(tenant.id), TenantRef::Slug(tenant.slug.clone())] {
+            let key = cache_key(&by);
+            self.local.insert(by, tenant.clone());
             // The change is committed, so a cache failure must not turn into an error now;
             // the entry then stays stale for at most the TTL.
             if let Err(e) = self.cache.set_json(&key, &tenant, self.cache_ttl).await {

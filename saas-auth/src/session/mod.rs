@@ -22,6 +22,7 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use saas_core::{
+    cache::LocalCache,
     db::{Db, now_millis},
     error::{Error, Result},
     events::{Envelope, outbox},
@@ -120,21 +121,15 @@ pub struct Sessions {
     db: Db,
     refresh_ttl: Duration,
     grace: Duration,
-    /// Whether a session is revoked, as last read.
-    revoked: moka::sync::Cache<(TenantId, Arc<str>), bool>,
+    /// Whether a session (by id, with its tenant) is revoked, as last read.
+    revoked: Arc<LocalCache<Box<str>, (TenantId, bool)>>,
 }
 
 impl Sessions {
     /// Sessions in `store`; refresh tokens live `refresh_ttl`, may be reused within `grace`;
     /// revocations by other servers are seen within `check`. Events go to `db`'s outbox.
     pub fn new(store: Arc<dyn SessionStore>, db: Db, refresh_ttl: Duration, grace: Duration, check: Duration) -> Self {
-        Self {
-            store,
-            db,
-            refresh_ttl,
-            grace,
-            revoked: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(check).build(),
-        }
+        Self { store, db, refresh_ttl, grace, revoked: Arc::new(LocalCache::new(100_000, check)) }
     }
 
     /// Seconds a refresh token lives.
@@ -177,7 +172,7 @@ impl Sessions {
             Rotation::Rotated { session, user } => Ok(Refreshed { user, session, refresh_token }),
             Rotation::Invalid => Err(invalid()),
             Rotation::Reused { session, user } => {
-                self.revoked.insert((tenant, session.as_str().into()), true);
+                self.revoked.insert(session.as_str().into(), (tenant, true));
                 let mut tx = self.db.tenant_tx(tenant).await?;
                 let event = Envelope::of(&events::RefreshTokenReused {
                     tenant_id: tenant,
@@ -198,7 +193,7 @@ impl Sessions {
     /// Revokes `session` of `tenant` and its refresh tokens.
     pub async fn revoke(&self, tenant: TenantId, session: &str) -> Result<()> {
         self.store.revoke(tenant, session).await?;
-        self.revoked.insert((tenant, session.into()), true);
+        self.revoked.insert(session.into(), (tenant, true));
         Ok(())
     }
 
@@ -207,7 +202,7 @@ impl Sessions {
     pub async fn revoke_others(&self, tenant: TenantId, user: UserId, keep: &str) -> Result<u64> {
         let sessions = self.store.revoke_user(tenant, user, keep).await?;
         for session in &sessions {
-            self.revoked.insert((tenant, session.as_str().into()), true);
+            self.revoked.insert(session.as_str().into(), (tenant, true));
         }
         Ok(sessions.len() as u64)
     }
@@ -215,15 +210,16 @@ impl Sessions {
     /// Whether `session` of `tenant` is revoked (or unknown), as read at most
     /// `auth.session_check_secs` ago.
     pub async fn is_revoked(&self, tenant: TenantId, session: &str) -> Result<bool> {
-        let key = (tenant, Arc::<str>::from(session));
-        if let Some(revoked) = self.revoked.get(&key) {
-            return Ok(revoked);
+        if let Some((owner, revoked)) = self.revoked.get(session) {
+            if owner == tenant {
+                return Ok(revoked);
+            }
         }
         let revoked = self.store.is_revoked(tenant, session).await?;
         // Only if absent: a revocation made meanwhile has written `true`, which a read that
         // began before it must not replace.
-        let entry = self.revoked.entry(key).or_insert(revoked);
-        Ok(*entry.value())
+        let (owner, cached) = self.revoked.get_or_insert(session.into(), (tenant, revoked));
+        Ok(if owner == tenant { cached } else { revoked })
     }
 }
 

@@ -4,6 +4,10 @@
 //! [`RedisCache`] (shared by all instances). Both pass the same conformance suite
 //! (`conformance::run`, feature `testing`).
 //!
+//! [`LocalCache`] is not an adapter of the port: a bounded map in this process for short-lived
+//! values read on every request (verified tokens, resolved tenants), with no I/O and no
+//! serialisation.
+//!
 //! ```
 //! # async fn demo() -> saas_core::error::Result<()> {
 //! use std::time::Duration;
@@ -19,6 +23,7 @@
 
 #[cfg(feature = "testing")]
 pub mod conformance;
+mod local;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -30,6 +35,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisCache, delete_matching};
+pub use local::LocalCache;
 pub use memory::MemoryCache;
 
 use crate::error::{Error, Result};

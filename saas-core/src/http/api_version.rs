@@ -4,21 +4,28 @@
 //! `unsupported_api_version` listing the served ones; responses to versioned paths carry
 //! `API-Version: vN`. Paths outside the versioned API (`/health/…`, `/metrics`) pass.
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 use crate::error::Error;
 
+/// The `API-Version` response header.
+pub const API_VERSION: HeaderName = HeaderName::from_static("api-version");
+
 /// The `API-Version` value for `path` (`None` outside the versioned API), or the 404 for a
-/// version that is not served.
-pub(crate) fn check(versions: &[String], path: &str) -> Result<Option<HeaderValue>, Error> {
+/// version that is not served. `served` are the versions as header values, made once: a
+/// clone shares its bytes.
+pub(crate) fn check(served: &[HeaderValue], path: &str) -> Result<Option<HeaderValue>, Error> {
     let Some(version) = version_of(path) else { return Ok(None) };
-    if !versions.iter().any(|v| v == version) {
-        return Err(Error::not_found(
-            "unsupported_api_version",
-            format!("API version `{version}` is not served; served versions: {}", versions.join(", ")),
-        ));
+    match served.iter().find(|v| v.as_bytes() == version.as_bytes()) {
+        Some(value) => Ok(Some(value.clone())),
+        None => {
+            let names: Vec<&str> = served.iter().filter_map(|v| v.to_str().ok()).collect();
+            Err(Error::not_found(
+                "unsupported_api_version",
+                format!("API version `{version}` is not served; served versions: {}", names.join(", ")),
+            ))
+        }
     }
-    Ok(HeaderValue::from_str(version).ok())
 }
 
 /// The version segment of a path, if it is `/v<digits>` or `/v<digits>/…`.

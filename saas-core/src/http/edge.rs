@@ -7,6 +7,7 @@
 
 use std::{
     convert::Infallible,
+    fmt::Write as _,
     panic::AssertUnwindSafe,
     sync::Arc,
     task::{Context, Poll},
@@ -29,14 +30,16 @@ use crate::{error::Error, id::RequestId, observe};
 /// [`HttpStack`](super::HttpStack).
 #[derive(Debug, Clone)]
 pub struct EdgeLayer {
-    versions: Arc<[String]>,
+    versions: Arc<[HeaderValue]>,
     timeout: Duration,
 }
 
 impl EdgeLayer {
     /// Serves API `versions` (e.g. `["v1"]`) and answers 408 after `timeout`.
     pub fn new(versions: impl IntoIterator<Item = impl Into<String>>, timeout: Duration) -> Self {
-        Self { versions: versions.into_iter().map(Into::into).collect(), timeout }
+        // A version that is no header value could not be in a path either.
+        let versions = versions.into_iter().filter_map(|v| HeaderValue::try_from(v.into()).ok()).collect();
+        Self { versions, timeout }
     }
 }
 
@@ -53,7 +56,7 @@ impl<S> Layer<S> for EdgeLayer {
 #[derive(Debug, Clone)]
 pub struct Edge<S> {
     inner: S,
-    versions: Arc<[String]>,
+    versions: Arc<[HeaderValue]>,
     timeout: Duration,
 }
 
@@ -82,7 +85,10 @@ where
         let request_id = match req.headers().get(&X_REQUEST_ID) {
             Some(id) => id.clone(),
             None => {
-                let id = HeaderValue::try_from(RequestId::new().to_string()).expect("ids are ASCII");
+                // Sized once: `to_string` would grow its buffer as it writes.
+                let mut id = String::with_capacity(32);
+                let _ = write!(id, "{}", RequestId::new());
+                let id = HeaderValue::try_from(id).expect("ids are ASCII");
                 req.headers_mut().insert(X_REQUEST_ID, id.clone());
                 id
             }
@@ -122,7 +128,7 @@ where
             let mut response = problem::to_problem(response);
             response.headers_mut().insert(X_REQUEST_ID, request_id);
             if let Some(version) = version {
-                response.headers_mut().insert("api-version", version);
+                response.headers_mut().insert(api_version::API_VERSION, version);
             }
             let status = response.status();
             span.in_scope(|| {

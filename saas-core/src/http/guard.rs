@@ -35,7 +35,7 @@ use std::{
     convert::Infallible,
     future::Future,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
 };
 
 use axum::{
@@ -90,16 +90,89 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        // The clone serves the next request; this call takes the one that was made ready.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (parts, body) = req.into_parts();
         let guard = self.guard.clone();
-        Box::pin(async move {
-            let (mut parts, body) = req.into_parts();
-            match guard.check(&mut parts).await {
-                Ok(()) => inner.call(Request::from_parts(parts, body)).await,
-                Err(error) => Ok(error.into_response()),
+        let mut check = Box::pin(async move {
+            let mut parts = parts;
+            let checked = guard.check(&mut parts).await;
+            (checked, parts)
+        });
+        // Most checks finish without waiting (a cached token, tenant or key): then the
+        // service made ready is called here, uncloned. Cloning it clones every layer below,
+        // one allocation each, on every request. A check that waits is polled again, with
+        // the task's waker, by the future returned below.
+        match check.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready((Ok(()), parts)) => Box::pin(self.inner.call(Request::from_parts(parts, body))),
+            Poll::Ready((Err(error), _)) => Box::pin(std::future::ready(Ok(error.into_response()))),
+            Poll::Pending => {
+                // The clone serves the next request; this call takes the one made ready.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                Box::pin(async move {
+                    match check.await {
+                        (Ok(()), parts) => inner.call(Request::from_parts(parts, body)).await,
+                        (Err(error), _) => Ok(error.into_response()),
+                    }
+                })
             }
-        })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::{Extension, Router, routing::get};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// Lets requests with `?ok` through after `wait`, naming the guard in an extension.
+    #[derive(Clone)]
+    struct Gate {
+        wait: Duration,
+    }
+
+    impl Guard for Gate {
+        async fn check(&self, parts: &mut Parts) -> Result<(), Error> {
+            if !self.wait.is_zero() {
+                tokio::time::sleep(self.wait).await;
+            }
+            if parts.uri.query() != Some("ok") {
+                return Err(Error::forbidden("gate_closed", "the gate is closed"));
+            }
+            parts.extensions.insert(format!("waited {:?}", self.wait));
+            Ok(())
+        }
+    }
+
+    impl<S> tower::Layer<S> for Gate {
+        type Service = GuardService<Self, S>;
+        fn layer(&self, inner: S) -> Self::Service {
+            GuardService::new(self.clone(), inner)
+        }
+    }
+
+    async fn answer(app: &Router, uri: &str) -> (u16, String) {
+        let response = app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn guards_that_finish_at_once_and_guards_that_wait_behave_alike() {
+        for wait in [Duration::ZERO, Duration::from_millis(20)] {
+            let app = Router::new()
+                .route("/x", get(|Extension(note): Extension<String>| async move { note }))
+                .route_layer(Gate { wait });
+            for _ in 0..3 {
+                assert_eq!(answer(&app, "/x?ok").await, (200, format!("waited {wait:?}")));
+                let (status, body) = answer(&app, "/x").await;
+                assert_eq!(status, 403, "{wait:?}");
+                assert!(body.contains("gate_closed"), "{body}");
+            }
+        }
     }
 }

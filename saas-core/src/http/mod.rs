@@ -35,7 +35,9 @@ pub use rate_limit::RateLimitLayer;
 /// The credential of an `Authorization: Bearer <credential>` header (scheme in any case),
 /// trimmed; `None` without one.
 pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    // UTF-8 validation has a word-at-a-time ASCII path; `to_str` checks byte by byte, which
+    // shows on every request with a kilobyte-long access token.
+    let value = std::str::from_utf8(headers.get(http::header::AUTHORIZATION)?.as_bytes()).ok()?;
     let (scheme, credential) = value.split_once(' ')?;
     let credential = credential.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)

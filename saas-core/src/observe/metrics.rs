@@ -4,7 +4,11 @@
 //! `metrics` macros. HTTP metrics are labelled by route template (`/v1/tenants/{id}`), never
 //! by raw path, so label cardinality stays bounded.
 
-use std::{sync::OnceLock, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::{OnceLock, RwLock},
+    time::Instant,
+};
 
 use axum::{extract::MatchedPath, response::IntoResponse};
 use metrics::SharedString;
@@ -39,36 +43,54 @@ pub fn handle() -> &'static PrometheusHandle {
 
 /// The method and route labels of one request.
 pub(crate) struct RequestLabels {
-    method: SharedString,
-    route: SharedString,
+    method: &'static str,
+    route: Option<MatchedPath>,
 }
 
 impl RequestLabels {
     pub(crate) fn of<B>(req: &http::Request<B>) -> Self {
-        let route = match req.extensions().get::<MatchedPath>() {
-            Some(path) => path.as_str().to_owned().into(),
-            None => SharedString::const_str("unmatched"),
-        };
-        Self { method: method_label(req.method()), route }
+        Self { method: method_label(req.method()), route: req.extensions().get::<MatchedPath>().cloned() }
     }
 
     /// Counts the request and records its duration.
     pub(crate) fn record(self, status: http::StatusCode, start: Instant) {
-        let status: SharedString = status.as_str().to_owned().into();
-        metrics::counter!("http_requests_total", "method" => self.method.clone(), "route" => self.route.clone(), "status" => status)
-            .increment(1);
-        metrics::histogram!("http_request_duration_seconds", "method" => self.method, "route" => self.route)
-            .record(start.elapsed().as_secs_f64());
+        let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        with_handles(self.method, status.as_u16(), route, |(requests, duration)| {
+            requests.increment(1);
+            duration.record(start.elapsed().as_secs_f64());
+        });
     }
 }
 
-fn method_label(method: &http::Method) -> SharedString {
-    const KNOWN: [&str; 9] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT"];
-    match KNOWN.iter().find(|m| **m == method.as_str()) {
-        Some(m) => SharedString::const_str(m),
-        // Arbitrary extension methods would be unbounded label values.
-        None => SharedString::const_str("OTHER"),
+/// The request counter and the duration histogram of a method, status and route.
+type Handles = (metrics::Counter, metrics::Histogram);
+
+/// Runs `f` with the handles of `(method, status, route)`, registered on first use. Kept
+/// per process: building the labelled keys and looking them up in the recorder's registry
+/// on every request cost more than the rest of the metrics.
+fn with_handles(method: &'static str, status: u16, route: &str, f: impl FnOnce(&Handles)) {
+    type ByRoute = HashMap<Box<str>, Handles>;
+    static HANDLES: OnceLock<RwLock<HashMap<(&'static str, u16), ByRoute>>> = OnceLock::new();
+    let handles = HANDLES.get_or_init(Default::default);
+    if let Some(found) =
+        handles.read().unwrap_or_else(|p| p.into_inner()).get(&(method, status)).and_then(|by| by.get(route))
+    {
+        return f(found);
     }
+    let (method_label, route_label) = (SharedString::const_str(method), SharedString::from(route.to_owned()));
+    let status_label = SharedString::from(status.to_string());
+    let made = (
+        metrics::counter!("http_requests_total", "method" => method_label.clone(), "route" => route_label.clone(), "status" => status_label),
+        metrics::histogram!("http_request_duration_seconds", "method" => method_label, "route" => route_label),
+    );
+    f(&made);
+    handles.write().unwrap_or_else(|p| p.into_inner()).entry((method, status)).or_default().insert(route.into(), made);
+}
+
+fn method_label(method: &http::Method) -> &'static str {
+    const KNOWN: [&str; 9] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT"];
+    // Arbitrary extension methods would be unbounded label values.
+    KNOWN.iter().find(|m| **m == method.as_str()).copied().unwrap_or("OTHER")
 }
 
 /// Prometheus metrics, in the text exposition format.

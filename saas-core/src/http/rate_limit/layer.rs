@@ -1,4 +1,5 @@
 use std::{
+    fmt::Write as _,
     net::SocketAddr,
     sync::Arc,
     task::{Context, Poll},
@@ -10,7 +11,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures::future::BoxFuture;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tower::{Layer, Service};
 
 use super::{Decision, Quota, RateLimiter};
@@ -24,8 +25,16 @@ pub type KeyFn = Arc<dyn Fn(&Request) -> Option<String> + Send + Sync>;
 /// Behind a proxy, key by a trusted forwarded header instead with
 /// [`RateLimitLayer::key_by`].
 pub fn client_ip_key(req: &Request) -> Option<String> {
-    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-    Some(format!("ip:{}", ip.as_deref().unwrap_or("unknown")))
+    // Sized for the longest IPv6 address: one allocation per request, never grown.
+    let mut key = String::with_capacity(48);
+    key.push_str("ip:");
+    match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(peer)) => {
+            let _ = write!(key, "{}", peer.ip());
+        }
+        None => key.push_str("unknown"),
+    }
+    Some(key)
 }
 
 /// Limits requests per key with GCRA; see the [module docs](super).
@@ -127,8 +136,13 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
+// Constants: `HeaderName::from_static` outside a const context parses the name each time.
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
 fn set_headers(headers: &mut HeaderMap, d: &Decision) {
-    headers.insert("ratelimit-limit", HeaderValue::from(d.limit));
-    headers.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
-    headers.insert("ratelimit-reset", HeaderValue::from(ceil_secs(d.reset_after)));
+    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(d.limit));
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(d.remaining));
+    headers.insert(RATELIMIT_RESET, HeaderValue::from(ceil_secs(d.reset_after)));
 }

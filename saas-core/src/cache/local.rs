@@ -1,0 +1,185 @@
+//! [`LocalCache`]: values kept in this process for a short time, for lookups on the path of
+//! every request (verified tokens, session revocations, resolved tenants).
+//!
+//! A general cache (moka) spends more per lookup than these callers can afford: it keeps
+//! access order and frequency for its eviction policy, which costs atomic queues and epoch
+//! bookkeeping on every read. Here a read is one shared lock of one shard, one hash and one
+//! clock read; a full shard drops its expired entries first, then an arbitrary quarter of
+//! the rest. That suits values which are cheap to get again and expire within seconds or
+//! a minute.
+
+use std::{
+    borrow::Borrow,
+    collections::HashMap,
+    hash::{BuildHasher, Hash, RandomState},
+    sync::RwLock,
+    time::{Duration, Instant},
+};
+
+const SHARDS: usize = 16;
+
+/// A bounded in-process map whose entries expire `ttl` after they were inserted; see the
+/// [module docs](self).
+///
+/// ```
+/// use std::time::Duration;
+/// use saas_core::cache::LocalCache;
+///
+/// let plans: LocalCache<String, u32> = LocalCache::new(10_000, Duration::from_secs(1));
+/// plans.insert("pro".to_owned(), 10);
+/// assert_eq!(plans.get("pro"), Some(10)); // looked up by `&str`: no allocation
+/// assert_eq!(plans.get_or_insert("pro".to_owned(), 20), 10, "a live entry stays");
+/// plans.invalidate("pro");
+/// assert_eq!(plans.get("pro"), None);
+/// ```
+pub struct LocalCache<K, V> {
+    shards: Box<[Shard<K, V>]>,
+    hasher: RandomState,
+    per_shard: usize,
+    ttl: Duration,
+}
+
+type Shard<K, V> = RwLock<HashMap<K, Entry<V>>>;
+
+struct Entry<V> {
+    value: V,
+    expires: Instant,
+}
+
+impl<K, V> std::fmt::Debug for LocalCache<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCache").field("capacity", &(self.per_shard * SHARDS)).field("ttl", &self.ttl).finish()
+    }
+}
+
+impl<K: Hash + Eq, V: Clone> LocalCache<K, V> {
+    /// Holds about `capacity` entries (at least one per shard), each for `ttl`.
+    pub fn new(capacity: usize, ttl: Duration) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            per_shard: capacity.div_ceil(SHARDS).max(1),
+            ttl,
+        }
+    }
+
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Shard<K, V> {
+        &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
+    }
+
+    /// The value under `key`, unless missing or expired.
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let shard = self.shard(key).read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = shard.get(key)?;
+        (entry.expires > Instant::now()).then(|| entry.value.clone())
+    }
+
+    /// Puts `value` under `key` for the cache's time to live, replacing what was there.
+    pub fn insert(&self, key: K, value: V) {
+        self.put(key, value, true);
+    }
+
+    /// The live value under `key`, else `value` after putting it there: a value written
+    /// meanwhile (a revocation) is kept, not replaced by one read before it.
+    pub fn get_or_insert(&self, key: K, value: V) -> V {
+        self.put(key, value, false)
+    }
+
+    fn put(&self, key: K, value: V, replace: bool) -> V {
+        let now = Instant::now();
+        let mut shard = self.shard(&key).write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !replace {
+            if let Some(entry) = shard.get(&key).filter(|e| e.expires > now) {
+                return entry.value.clone();
+            }
+        }
+        if shard.len() >= self.per_shard && !shard.contains_key(&key) {
+            shard.retain(|_, entry| entry.expires > now);
+            if shard.len() >= self.per_shard {
+                // Iteration order is arbitrary: this drops an arbitrary quarter.
+                let mut seen = 0;
+                let drop = shard.len().div_ceil(4);
+                shard.retain(|_, _| {
+                    seen += 1;
+                    seen > drop
+                });
+            }
+        }
+        shard.insert(key, Entry { value: value.clone(), expires: now + self.ttl });
+        value
+    }
+
+    /// Removes the entry under `key`.
+    pub fn invalidate<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.shard(key).write().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key);
+    }
+
+    /// How many entries are held, expired ones included until they are dropped.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().unwrap_or_else(|poisoned| poisoned.into_inner()).len()).sum()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_expire_after_the_time_to_live() {
+        let cache = LocalCache::new(100, Duration::from_millis(50));
+        cache.insert("a", 1);
+        assert_eq!(cache.get("a"), Some(1));
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(cache.get("a"), None);
+        assert_eq!(cache.get_or_insert("a", 2), 2, "an expired entry is replaced");
+        assert_eq!(cache.get("a"), Some(2));
+    }
+
+    #[test]
+    fn get_or_insert_keeps_a_live_value_and_insert_replaces_it() {
+        let cache = LocalCache::new(100, Duration::from_secs(60));
+        assert!(cache.get_or_insert(("t", "s"), true));
+        assert!(cache.get_or_insert(("t", "s"), false), "the revocation stays");
+        cache.insert(("t", "s"), false);
+        assert_eq!(cache.get(&("t", "s")), Some(false));
+        cache.invalidate(&("t", "s"));
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn the_size_stays_bounded_and_recent_entries_are_kept() {
+        let cache = LocalCache::new(160, Duration::from_secs(60));
+        for i in 0..10_000 {
+            cache.insert(i, i);
+            assert_eq!(cache.get(&i), Some(i), "the entry just inserted is there");
+        }
+        assert!(cache.len() <= 160, "{} entries", cache.len());
+        assert!(cache.len() >= 160 / 2, "a full shard drops a quarter, not all: {}", cache.len());
+    }
+
+    #[test]
+    fn expired_entries_make_room_before_live_ones_are_dropped() {
+        let cache = LocalCache::new(SHARDS, Duration::from_millis(30));
+        let old: Vec<u32> = (0..SHARDS as u32 * 4).collect();
+        for &i in &old {
+            cache.insert(i, i);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        cache.insert(1000, 1000);
+        assert_eq!(cache.get(&1000), Some(1000));
+        assert!(old.iter().all(|i| cache.get(i).is_none()));
+    }
+}
