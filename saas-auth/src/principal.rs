@@ -71,10 +71,18 @@ fn bearer(parts: &Parts) -> Option<&str> {
     saas_core::http::bearer_token(&parts.headers)
 }
 
-/// A compact JWS has dots; platform-admin tokens (`sap_…`) and API keys have none. (Token
-/// verification refuses any other number than two.)
+/// A compact JWS has two dots; platform-admin tokens (`sap_…`) and API keys have none.
 fn bearer_jwt(parts: &Parts) -> Option<&str> {
-    bearer(parts).filter(|token| token.contains('.'))
+    bearer(parts).filter(|token| has_two_dots(token))
+}
+
+/// Whether `token` holds exactly two dots; found from both ends, so a kilobyte-long token
+/// is searched once (`matches('.').count()` showed in the profile of every request).
+fn has_two_dots(token: &str) -> bool {
+    match (token.find('.'), token.rfind('.')) {
+        (Some(first), Some(last)) => first < last && !token[first + 1..last].contains('.'),
+        _ => false,
+    }
 }
 
 impl Guard for AuthLayer {
@@ -146,5 +154,17 @@ impl PrincipalTenant {
     /// As the two hooks saas-tenancy takes.
     pub fn hooks() -> (Arc<dyn TokenTenant>, Arc<dyn TenantMembership>) {
         (Arc::new(Self), Arc::new(Self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_jws_has_exactly_two_dots() {
+        for (token, jws) in
+            [("a.b.c", true), ("..", true), ("a.b", false), ("a.b.c.d", false), ("sap_x", false), ("", false)]
+        {
+            assert_eq!(super::has_two_dots(token), jws, "{token}");
+        }
     }
 }

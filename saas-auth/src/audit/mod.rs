@@ -57,12 +57,16 @@ pub const CONSUMER: &str = "saas-audit";
 pub const CONTEXTS: &[&str] = &["tenancy", "auth", "users", "billing", "notify", "analytics"];
 /// Entries read per query while verifying.
 const PAGE: i64 = 500;
+/// Verifications run at once per process; more wait. Each holds a pooled connection (and,
+/// on PostgreSQL, a snapshot) for the whole chain, so they must not crowd out requests.
+pub const CONCURRENT_VERIFICATIONS: usize = 2;
 
 /// The audit log; see the [module docs](self).
 #[derive(Clone)]
 pub struct AuditLog {
     db: Db,
     key: AuditKey,
+    verifications: Arc<tokio::sync::Semaphore>,
 }
 
 /// One recorded event, as stored: listing does not verify it (`GET /v1/audit` does).
@@ -132,7 +136,7 @@ fn seq_and_hash(row: &sqlx::any::AnyRow) -> std::result::Result<(i64, String), s
 impl AuditLog {
     /// The audit log in `db`, signing checkpoints with `key`.
     pub fn new(db: Db, key: AuditKey) -> Self {
-        Self { db, key }
+        Self { db, key, verifications: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS)) }
     }
 
     /// The checkpoint key (its id and public key, for outside verifiers).
@@ -339,9 +343,11 @@ impl AuditLog {
 
     /// Checks a tenant's chain (`None`: the platform's) from its first entry: the hashes,
     /// the sequence, the head, and each checkpoint's signature and hash. Everything is read
-    /// from one snapshot, so entries appended meanwhile cannot look like a moved head.
+    /// from one snapshot, so entries appended meanwhile cannot look like a moved head. At
+    /// most [`CONCURRENT_VERIFICATIONS`] run at once; others wait their turn.
     pub async fn verify(&self, tenant: Option<TenantId>) -> Result<ChainReport> {
         let chain = chain_name(tenant);
+        let _turn = self.verifications.acquire().await.map_err(Error::internal)?;
         let mut snapshot = self.db.snapshot(tenant).await?;
         let db: &mut AnyConnection = &mut snapshot;
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_checkpoints WHERE tenant_id = $1")

@@ -20,9 +20,9 @@ const SHARDS: usize = 16;
 /// A general cache (moka) spends more per lookup than these callers can afford: it keeps
 /// access order and frequency for its eviction policy, which costs atomic queues and epoch
 /// bookkeeping on every read. Here a read is one shared lock of one shard, one hash and one
-/// clock read; a full shard drops its expired entries first, then an arbitrary quarter of
-/// the rest. That suits values which are cheap to get again and expire within seconds or a
-/// minute.
+/// clock read; a full shard drops its expired entries, then arbitrary live ones until it is
+/// three quarters full (so the next quarter of inserts scans nothing). That suits values
+/// which are cheap to get again and expire within seconds or a minute.
 ///
 /// ```
 /// use std::time::Duration;
@@ -59,8 +59,10 @@ impl<K, V> std::fmt::Debug for LocalCache<K, V> {
 }
 
 impl<K: Hash + Eq, V: Clone> LocalCache<K, V> {
-    /// Holds about `capacity` entries (at least one per shard), each for `ttl`.
+    /// Holds about `capacity` entries (at least one per shard), each for `ttl` (at most a
+    /// year: a larger one would overflow the clock arithmetic).
     pub fn new(capacity: usize, ttl: Duration) -> Self {
+        let ttl = ttl.min(Duration::from_secs(365 * 86_400));
         Self {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::with_hasher(RandomState::default()))).collect(),
             hasher: RandomState::default(),
@@ -105,15 +107,15 @@ impl<K: Hash + Eq, V: Clone> LocalCache<K, V> {
         }
         if shard.len() >= self.per_shard && !shard.contains_key(&key) {
             shard.retain(|_, entry| entry.expires > now);
-            if shard.len() >= self.per_shard {
-                // Iteration order is arbitrary: this drops an arbitrary quarter.
-                let mut seen = 0;
-                let drop = shard.len().div_ceil(4);
-                shard.retain(|_, _| {
-                    seen += 1;
-                    seen > drop
-                });
-            }
+            // Down to three quarters, whatever expiry freed: a shard left one short of full
+            // would be scanned again on the next insert.
+            let keep = self.per_shard * 3 / 4;
+            let mut excess = shard.len().saturating_sub(keep);
+            shard.retain(|_, _| {
+                let drop = excess > 0;
+                excess = excess.saturating_sub(1);
+                !drop
+            });
         }
         shard.insert(key, Entry { value: value.clone(), expires: now + self.ttl });
         value
@@ -142,6 +144,13 @@ impl<K: Hash + Eq, V: Clone> LocalCache<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_time_to_live_is_capped_not_an_overflow() {
+        let cache = LocalCache::new(10, Duration::MAX);
+        cache.insert(1, 1);
+        assert_eq!(cache.get(&1), Some(1));
+    }
 
     #[test]
     fn entries_expire_after_the_time_to_live() {
@@ -174,6 +183,17 @@ mod tests {
         }
         assert!(cache.len() <= 160, "{} entries", cache.len());
         assert!(cache.len() >= 160 / 2, "a full shard drops a quarter, not all: {}", cache.len());
+    }
+
+    #[test]
+    fn a_full_shard_makes_room_for_a_quarter_more_inserts_at_once() {
+        // One shard's worth: 8 entries a shard, so a full shard keeps 6.
+        let cache = LocalCache::new(8 * SHARDS, Duration::from_secs(60));
+        for i in 0..100_000 {
+            cache.insert(i, ());
+        }
+        let sizes: Vec<usize> = cache.shards.iter().map(|s| s.read().unwrap().len()).collect();
+        assert!(sizes.iter().all(|&n| (6..=8).contains(&n)), "{sizes:?}");
     }
 
     #[test]

@@ -35,11 +35,13 @@ pub use rate_limit::RateLimitLayer;
 /// The credential of an `Authorization: Bearer <credential>` header (scheme in any case),
 /// trimmed; `None` without one.
 pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
-    // UTF-8 validation has a word-at-a-time ASCII path; `to_str` checks byte by byte, which
-    // shows on every request with a kilobyte-long access token.
-    let value = std::str::from_utf8(headers.get(http::header::AUTHORIZATION)?.as_bytes()).ok()?;
+    // ASCII only, as `to_str` has it (header values hold no control bytes), but checked a
+    // word at a time: `to_str` goes byte by byte, which shows on every request with a
+    // kilobyte-long access token.
+    let bytes = headers.get(http::header::AUTHORIZATION)?.as_bytes();
+    let value = std::str::from_utf8(bytes).ok().filter(|_| bytes.is_ascii())?;
     let (scheme, credential) = value.split_once(' ')?;
-    let credential = credential.trim();
+    let credential = credential.trim_ascii();
     (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
 }
 
@@ -132,5 +134,10 @@ mod tests {
             assert_eq!(super::bearer_token(&headers), token, "{value}");
         }
         assert_eq!(super::bearer_token(&http::HeaderMap::new()), None);
+        headers.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_bytes("Bearer sap_x\u{a0}".as_bytes()).unwrap(),
+        );
+        assert_eq!(super::bearer_token(&headers), None, "not ASCII");
     }
 }
