@@ -5,7 +5,7 @@ use std::{
     borrow::Borrow,
     collections::HashMap,
     hash::{BuildHasher, Hash},
-    sync::RwLock,
+    sync::{RwLock, RwLockReadGuard, RwLockWriteGuard},
     time::{Duration, Instant},
 };
 
@@ -45,7 +45,8 @@ pub struct LocalCache<K, V> {
     ttl: Duration,
 }
 
-type Shard<K, V> = RwLock<HashMap<K, Entry<V>, RandomState>>;
+type Map<K, V> = HashMap<K, Entry<V>, RandomState>;
+type Shard<K, V> = RwLock<Map<K, V>>;
 
 struct Entry<V> {
     value: V,
@@ -75,50 +76,64 @@ impl<K: Hash + Eq, V: Clone> LocalCache<K, V> {
         &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 
+    // A panic while a lock was held cannot leave a map half-changed in a way that matters
+    // here (at worst an entry is missing), so a poisoned lock is used as it is.
+    fn read(shard: &Shard<K, V>) -> RwLockReadGuard<'_, Map<K, V>> {
+        shard.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write<Q: Hash + ?Sized>(&self, key: &Q) -> RwLockWriteGuard<'_, Map<K, V>> {
+        self.shard(key).write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// The value under `key`, unless missing or expired.
     pub fn get<Q>(&self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let shard = self.shard(key).read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let shard = Self::read(self.shard(key));
         let entry = shard.get(key)?;
         (entry.expires > Instant::now()).then(|| entry.value.clone())
     }
 
     /// Puts `value` under `key` for the cache's time to live, replacing what was there.
     pub fn insert(&self, key: K, value: V) {
-        self.put(key, value, true);
+        let now = Instant::now();
+        let mut shard = self.write(&key);
+        self.make_room(&mut shard, &key, now);
+        shard.insert(key, Entry { value, expires: now + self.ttl });
     }
 
     /// The live value under `key`, else `value` after putting it there: a value written
     /// meanwhile (a revocation) is kept, not replaced by one read before it.
     pub fn get_or_insert(&self, key: K, value: V) -> V {
-        self.put(key, value, false)
-    }
-
-    fn put(&self, key: K, value: V, replace: bool) -> V {
         let now = Instant::now();
-        let mut shard = self.shard(&key).write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !replace {
-            if let Some(entry) = shard.get(&key).filter(|e| e.expires > now) {
-                return entry.value.clone();
-            }
+        let mut shard = self.write(&key);
+        if let Some(entry) = shard.get(&key).filter(|e| e.expires > now) {
+            return entry.value.clone();
         }
-        if shard.len() >= self.per_shard && !shard.contains_key(&key) {
-            shard.retain(|_, entry| entry.expires > now);
-            // Down to three quarters, whatever expiry freed: a shard left one short of full
-            // would be scanned again on the next insert.
-            let keep = self.per_shard * 3 / 4;
-            let mut excess = shard.len().saturating_sub(keep);
-            shard.retain(|_, _| {
-                let drop = excess > 0;
-                excess = excess.saturating_sub(1);
-                !drop
-            });
-        }
+        self.make_room(&mut shard, &key, now);
         shard.insert(key, Entry { value: value.clone(), expires: now + self.ttl });
         value
+    }
+
+    /// When a new `key` would overfill `shard`: drops its expired entries, then arbitrary
+    /// live ones down to three quarters, whatever expiry freed (a shard left one short of
+    /// full would be scanned again on the next insert).
+    fn make_room(&self, shard: &mut Map<K, V>, key: &K, now: Instant) {
+        if shard.len() < self.per_shard || shard.contains_key(key) {
+            return;
+        }
+        shard.retain(|_, entry| entry.expires > now);
+        let mut excess = shard.len().saturating_sub(self.per_shard * 3 / 4);
+        if excess > 0 {
+            shard.retain(|_, _| {
+                let keep = excess == 0;
+                excess = excess.saturating_sub(1);
+                keep
+            });
+        }
     }
 
     /// Removes the entry under `key`.
@@ -127,12 +142,12 @@ impl<K: Hash + Eq, V: Clone> LocalCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.shard(key).write().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key);
+        self.write(key).remove(key);
     }
 
     /// How many entries are held, expired ones included until they are dropped.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().unwrap_or_else(|poisoned| poisoned.into_inner()).len()).sum()
+        self.shards.iter().map(|shard| Self::read(shard).len()).sum()
     }
 
     /// Whether nothing is held.
