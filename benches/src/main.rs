@@ -114,8 +114,7 @@ fn main() -> anyhow::Result<()> {
         .with_current_span(true)
         .with_span_list(false)
         .with_target(true)
-        .fmt_fields(saas_core::observe::AppendingJsonFields::default())
-        .with_writer(std::io::sink)
+        .with_writer(saas_core::observe::request::RequestIdsWriter::json(std::io::sink))
         .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
         .init();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -203,7 +203,7 @@ impl ApiKeys {
                         let roles: Vec<String> =
                             roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect();
                         let held = rbac::permissions_of(&mut tx, &roles).await?;
-                        let permissions = permissions
+                        let permissions: Arc<[String]> = permissions
                             .split(',')
                             .filter(|p| !p.is_empty() && rbac::covers_all(&held, p))
                             .map(str::to_owned)
@@ -211,10 +211,10 @@ impl ApiKeys {
                         Some(Arc::new(Principal {
                             user: creator.parse().map_err(Error::internal)?,
                             tenant,
-                            session: id.clone(),
-                            roles: Vec::new(),
+                            session: id.as_str().into(),
+                            roles: Arc::new([]),
                             permissions,
-                            api_key: Some(id),
+                            api_key: Some(id.into()),
                         }))
                     }
                 }

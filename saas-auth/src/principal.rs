@@ -12,7 +12,11 @@ use saas_core::{
 };
 use saas_tenancy::{api::TenantMembership, resolve::TokenTenant};
 
-use crate::{api_keys::ApiKeys, session::Sessions, token::AccessTokens};
+use crate::{
+    api_keys::ApiKeys,
+    session::Sessions,
+    token::{AccessTokens, Claims},
+};
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,14 +26,29 @@ pub struct Principal {
     /// The user's tenant.
     pub tenant: TenantId,
     /// The session the token was issued in.
-    pub session: String,
+    pub session: Arc<str>,
     /// The user's roles.
-    pub roles: Vec<String>,
+    pub roles: Arc<[String]>,
     /// The permissions the roles (or the API key) grant (see [`crate::rbac`]).
-    pub permissions: Vec<String>,
+    pub permissions: Arc<[String]>,
     /// The API key the request came with (its id), when it was not a user's token; `user`
     /// is then the key's creator and `session` the key id.
-    pub api_key: Option<String>,
+    pub api_key: Option<Arc<str>>,
+}
+
+impl From<&Claims> for Principal {
+    /// The signed-in user of a verified access token. Cheap: the roles and permissions are
+    /// shared with the claims, not copied.
+    fn from(claims: &Claims) -> Self {
+        Self {
+            user: claims.sub,
+            tenant: claims.tid,
+            session: claims.sid.clone(),
+            roles: claims.roles.clone(),
+            permissions: claims.perms.clone(),
+            api_key: None,
+        }
+    }
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
@@ -90,6 +109,7 @@ impl Guard for AuthLayer {
         if let Some(key) = bearer(parts).filter(|t| t.starts_with("sak_")) {
             match self.api_keys.verify(key).await? {
                 Some(principal) => {
+                    saas_core::observe::request::record_user(principal.user);
                     parts.extensions.insert(principal.user);
                     parts.extensions.insert(Principal::clone(&principal));
                 }
@@ -108,16 +128,9 @@ impl Guard for AuthLayer {
             parts.extensions.insert(InvalidToken);
             return Ok(());
         }
-        tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
+        saas_core::observe::request::record_user(claims.sub);
         parts.extensions.insert(claims.sub);
-        parts.extensions.insert(Principal {
-            user: claims.sub,
-            tenant: claims.tid,
-            session: claims.sid.clone(),
-            roles: claims.roles.clone(),
-            permissions: claims.perms.clone(),
-            api_key: None,
-        });
+        parts.extensions.insert(Principal::from(&*claims));
         Ok(())
     }
 }

@@ -180,8 +180,11 @@ impl RequirePermission {
 
 impl Guard for RequirePermission {
     async fn check(&self, parts: &mut Parts) -> Result<()> {
-        let principal = <Principal as axum::extract::FromRequestParts<()>>::from_request_parts(parts, &()).await?;
-        principal.require(&self.permission)
+        // Borrowed when present: the extractor would clone it.
+        match parts.extensions.get::<Principal>() {
+            Some(principal) => principal.require(&self.permission),
+            None => <Principal as axum::extract::FromRequestParts<()>>::from_request_parts(parts, &()).await.map(drop),
+        }
     }
 }
 

@@ -33,13 +33,15 @@ pub struct Claims {
     /// The user's tenant.
     pub tid: TenantId,
     /// The session the token was issued in.
-    pub sid: String,
-    /// The user's roles in the tenant.
+    pub sid: Arc<str>,
+    /// The user's roles in the tenant. Shared: every request's [`Principal`] holds them.
+    ///
+    /// [`Principal`]: crate::principal::Principal
     #[serde(default)]
-    pub roles: Vec<String>,
+    pub roles: Arc<[String]>,
     /// The permissions (and patterns) the roles grant, expanded at issue time.
     #[serde(default)]
-    pub perms: Vec<String>,
+    pub perms: Arc<[String]>,
     /// Issuer (`auth.issuer`).
     pub iss: String,
     /// Audience (`auth.audience`).
@@ -109,9 +111,9 @@ impl AccessTokens {
         let claims = Claims {
             sub: user,
             tid: tenant,
-            sid: session.to_owned(),
-            roles,
-            perms,
+            sid: session.into(),
+            roles: roles.into(),
+            perms: perms.into(),
             iss: self.issuer.to_string(),
             aud: self.audience.to_string(),
             exp: now + self.ttl.as_secs() as i64,

@@ -45,7 +45,8 @@ async fn auth(db: Db, dir: &tempfile::TempDir, store: &Store, grace_secs: u64) -
 }
 
 async fn status_with(auth: &Auth, access_token: &str) -> u16 {
-    let app = Router::new().route("/v1/me", get(|p: Principal| async move { p.session })).layer(auth.layer());
+    let app =
+        Router::new().route("/v1/me", get(|p: Principal| async move { p.session.to_string() })).layer(auth.layer());
     let request =
         Request::get("/v1/me").header("authorization", format!("Bearer {access_token}")).body(Body::empty()).unwrap();
     app.oneshot(request).await.unwrap().status().as_u16()
@@ -93,14 +94,7 @@ async fn suite(db: Db, dir: &tempfile::TempDir, store: Store) {
     let here = lenient.login(&tenant, "ada@acme.test", &password, None).await.unwrap();
     let elsewhere = lenient.login(&tenant, "ada@acme.test", &password, None).await.unwrap();
     let me = lenient.tokens().verify(&here.access_token).await.unwrap();
-    let actor = saas_auth::principal::Principal {
-        user: me.sub,
-        tenant: me.tid,
-        session: me.sid.clone(),
-        roles: me.roles.clone(),
-        permissions: me.perms.clone(),
-        api_key: None,
-    };
+    let actor = saas_auth::principal::Principal::from(&*me);
     let new_password = SecretString::from("even better horse");
     let wrong = lenient.change_password(&actor, &SecretString::from("not it at all"), &new_password, None).await;
     assert_eq!(wrong.unwrap_err().code(), "invalid_credentials");

@@ -37,8 +37,8 @@ fn claims() -> Claims {
         sub: UserId::new(),
         tid: TenantId::new(),
         sid: "ses_x".into(),
-        roles: vec!["owner".into()],
-        perms: vec!["*".into()],
+        roles: vec!["owner".into()].into(),
+        perms: vec!["*".into()].into(),
         iss: "saas-rs".into(),
         aud: "saas-rs".into(),
         exp: now() + 900,
@@ -71,7 +71,7 @@ async fn forgeries_are_rejected(algorithm: TokenAlgorithm) {
     let tenant = TenantId::new();
     let token = tokens.issue(user, tenant, "ses_1", vec!["owner".into()], vec!["*".into()]).await.unwrap();
     let verified = tokens.verify(&token).await.unwrap();
-    assert_eq!((verified.sub, verified.tid, verified.sid.as_str()), (user, tenant, "ses_1"));
+    assert_eq!((verified.sub, verified.tid, &*verified.sid), (user, tenant, "ses_1"));
     assert_eq!(verified.exp - verified.iat, 900);
     let (header, payload, _) = {
         let mut parts = token.split('.');

@@ -37,7 +37,11 @@ fn stack(rate_limit: bool) -> Router {
 }
 
 fn bench(c: &mut Criterion) {
-    tracing_subscriber::fmt().json().with_writer(std::io::sink).with_max_level(tracing::Level::INFO).init();
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(saas_core::observe::request::RequestIdsWriter::json(std::io::sink))
+        .with_max_level(tracing::Level::INFO)
+        .init();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut group = c.benchmark_group("request");
     for (name, router) in [("bare", bare()), ("stack_without_rate_limit", stack(false)), ("stack", stack(true))] {

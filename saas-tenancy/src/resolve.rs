@@ -181,7 +181,7 @@ fn name(source: TenantSource) -> &'static str {
 impl Guard for TenantLayer {
     async fn check(&self, parts: &mut http::request::Parts) -> Result<(), Error> {
         if let Some(context) = self.resolve(parts).await? {
-            tracing::Span::current().record("tenant_id", tracing::field::display(context.id));
+            saas_core::observe::request::record_tenant(context.id);
             parts.extensions.insert(context);
         }
         Ok(())

@@ -86,9 +86,9 @@ pub async fn seed(
     let as_owner = Principal {
         user: owner.id,
         tenant: tenant.id,
-        session: String::new(),
-        roles: owner.role_list(),
-        permissions: vec!["*".into()],
+        session: "".into(),
+        roles: owner.role_list().into(),
+        permissions: Arc::new(["*".into()]),
         api_key: None,
     };
     let clerk_grants = [perms::invoices::read.name().to_owned(), perms::invoices::write.name().to_owned()];

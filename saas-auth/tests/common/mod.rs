@@ -36,9 +36,9 @@ pub(crate) fn principal_of(user: &User) -> Principal {
     Principal {
         user: user.id,
         tenant: user.tenant_id,
-        session: String::new(),
-        roles: user.role_list(),
-        permissions: Vec::new(),
+        session: "".into(),
+        roles: user.role_list().into(),
+        permissions: std::sync::Arc::new([]),
         api_key: None,
     }
 }

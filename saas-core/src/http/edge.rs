@@ -1,4 +1,5 @@
-//! The edge of every request: request id, tracing span, API version check, panic catcher,
+//! The edge of every request: request id (and the ids every log line of the request
+//! carries, see [`observe::request`](crate::observe::request)), API version check, panic catcher,
 //! timeout, problem+json for every error, and metrics, in one service.
 //!
 //! These concerns wrap every request, so they share one service and one boxed future
@@ -23,8 +24,12 @@ use http::{HeaderValue, StatusCode, header};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::{X_REQUEST_ID, api_version, problem};
-use crate::{error::Error, id::RequestId, observe};
+use super::{X_REQUEST_ID, api_version, extract, problem};
+use crate::{
+    error::Error,
+    id::RequestId,
+    observe::{self, request::RequestIds},
+};
 
 /// Applies the edge concerns; see the [module docs](self). Part of
 /// [`HttpStack`](super::HttpStack).
@@ -32,14 +37,23 @@ use crate::{error::Error, id::RequestId, observe};
 pub struct EdgeLayer {
     versions: Arc<[HeaderValue]>,
     timeout: Duration,
+    body_limit: usize,
 }
 
 impl EdgeLayer {
-    /// Serves API `versions` (e.g. `["v1"]`) and answers 408 after `timeout`.
+    /// Serves API `versions` (e.g. `["v1"]`), answers 408 after `timeout`, and 413 to
+    /// request bodies over 1 MiB (see [`body_limit`](Self::body_limit)).
     pub fn new(versions: impl IntoIterator<Item = impl Into<String>>, timeout: Duration) -> Self {
         // A version that is no header value could not be in a path either.
         let versions = versions.into_iter().filter_map(|v| HeaderValue::try_from(v.into()).ok()).collect();
-        Self { versions, timeout }
+        Self { versions, timeout, body_limit: 1024 * 1024 }
+    }
+
+    /// Sets the largest request body: a larger `Content-Length` is answered 413 at once, a
+    /// longer streamed body fails to read (and extractors answer 413).
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
     }
 }
 
@@ -48,7 +62,7 @@ impl<S> Layer<S> for EdgeLayer {
 
     fn layer(&self, inner: S) -> Edge<S> {
         observe::metrics::handle();
-        Edge { inner, versions: self.versions.clone(), timeout: self.timeout }
+        Edge { inner, versions: self.versions.clone(), timeout: self.timeout, body_limit: self.body_limit }
     }
 }
 
@@ -58,11 +72,12 @@ pub struct Edge<S> {
     inner: S,
     versions: Arc<[HeaderValue]>,
     timeout: Duration,
+    body_limit: usize,
 }
 
-impl<S, B, ResBody> Service<http::Request<B>> for Edge<S>
+impl<S, ResBody> Service<http::Request<Body>> for Edge<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<ResBody>, Error = Infallible>,
+    S: Service<http::Request<Body>, Response = http::Response<ResBody>, Error = Infallible>,
     S::Future: Send + 'static,
     ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     ResBody::Error: Into<axum::BoxError>,
@@ -75,7 +90,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let start = Instant::now();
         for name in [header::AUTHORIZATION, header::COOKIE] {
             if let Some(value) = req.headers_mut().get_mut(&name) {
@@ -93,25 +108,27 @@ where
                 id
             }
         };
-        let span = observe::request_span(&req);
+        // Log lines carry the ids through a task-local (see `observe::request`); the span is
+        // for tracing consumers, at DEBUG as tower-http has it, and costs nothing when off.
+        let ids = RequestIds::new(request_id.clone());
+        let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path());
         let labels = observe::metrics::RequestLabels::of(&req);
-        // For the access log and errors only; the span carries just the request id because
-        // the JSON formatter renders span fields on every request. Both clones share the
-        // request's buffers: no allocation on the hot path.
+        // For the access log and errors only. Both clones share the request's buffers: no
+        // allocation on the hot path.
         let (method, uri) = (req.method().clone(), req.uri().clone());
 
-        let handling = match api_version::check(&self.versions, req.uri().path()) {
-            Err(error) => Err(error.into_response()),
-            Ok(version) => {
+        let handling = match (api_version::check(&self.versions, req.uri().path()), limit_body(req, self.body_limit)) {
+            (Err(error), _) | (_, Err(error)) => Err(error.into_response()),
+            (Ok(version), Ok(req)) => {
                 let _entered = span.enter();
-                match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
+                match ids.enter(|| std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)))) {
                     Ok(future) => Ok((future, version)),
                     Err(_) => Err(panicked()),
                 }
             }
         };
         let timeout = self.timeout;
-        Box::pin(async move {
+        Box::pin(ids.scope(async move {
             let (response, version) = match handling {
                 Err(response) => (response, None),
                 Ok((future, version)) => {
@@ -142,8 +159,24 @@ where
             });
             labels.record(status, start);
             Ok(response)
-        })
+        }))
     }
+}
+
+/// `req` with its body limited to `limit` bytes, or the 413 of a larger `Content-Length`.
+fn limit_body(req: http::Request<Body>, limit: usize) -> Result<http::Request<Body>, Error> {
+    use http_body::Body as _;
+    let limit = limit as u64;
+    let size = req.body().size_hint();
+    if size.lower() > limit {
+        return Err(extract::payload_too_large());
+    }
+    // A body of known length (hyper holds it to its `Content-Length`) within the limit
+    // needs no counting; wrapping would cost an allocation per request.
+    if size.upper().is_some_and(|upper| upper <= limit) {
+        return Ok(req);
+    }
+    Ok(req.map(|body| Body::new(http_body_util::Limited::new(body, limit as usize))))
 }
 
 /// Like `tokio::time::timeout_at`, but registers no timer when the future is ready on its

@@ -42,7 +42,7 @@ use axum::{
     body::Body,
     response::{IntoResponse, Response},
 };
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, Either};
 use http::{Request, request::Parts};
 use tower::Service;
 
@@ -83,7 +83,8 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+    /// A check that finished at once leaves the inner service's future unboxed.
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, Infallible>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -102,18 +103,18 @@ where
         // one allocation each, on every request. A check that waits is polled again, with
         // the task's waker, by the future returned below.
         match check.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready((Ok(()), parts)) => Box::pin(self.inner.call(Request::from_parts(parts, body))),
-            Poll::Ready((Err(error), _)) => Box::pin(std::future::ready(Ok(error.into_response()))),
+            Poll::Ready((Ok(()), parts)) => Either::Left(self.inner.call(Request::from_parts(parts, body))),
+            Poll::Ready((Err(error), _)) => Either::Right(Box::pin(std::future::ready(Ok(error.into_response())))),
             Poll::Pending => {
                 // The clone serves the next request; this call takes the one made ready.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
-                Box::pin(async move {
+                Either::Right(Box::pin(async move {
                     match check.await {
                         (Ok(()), parts) => inner.call(Request::from_parts(parts, body)).await,
                         (Err(error), _) => Ok(error.into_response()),
                     }
-                })
+                }))
             }
         }
     }

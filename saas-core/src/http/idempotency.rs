@@ -26,7 +26,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, Either};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
@@ -122,7 +122,8 @@ where
 {
     type Response = Response;
     type Error = std::convert::Infallible;
-    type Future = BoxFuture<'static, Result<Response, Self::Error>>;
+    /// Requests without a key get the inner service's future as it is, unboxed.
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, Self::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -133,17 +134,17 @@ where
         let skipped = self.layer.skip.as_ref().is_some_and(|skip| skip(&req));
         let Some(key) = req.headers().get(&IDEMPOTENCY_KEY).cloned().filter(|_| writes && !skipped) else {
             // Most requests: no key, nothing to do.
-            return Box::pin(self.inner.call(req));
+            return Either::Left(self.inner.call(req));
         };
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             Ok(match handle(&layer, key, req, &mut inner).await {
                 Ok(r) => r,
                 Err(e) => e.into_response(),
             })
-        })
+        }))
     }
 }
 

@@ -2,9 +2,9 @@
 //! runs behind.
 //!
 //! [`HttpStack`] applies, outermost first: the [`edge`] (request id in `X-Request-Id`, kept
-//! when the client sends one; tracing span; API version check; panic catcher; timeout;
-//! problem+json for every error; metrics), the body limit, then rate limit and
-//! `Idempotency-Key`.
+//! when the client sends one, on every log line of the request; API version check; body
+//! limit; panic catcher; timeout; problem+json for every error; metrics), then rate limit
+//! and `Idempotency-Key`.
 //!
 //! ```
 //! use axum::{Router, routing::get};
@@ -26,7 +26,6 @@ use std::time::Duration;
 use axum::{Router, extract::DefaultBodyLimit};
 use http::HeaderName;
 use tower::ServiceBuilder;
-use tower_http::limit::RequestBodyLimitLayer;
 
 pub use extract::{Json, Path, Query, TypedHeader};
 pub use idempotency::IdempotencyLayer;
@@ -110,15 +109,16 @@ impl HttpStack {
     pub fn apply(self, router: Router) -> Router {
         // `Router::layer` wraps each route (and the fallback), after routing: layers see the
         // matched route, and need not clone the router per request.
+        // One `layer` call: axum boxes each route once per call and clones that box on every
+        // request.
         let router = router.fallback(problem::route_not_found);
         let idempotency = self.idempotency.map(|layer| layer.with_body_limit(self.body_limit));
-        let inner = ServiceBuilder::new().option_layer(self.rate_limit).option_layer(idempotency);
-        let outer = ServiceBuilder::new()
-            .layer(edge::EdgeLayer::new(self.api_versions, self.timeout))
+        let layers = ServiceBuilder::new()
+            .layer(edge::EdgeLayer::new(self.api_versions, self.timeout).body_limit(self.body_limit))
             .layer(DefaultBodyLimit::max(self.body_limit))
-            // Innermost: it changes the request body type, which the router accepts.
-            .layer(RequestBodyLimitLayer::new(self.body_limit));
-        router.layer(inner).layer(outer)
+            .option_layer(self.rate_limit)
+            .option_layer(idempotency);
+        router.layer(layers)
     }
 }
 

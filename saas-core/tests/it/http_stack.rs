@@ -136,3 +136,77 @@ async fn good_requests_pass_and_carry_the_version() {
     let (_, headers, _) = read(app().oneshot(req).await.unwrap()).await;
     assert_eq!(headers["x-request-id"], "req_from_client", "a client's request id is kept");
 }
+
+/// Log lines written while a request is handled, by guards before the handler and by the
+/// handler itself, carry its request id and its tenant.
+#[tokio::test]
+async fn log_lines_of_a_request_carry_its_ids() {
+    use std::sync::{Arc, Mutex};
+
+    use saas_core::{
+        id::TenantId,
+        observe::request::{RequestIdsWriter, record_tenant},
+    };
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A guard that finishes at once, so it runs inside the stack's `call`.
+    #[derive(Clone)]
+    struct Resolve(TenantId);
+    impl saas_core::http::guard::Guard for Resolve {
+        async fn check(&self, _: &mut http::request::Parts) -> Result<(), saas_core::Error> {
+            tracing::info!("resolving");
+            record_tenant(self.0);
+            Ok(())
+        }
+    }
+    impl<S> tower::Layer<S> for Resolve {
+        type Service = saas_core::http::guard::GuardService<Self, S>;
+        fn layer(&self, inner: S) -> Self::Service {
+            saas_core::http::guard::GuardService::new(self.clone(), inner)
+        }
+    }
+
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber =
+        tracing_subscriber::fmt().json().with_writer(RequestIdsWriter::json(move || writer.clone())).finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let tenant = TenantId::new();
+    let routes = Router::new()
+        .route(
+            "/v1/logged",
+            get(|| async {
+                tokio::task::yield_now().await;
+                tracing::info!("handled");
+                "ok"
+            }),
+        )
+        .layer(Resolve(tenant));
+    let app = HttpStack::new().apply(routes);
+    let (status, headers, _) =
+        read(app.oneshot(Request::get("/v1/logged").body(Body::empty()).unwrap()).await.unwrap()).await;
+    assert_eq!(status, 200);
+    tracing::info!("after the request");
+
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let messages: Vec<&str> = lines.iter().map(|l| l["fields"]["message"].as_str().unwrap()).collect();
+    assert_eq!(messages, ["resolving", "handled", "after the request"], "{text}");
+    let request_id = headers["x-request-id"].to_str().unwrap();
+    assert_eq!(lines[0]["request_id"], request_id, "{text}");
+    assert_eq!(lines[0].get("tenant_id"), None, "not known yet when the line was written");
+    assert_eq!(lines[1]["request_id"], request_id);
+    assert_eq!(lines[1]["tenant_id"], tenant.to_string());
+    assert_eq!(lines[2].get("request_id"), None, "outside the request");
+}

@@ -76,6 +76,54 @@ pub struct RateLimit<S> {
     layer: RateLimitLayer,
 }
 
+pin_project_lite::pin_project! {
+    /// The future of [`RateLimit`]. Not boxed when the store decides at once (in memory):
+    /// each box is an allocation per request.
+    pub struct RateLimitFuture<F, E> {
+        #[pin]
+        state: State<F, E>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = Projected]
+    enum State<F, E> {
+        // Decided: the inner service's response gets the `RateLimit-*` headers.
+        Decided { #[pin] inner: F, decision: Option<Decision> },
+        // Not counted (no key): the inner service's response as it is.
+        Unlimited { #[pin] inner: F },
+        // Denied at once, or asking an external store first.
+        Other { inner: BoxFuture<'static, Result<Response, E>> },
+    }
+}
+
+impl<F, E> RateLimitFuture<F, E> {
+    fn new(state: State<F, E>) -> Self {
+        Self { state }
+    }
+}
+
+impl<F, E> std::future::Future for RateLimitFuture<F, E>
+where
+    F: std::future::Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            Projected::Decided { inner, decision } => {
+                let mut response = std::task::ready!(inner.poll(cx))?;
+                if let Some(decision) = decision.take() {
+                    set_headers(response.headers_mut(), &decision);
+                }
+                Poll::Ready(Ok(response))
+            }
+            Projected::Unlimited { inner } => inner.poll(cx),
+            Projected::Other { inner } => inner.as_mut().poll(cx),
+        }
+    }
+}
+
 impl<S> Service<Request> for RateLimit<S>
 where
     S: Service<Request, Response = Response> + Clone + Send + 'static,
@@ -84,44 +132,45 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+    type Future = RateLimitFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let Some(key) = (self.layer.key)(&req) else { return Box::pin(self.inner.call(req)) };
+        let Some(key) = (self.layer.key)(&req) else {
+            return RateLimitFuture::new(State::Unlimited { inner: self.inner.call(req) });
+        };
         // In-process stores decide without awaiting: no clone of the inner service needed.
         if let Some(decision) = self.layer.limiter.check_now(&key, &self.layer.quota) {
             if !decision.allowed {
-                return Box::pin(std::future::ready(Ok(too_many(&decision))));
+                return RateLimitFuture::new(State::Other {
+                    inner: Box::pin(std::future::ready(Ok(too_many(&decision)))),
+                });
             }
-            let future = self.inner.call(req);
-            return Box::pin(async move {
-                let mut response = future.await?;
-                set_headers(response.headers_mut(), &decision);
-                Ok(response)
-            });
+            return RateLimitFuture::new(State::Decided { inner: self.inner.call(req), decision: Some(decision) });
         }
         // The clone that was polled ready serves this request.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
-        Box::pin(async move {
-            let decision = match layer.limiter.check(&key, &layer.quota).await {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::warn!(error = %e, "rate limiter unavailable; letting the request through");
-                    return inner.call(req).await;
+        RateLimitFuture::new(State::Other {
+            inner: Box::pin(async move {
+                let decision = match layer.limiter.check(&key, &layer.quota).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "rate limiter unavailable; letting the request through");
+                        return inner.call(req).await;
+                    }
+                };
+                if !decision.allowed {
+                    return Ok(too_many(&decision));
                 }
-            };
-            if !decision.allowed {
-                return Ok(too_many(&decision));
-            }
-            let mut response = inner.call(req).await?;
-            set_headers(response.headers_mut(), &decision);
-            Ok(response)
+                let mut response = inner.call(req).await?;
+                set_headers(response.headers_mut(), &decision);
+                Ok(response)
+            }),
         })
     }
 }

@@ -24,7 +24,7 @@ use async_trait::async_trait;
 
 #[cfg(feature = "redis")]
 pub use self::redis::RedisRateLimiter;
-pub use layer::{KeyFn, RateLimit, RateLimitLayer, client_ip_key};
+pub use layer::{KeyFn, RateLimit, RateLimitFuture, RateLimitLayer, client_ip_key};
 pub use memory::MemoryRateLimiter;
 
 use crate::error::Result;
