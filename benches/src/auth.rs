@@ -55,13 +55,15 @@ pub(crate) async fn server() -> anyhow::Result<AuthServer> {
         .merge(Router::from(saas_auth::api::router(
             auth.clone(),
             saas_tenancy::admin::PlatformAdmins::new(db.clone(), None),
-        )))
-        .layer(TenantLayer::new(tenants, &config.tenancy.resolution, None).with_token(Arc::new(PrincipalTenant)))
-        .layer(auth.layer());
+        )));
     // As in `saas serve`, with a limit no benchmark client reaches: it runs on every request.
     let limiter =
         RateLimitLayer::new(Arc::new(MemoryRateLimiter::new()), Quota::per_second(10_000_000).burst(10_000_000));
-    let router = HttpStack::new().rate_limit(limiter).apply(routes);
+    let router = HttpStack::new()
+        .rate_limit(limiter)
+        .guard(auth.layer())
+        .guard(TenantLayer::new(tenants, &config.tenancy.resolution, None).with_token(Arc::new(PrincipalTenant)))
+        .apply(routes);
     Ok(AuthServer { router, token, auth, _dir: dir })
 }
 

@@ -165,16 +165,14 @@ impl App {
                 .merge(saas_tenancy::api::router(tenancy))
                 .merge(saas_auth::api::router(auth.clone(), admins.clone()))
                 .split_for_parts();
-        // Outermost first: the token is verified, then the tenant resolved (its `token`
-        // source is the verified principal's tenant).
-        let routes = routes
-            .layer(
+        // In this order: the token is verified, then the tenant resolved (its `token` source
+        // is the verified principal's tenant).
+        let mut stack = HttpStack::new()
+            .guard(auth.layer())
+            .guard(
                 TenantLayer::new(tenants.clone(), &config.tenancy.resolution, config.tenancy.base_domain.as_deref())
                     .with_token(Arc::new(PrincipalTenant)),
             )
-            .layer(auth.layer());
-
-        let mut stack = HttpStack::new()
             .body_limit(config.http.body_limit_bytes)
             .timeout(Duration::from_secs(config.http.request_timeout_secs))
             .idempotency(

@@ -8,7 +8,6 @@
 
 use std::{
     convert::Infallible,
-    fmt::Write as _,
     panic::AssertUnwindSafe,
     sync::Arc,
     task::{Context, Poll},
@@ -27,7 +26,6 @@ use tracing::Instrument;
 use super::{X_REQUEST_ID, api_version, extract, problem};
 use crate::{
     error::Error,
-    id::RequestId,
     observe::{self, request::RequestIds},
 };
 
@@ -97,20 +95,9 @@ where
                 value.set_sensitive(true);
             }
         }
-        let request_id = match req.headers().get(&X_REQUEST_ID) {
-            Some(id) => id.clone(),
-            None => {
-                // Sized once: `to_string` would grow its buffer as it writes.
-                let mut id = String::with_capacity(32);
-                let _ = write!(id, "{}", RequestId::new());
-                let id = HeaderValue::try_from(id).expect("ids are ASCII");
-                req.headers_mut().insert(X_REQUEST_ID, id.clone());
-                id
-            }
-        };
         // Log lines carry the ids through a task-local (see `observe::request`); the span is
         // for tracing consumers, at DEBUG as tower-http has it, and costs nothing when off.
-        let ids = RequestIds::new(request_id.clone());
+        let ids = RequestIds::new(req.headers().get(&X_REQUEST_ID).filter(|id| acceptable_request_id(id)).cloned());
         let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path());
         let labels = observe::metrics::RequestLabels::of(&req);
         // For the access log and errors only. Both clones share the request's buffers: no
@@ -128,6 +115,7 @@ where
             }
         };
         let timeout = self.timeout;
+        let request = ids.clone();
         Box::pin(ids.scope(async move {
             let (response, version) = match handling {
                 Err(response) => (response, None),
@@ -143,24 +131,38 @@ where
                 }
             };
             let mut response = problem::to_problem(response);
-            response.headers_mut().insert(X_REQUEST_ID, request_id);
+            response.headers_mut().insert(X_REQUEST_ID, request.header_value());
             if let Some(version) = version {
                 response.headers_mut().insert(api_version::API_VERSION, version);
             }
             let status = response.status();
             span.in_scope(|| {
-                let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+                // Fields are evaluated only for a line that is written.
+                let (path, status_code) = (uri.path(), status.as_u16());
                 if status.is_server_error() {
-                    tracing::error!(%method, path = uri.path(), status = status.as_u16(), latency_ms, "request failed");
+                    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+                    tracing::error!(%method, path, status = status_code, latency_ms, "request failed");
                 } else {
-                    let path = uri.path();
-                    tracing::debug!(%method, path, status = status.as_u16(), latency_ms, "finished processing request");
+                    tracing::debug!(
+                        %method,
+                        path,
+                        status = status_code,
+                        latency_ms = start.elapsed().as_secs_f64() * 1000.0,
+                        "finished processing request"
+                    );
                 }
             });
             labels.record(status, start);
             Ok(response)
         }))
     }
+}
+
+/// A client's request id is kept when it is 1 to 128 visible ASCII characters: it is echoed
+/// and written on every log line of the request, so its size is bounded.
+fn acceptable_request_id(id: &HeaderValue) -> bool {
+    let id = id.as_bytes();
+    !id.is_empty() && id.len() <= 128 && id.iter().all(|b| (0x21..=0x7e).contains(b))
 }
 
 /// `req` with its body limited to `limit` bytes, or the 413 of a larger `Content-Length`.

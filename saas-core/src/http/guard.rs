@@ -34,6 +34,7 @@
 use std::{
     convert::Infallible,
     future::Future,
+    marker::PhantomData,
     sync::Arc,
     task::{Context, Poll, Waker},
 };
@@ -44,7 +45,7 @@ use axum::{
 };
 use futures::future::{BoxFuture, Either};
 use http::{Request, request::Parts};
-use tower::Service;
+use tower::{Layer as _, Service};
 
 use crate::error::Error;
 
@@ -54,69 +55,148 @@ pub trait Guard: Clone + Send + Sync + 'static {
     fn check(&self, parts: &mut Parts) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
-/// Runs guard `G` before service `S`.
+/// Runs guard `G` before service `S`: the [`Layer`](tower::Layer) service of a single guard.
 pub struct GuardService<G, S> {
-    // Shared: the service is cloned for every request, and a guard may hold many handles
-    // (caches, pools) whose clones would each cost atomic operations.
-    guard: Arc<G>,
-    inner: S,
+    guarded: Guarded<S>,
+    _guard: PhantomData<fn() -> G>,
 }
 
 impl<G, S: Clone> Clone for GuardService<G, S> {
     fn clone(&self) -> Self {
-        Self { guard: self.guard.clone(), inner: self.inner.clone() }
+        Self { guarded: self.guarded.clone(), _guard: PhantomData }
     }
 }
 
-impl<G, S> GuardService<G, S> {
+impl<G: Guard, S> GuardService<G, S> {
     /// Guards `inner` with `guard`.
     pub fn new(guard: G, inner: S) -> Self {
-        Self { guard: Arc::new(guard), inner }
+        Self { guarded: Guards::default().and(guard).layer(inner), _guard: PhantomData }
     }
 }
 
 impl<G, S> Service<Request<Body>> for GuardService<G, S>
 where
-    G: Guard,
     S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
-    /// A check that finished at once leaves the inner service's future unboxed.
-    type Future = Either<S::Future, BoxFuture<'static, Result<Response, Infallible>>>;
+    type Future = GuardedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.guarded.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        self.guarded.call(req)
+    }
+}
+
+/// Guards run one after the other, as one layer: what
+/// [`HttpStack::guard`](super::HttpStack::guard) runs before every route. Each
+/// `Router::layer` call costs a boxed clone of the route per request; one list of guards
+/// costs one.
+#[derive(Clone, Default)]
+pub struct Guards {
+    list: Arc<[Arc<dyn ErasedGuard>]>,
+}
+
+impl Guards {
+    /// These guards, then `guard`.
+    pub fn and(self, guard: impl Guard) -> Self {
+        let mut list = self.list.to_vec();
+        list.push(Arc::new(guard));
+        Self { list: list.into() }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+impl<S> tower::Layer<S> for Guards {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Guarded<S> {
+        Guarded { guards: self.clone(), inner }
+    }
+}
+
+/// A check with its type erased, owning the request parts it checks (so that a check that
+/// waits can finish in the returned future).
+trait ErasedGuard: Send + Sync + 'static {
+    fn check_owned(self: Arc<Self>, parts: Parts) -> BoxFuture<'static, (Result<(), Error>, Parts)>;
+}
+
+impl<G: Guard> ErasedGuard for G {
+    fn check_owned(self: Arc<Self>, mut parts: Parts) -> BoxFuture<'static, (Result<(), Error>, Parts)> {
+        Box::pin(async move {
+            let checked = self.check(&mut parts).await;
+            (checked, parts)
+        })
+    }
+}
+
+/// The service of [`Guards`].
+#[derive(Clone)]
+pub struct Guarded<S> {
+    guards: Guards,
+    inner: S,
+}
+
+/// The future of [`Guarded`]: when every check finished at once, the inner service's
+/// future, unboxed.
+pub type GuardedFuture<F> = Either<F, BoxFuture<'static, Result<Response, Infallible>>>;
+
+impl<S> Service<Request<Body>> for Guarded<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = GuardedFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let (parts, body) = req.into_parts();
-        let guard = self.guard.clone();
-        let mut check = Box::pin(async move {
-            let mut parts = parts;
-            let checked = guard.check(&mut parts).await;
-            (checked, parts)
-        });
-        // Most checks finish without waiting (a cached token, tenant or key): then the
-        // service made ready is called here, uncloned. Cloning it clones every layer below,
-        // one allocation each, on every request. A check that waits is polled again, with
-        // the task's waker, by the future returned below.
-        match check.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready((Ok(()), parts)) => Either::Left(self.inner.call(Request::from_parts(parts, body))),
-            Poll::Ready((Err(error), _)) => Either::Right(Box::pin(std::future::ready(Ok(error.into_response())))),
-            Poll::Pending => {
-                // The clone serves the next request; this call takes the one made ready.
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                Either::Right(Box::pin(async move {
-                    match check.await {
-                        (Ok(()), parts) => inner.call(Request::from_parts(parts, body)).await,
-                        (Err(error), _) => Ok(error.into_response()),
-                    }
-                }))
+        let (mut parts, body) = req.into_parts();
+        for (i, guard) in self.guards.list.iter().enumerate() {
+            let mut check = guard.clone().check_owned(parts);
+            // Most checks finish without waiting (a cached token, tenant or key): then the
+            // service made ready is called here, uncloned. Cloning it clones every layer
+            // below, one allocation each, on every request. A check that waits is polled
+            // again, with the task's waker, by the future returned below.
+            match check.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready((Ok(()), checked)) => parts = checked,
+                Poll::Ready((Err(error), _)) => {
+                    return Either::Right(Box::pin(std::future::ready(Ok(error.into_response()))));
+                }
+                Poll::Pending => {
+                    // The clone serves the next request; this call takes the one made ready.
+                    let clone = self.inner.clone();
+                    let mut inner = std::mem::replace(&mut self.inner, clone);
+                    let guards = self.guards.list.clone();
+                    return Either::Right(Box::pin(async move {
+                        let (mut checked, mut parts) = check.await;
+                        for guard in &guards[i + 1..] {
+                            if checked.is_err() {
+                                break;
+                            }
+                            (checked, parts) = guard.clone().check_owned(parts).await;
+                        }
+                        match checked {
+                            Ok(()) => inner.call(Request::from_parts(parts, body)).await,
+                            Err(error) => Ok(error.into_response()),
+                        }
+                    }));
+                }
             }
         }
+        Either::Left(self.inner.call(Request::from_parts(parts, body)))
     }
 }
 
@@ -173,6 +253,54 @@ mod tests {
                 let (status, body) = answer(&app, "/x").await;
                 assert_eq!(status, 403, "{wait:?}");
                 assert!(body.contains("gate_closed"), "{body}");
+            }
+        }
+    }
+
+    /// Records its name, then lets requests through unless it is `refuse`.
+    #[derive(Clone)]
+    struct Named {
+        name: &'static str,
+        wait: Duration,
+        seen: Arc<std::sync::Mutex<Vec<&'static str>>>,
+    }
+
+    impl Guard for Named {
+        async fn check(&self, _: &mut Parts) -> Result<(), Error> {
+            if !self.wait.is_zero() {
+                tokio::time::sleep(self.wait).await;
+            }
+            self.seen.lock().unwrap().push(self.name);
+            match self.name {
+                "refuse" => Err(Error::forbidden("refused", "refused")),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_list_of_guards_runs_in_order_and_stops_at_the_first_refusal() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let guard = |name, millis| Named { name, wait: Duration::from_millis(millis), seen: seen.clone() };
+        for (middle_wait, last) in [(0, "last"), (20, "last"), (0, "refuse"), (20, "refuse")] {
+            seen.lock().unwrap().clear();
+            let guards = Guards::default()
+                .and(guard("first", 0))
+                .and(guard("waits", middle_wait))
+                .and(guard(last, 0))
+                .and(guard("after", 0));
+            let app = Router::new().route("/x", get(|| async { "ok" })).layer(guards);
+            let (status, _) = answer(&app, "/x").await;
+            let label = format!("{middle_wait} ms, {last}");
+            match last {
+                "last" => {
+                    assert_eq!(status, 200, "{label}");
+                    assert_eq!(*seen.lock().unwrap(), ["first", "waits", "last", "after"], "{label}");
+                }
+                _ => {
+                    assert_eq!(status, 403, "{label}");
+                    assert_eq!(*seen.lock().unwrap(), ["first", "waits", "refuse"], "{label}: none after a refusal");
+                }
             }
         }
     }

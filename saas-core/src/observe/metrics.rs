@@ -6,24 +6,23 @@
 
 use std::{
     collections::HashMap,
-    sync::{OnceLock, RwLock},
-    time::Instant,
+    fmt::Write as _,
+    sync::{
+        OnceLock, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use axum::{extract::MatchedPath, response::IntoResponse};
-use metrics::SharedString;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-const DURATION_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
-
-/// The process's Prometheus recorder, installed on first use.
+/// The process's Prometheus recorder, installed on first use. HTTP request metrics are kept
+/// apart (in atomics, see `HttpStats`) and rendered before the recorder's.
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full("http_request_duration_seconds".into()), &DURATION_BUCKETS)
-            .expect("buckets are not empty")
-            .build_recorder();
+        let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         // Another recorder may already be installed (e.g. by the application); then its
         // metrics go there and this handle renders only what it saw.
@@ -55,36 +54,106 @@ impl RequestLabels {
     /// Counts the request and records its duration.
     pub(crate) fn record(self, status: http::StatusCode, start: Instant) {
         let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
-        with_handles(self.method, status.as_u16(), route, |(requests, duration)| {
-            requests.increment(1);
-            duration.record(start.elapsed().as_secs_f64());
-        });
+        HttpStats::record(self.method, status.as_u16(), route, start.elapsed());
     }
 }
 
-/// The request counter and the duration histogram of a method, status and route.
-type Handles = (metrics::Counter, metrics::Histogram);
+/// Upper bounds of the duration histogram's buckets, in seconds.
+const DURATION_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
-/// Runs `f` with the handles of `(method, status, route)`, registered on first use. Kept
-/// per process: building the labelled keys and looking them up in the recorder's registry
-/// on every request cost more than the rest of the metrics.
-fn with_handles(method: &'static str, status: u16, route: &str, f: impl FnOnce(&Handles)) {
-    type ByRoute = HashMap<Box<str>, Handles>;
-    static HANDLES: OnceLock<RwLock<HashMap<(&'static str, u16), ByRoute>>> = OnceLock::new();
-    let handles = HANDLES.get_or_init(Default::default);
-    if let Some(found) =
-        handles.read().unwrap_or_else(|p| p.into_inner()).get(&(method, status)).and_then(|by| by.get(route))
-    {
-        return f(found);
+/// The requests of one method, status and route: a count and a duration histogram, in
+/// atomics. Recording is a few atomic additions; the `metrics` crate's Prometheus histogram
+/// queued every sample (with epoch-based reclamation) until its upkeep folded them, which
+/// cost more than the rest of the metrics on every request.
+#[derive(Default)]
+struct HttpStats {
+    /// Requests whose duration fell at most at each bound (not cumulative; rendered so).
+    buckets: [AtomicU64; DURATION_BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+type StatsKey = (&'static str, u16, Box<str>);
+type StatsMap = HashMap<(&'static str, u16), HashMap<Box<str>, HttpStats, FoldHasher>, FoldHasher>;
+type FoldHasher = foldhash::fast::RandomState;
+
+fn stats() -> &'static RwLock<StatsMap> {
+    static STATS: OnceLock<RwLock<StatsMap>> = OnceLock::new();
+    STATS.get_or_init(Default::default)
+}
+
+impl HttpStats {
+    /// Counts a request of `(method, status, route)` that took `duration`; the entry is
+    /// registered on first use.
+    fn record(method: &'static str, status: u16, route: &str, duration: Duration) {
+        let read = stats().read().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = read.get(&(method, status)).and_then(|by_route| by_route.get(route)) {
+            return found.add(duration);
+        }
+        drop(read);
+        let mut write = stats().write().unwrap_or_else(|p| p.into_inner());
+        write.entry((method, status)).or_default().entry(route.into()).or_default().add(duration);
     }
-    let (method_label, route_label) = (SharedString::const_str(method), SharedString::from(route.to_owned()));
-    let status_label = SharedString::from(status.to_string());
-    let made = (
-        metrics::counter!("http_requests_total", "method" => method_label.clone(), "route" => route_label.clone(), "status" => status_label),
-        metrics::histogram!("http_request_duration_seconds", "method" => method_label, "route" => route_label),
-    );
-    f(&made);
-    handles.write().unwrap_or_else(|p| p.into_inner()).entry((method, status)).or_default().insert(route.into(), made);
+
+    fn add(&self, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        if let Some(bucket) = DURATION_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
+
+/// `http_requests_total` per method, route and status, and `http_request_duration_seconds`
+/// per method and route, in the Prometheus text format.
+fn render_http(out: &mut String) {
+    let stats = stats().read().unwrap_or_else(|p| p.into_inner());
+    let mut entries: Vec<(StatsKey, &HttpStats)> = stats
+        .iter()
+        .flat_map(|(&(method, status), by_route)| {
+            by_route.iter().map(move |(route, s)| ((method, status, route.clone()), s))
+        })
+        .collect();
+    entries.sort_by(|a, b| (&a.0.2, a.0.0, a.0.1).cmp(&(&b.0.2, b.0.0, b.0.1)));
+    if entries.is_empty() {
+        return;
+    }
+    out.push_str("# HELP http_requests_total Requests answered, by method, route template and status.\n");
+    out.push_str("# TYPE http_requests_total counter\n");
+    for ((method, status, route), s) in &entries {
+        let _ = writeln!(
+            out,
+            "http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {}",
+            escape(route),
+            s.count.load(Ordering::Relaxed)
+        );
+    }
+    out.push_str("# HELP http_request_duration_seconds Time to answer a request, by method and route template.\n");
+    out.push_str("# TYPE http_request_duration_seconds histogram\n");
+    // One histogram per method and route: the statuses' entries (adjacent once sorted) summed.
+    for group in entries.chunk_by(|a, b| (a.0.0, &a.0.2) == (b.0.0, &b.0.2)) {
+        let ((method, _, route), _) = &group[0];
+        let labels = format!("method=\"{method}\",route=\"{}\"", escape(route));
+        let mut cumulative = 0;
+        for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
+            cumulative += group.iter().map(|(_, s)| s.buckets[i].load(Ordering::Relaxed)).sum::<u64>();
+            let _ = writeln!(out, "http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        let count: u64 = group.iter().map(|(_, s)| s.count.load(Ordering::Relaxed)).sum();
+        let sum: u64 = group.iter().map(|(_, s)| s.sum_nanos.load(Ordering::Relaxed)).sum();
+        let _ = writeln!(out, "http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "http_request_duration_seconds_sum{{{labels}}} {}", sum as f64 / 1e9);
+        let _ = writeln!(out, "http_request_duration_seconds_count{{{labels}}} {count}");
+    }
+}
+
+/// A label value as the text format has it: backslash, quote and newline escaped.
+fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+    match value.contains(['\\', '"', '\n']) {
+        false => value.into(),
+        true => value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").into(),
+    }
 }
 
 fn method_label(method: &http::Method) -> &'static str {
@@ -102,5 +171,40 @@ fn method_label(method: &http::Method) -> &'static str {
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String))
 )]
 pub async fn render() -> impl IntoResponse {
-    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle().render())
+    let mut text = String::new();
+    render_http(&mut text);
+    text.push_str(&handle().render());
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_render_as_counters_and_cumulative_histograms() {
+        HttpStats::record("GET", 200, "/test/{id}", Duration::from_micros(300));
+        HttpStats::record("GET", 200, "/test/{id}", Duration::from_millis(2));
+        HttpStats::record("GET", 404, "/test/{id}", Duration::from_secs(10));
+        HttpStats::record("POST", 201, "/test/\"q\"", Duration::from_millis(1));
+        let mut text = String::new();
+        render_http(&mut text);
+        for line in [
+            "# TYPE http_requests_total counter",
+            r#"http_requests_total{method="GET",route="/test/{id}",status="200"} 2"#,
+            r#"http_requests_total{method="GET",route="/test/{id}",status="404"} 1"#,
+            r#"http_requests_total{method="POST",route="/test/\"q\"",status="201"} 1"#,
+            "# TYPE http_request_duration_seconds histogram",
+            r#"http_request_duration_seconds_bucket{method="GET",route="/test/{id}",le="0.0005"} 1"#,
+            r#"http_request_duration_seconds_bucket{method="GET",route="/test/{id}",le="0.0025"} 2"#,
+            r#"http_request_duration_seconds_bucket{method="GET",route="/test/{id}",le="5"} 2"#,
+            r#"http_request_duration_seconds_bucket{method="GET",route="/test/{id}",le="+Inf"} 3"#,
+            r#"http_request_duration_seconds_sum{method="GET",route="/test/{id}"} 10.0023"#,
+            r#"http_request_duration_seconds_count{method="GET",route="/test/{id}"} 3"#,
+            r#"http_request_duration_seconds_count{method="POST",route="/test/\"q\""} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        assert_eq!(text.matches("# TYPE http_request_duration_seconds histogram").count(), 1);
+    }
 }

@@ -29,7 +29,7 @@ use std::{
 use http::HeaderValue;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::id::{TenantId, UserId};
+use crate::id::{RequestId, TenantId, UserId};
 
 tokio::task_local! {
     static CURRENT: Arc<RequestIds>;
@@ -38,15 +38,32 @@ tokio::task_local! {
 /// The ids of one request. The tenant and the user are set once: the first recorded wins.
 #[derive(Debug)]
 pub(crate) struct RequestIds {
-    id: HeaderValue,
+    id: Id,
     tenant: OnceLock<TenantId>,
     user: OnceLock<UserId>,
 }
 
+/// A request id: the client's, or a new [`RequestId`] kept inline (a header value would be
+/// one more allocation per request, and cloning it another).
+#[derive(Debug)]
+enum Id {
+    Given(HeaderValue),
+    Generated { text: [u8; 32], len: usize },
+}
+
 impl RequestIds {
-    /// The ids of the request with `X-Request-Id` `id`.
-    pub(crate) fn new(id: HeaderValue) -> Arc<Self> {
+    /// The ids of a request whose client sent `X-Request-Id` `given`, or with a new id.
+    pub(crate) fn new(given: Option<HeaderValue>) -> Arc<Self> {
+        let id = given.map_or_else(Id::generate, Id::Given);
         Arc::new(Self { id, tenant: OnceLock::new(), user: OnceLock::new() })
+    }
+
+    /// The request id, as the `X-Request-Id` response header.
+    pub(crate) fn header_value(&self) -> HeaderValue {
+        match &self.id {
+            Id::Given(value) => value.clone(),
+            Id::Generated { .. } => HeaderValue::from_bytes(self.id.as_bytes()).expect("ids are ASCII"),
+        }
     }
 
     /// Runs `f` (the synchronous part of handling the request) as part of this request.
@@ -57,6 +74,30 @@ impl RequestIds {
     /// Runs `future` (the rest of handling the request) as part of this request.
     pub(crate) fn scope<F: Future>(self: Arc<Self>, future: F) -> impl Future<Output = F::Output> {
         CURRENT.scope(self, future)
+    }
+}
+
+impl Id {
+    fn generate() -> Self {
+        struct Inline([u8; 32], usize);
+        impl std::fmt::Write for Inline {
+            fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                let end = self.1 + s.len();
+                self.0.get_mut(self.1..end).ok_or(std::fmt::Error)?.copy_from_slice(s.as_bytes());
+                self.1 = end;
+                Ok(())
+            }
+        }
+        let mut inline = Inline([0; 32], 0);
+        std::fmt::Write::write_fmt(&mut inline, format_args!("{}", RequestId::new())).expect("a request id fits");
+        Self::Generated { text: inline.0, len: inline.1 }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Given(value) => value.as_bytes(),
+            Self::Generated { text, len } => &text[..*len],
+        }
     }
 }
 
@@ -74,7 +115,7 @@ pub fn record_user(user: UserId) {
 
 /// The `X-Request-Id` of the request the current task handles; `None` outside a request.
 pub fn current_id() -> Option<HeaderValue> {
-    CURRENT.try_with(|ids| ids.id.clone()).ok()
+    CURRENT.try_with(|ids| ids.header_value()).ok()
 }
 
 /// Wraps a [`MakeWriter`] (stdout, a file) so that every line written while a request is
@@ -204,7 +245,16 @@ mod tests {
     }
 
     fn ids(id: &str) -> Arc<RequestIds> {
-        RequestIds::new(HeaderValue::from_str(id).unwrap())
+        RequestIds::new(Some(HeaderValue::from_str(id).unwrap()))
+    }
+
+    #[test]
+    fn generated_ids_are_request_ids() {
+        let ids = RequestIds::new(None);
+        let id = ids.header_value();
+        let id = id.to_str().unwrap();
+        assert!(id.starts_with("req_") && id.len() == 30, "{id}");
+        assert_eq!(ids.header_value(), id, "the same each time");
     }
 
     #[tokio::test]

@@ -135,6 +135,12 @@ async fn good_requests_pass_and_carry_the_version() {
     let req = Request::get("/v1/items/7").header("x-request-id", "req_from_client").body(Body::empty()).unwrap();
     let (_, headers, _) = read(app().oneshot(req).await.unwrap()).await;
     assert_eq!(headers["x-request-id"], "req_from_client", "a client's request id is kept");
+    for unusable in ["x".repeat(129), "with space".into()] {
+        let req = Request::get("/v1/items/7").header("x-request-id", &unusable).body(Body::empty()).unwrap();
+        let (_, headers, _) = read(app().oneshot(req).await.unwrap()).await;
+        let id = headers["x-request-id"].to_str().unwrap();
+        assert!(id.starts_with("req_") && id.len() == 30, "{unusable:?} replaced by a new id, not {id}");
+    }
 }
 
 /// Log lines written while a request is handled, by guards before the handler and by the

@@ -1,9 +1,7 @@
-use std::{
-    collections::HashMap,
-    hash::{BuildHasher, RandomState},
-    sync::Mutex,
-    time::Instant,
-};
+use std::{collections::HashMap, hash::BuildHasher, sync::Mutex, time::Instant};
+
+// Seeded per process; keys are client addresses or what `key_by` picks.
+use foldhash::fast::RandomState;
 
 use async_trait::async_trait;
 
@@ -19,7 +17,7 @@ const SHARDS: usize = 64;
 /// a shard is full of live keys, one of them is dropped, which at worst grants that key
 /// a fresh burst.
 pub struct MemoryRateLimiter {
-    shards: Box<[Mutex<HashMap<String, u64>>]>,
+    shards: Box<[Mutex<HashMap<String, u64, RandomState>>]>,
     hasher: RandomState,
     per_shard: usize,
     epoch: Instant,
@@ -40,8 +38,8 @@ impl MemoryRateLimiter {
     /// Tracks up to `max_keys` keys.
     pub fn with_max_keys(max_keys: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::default())).collect(),
+            hasher: RandomState::default(),
             per_shard: (max_keys / SHARDS).max(1),
             epoch: Instant::now(),
         }
@@ -52,22 +50,25 @@ impl MemoryRateLimiter {
         let now = self.epoch.elapsed().as_nanos() as u64;
         let shard = &self.shards[self.hasher.hash_one(key) as usize % SHARDS];
         let mut map = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (decision, new_tat) = gcra(quota, now, map.get(key).copied());
+        // One lookup for a known key; a new key is looked up again to insert it.
+        if let Some(slot) = map.get_mut(key) {
+            let (decision, new_tat) = gcra(quota, now, Some(*slot));
+            if let Some(tat) = new_tat {
+                *slot = tat;
+            }
+            return decision;
+        }
+        let (decision, new_tat) = gcra(quota, now, None);
         if let Some(tat) = new_tat {
-            match map.get_mut(key) {
-                Some(slot) => *slot = tat,
-                None => {
-                    if map.len() >= self.per_shard {
-                        map.retain(|_, tat| *tat > now);
-                        if map.len() >= self.per_shard
-                            && let Some(victim) = map.keys().next().cloned()
-                        {
-                            map.remove(&victim);
-                        }
-                    }
-                    map.insert(key.to_owned(), tat);
+            if map.len() >= self.per_shard {
+                map.retain(|_, tat| *tat > now);
+                if map.len() >= self.per_shard
+                    && let Some(victim) = map.keys().next().cloned()
+                {
+                    map.remove(&victim);
                 }
             }
+            map.insert(key.to_owned(), tat);
         }
         decision
     }
