@@ -111,7 +111,7 @@ impl TenantLayer {
 
     async fn resolve(&self, parts: &http::request::Parts) -> Result<Option<TenantContext>, Error> {
         let references = self.references(parts)?;
-        let mut resolved: Option<(TenantSource, crate::Tenant)> = None;
+        let mut resolved: Option<(TenantSource, Arc<crate::Tenant>)> = None;
         for (source, reference) in references {
             if let TenantRef::Slug(slug) = &reference {
                 // Reserved names (`www`, `api`, configured ones) as subdomains are the
@@ -128,7 +128,7 @@ impl TenantLayer {
                 if reference_matches(&reference, tenant) {
                     continue;
                 }
-                if self.tenants.resolve(&reference).await?.is_some_and(|t| t.id == tenant.id) {
+                if self.tenants.resolve_shared(&reference).await?.is_some_and(|t| t.id == tenant.id) {
                     continue;
                 }
                 // A token of one tenant naming another is an attempt to reach the other
@@ -141,7 +141,7 @@ impl TenantLayer {
                     format!("the {} and the {} name different tenants", name(*first), name(source)),
                 ));
             }
-            let tenant = self.tenants.resolve(&reference).await?.ok_or_else(not_found)?;
+            let tenant = self.tenants.resolve_shared(&reference).await?.ok_or_else(not_found)?;
             resolved = Some((source, tenant));
         }
         let Some((_, tenant)) = resolved else { return Ok(None) };

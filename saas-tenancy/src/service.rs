@@ -70,7 +70,8 @@ pub struct Tenants {
     cache: Arc<dyn Cache>,
     /// Resolved tenants as values, for [`LOCAL_TTL`]: most requests resolve their tenant
     /// here, without decoding it from `cache`.
-    local: Arc<LocalCache<TenantRef, Tenant>>,
+    // Shared: a hit hands out the tenant without copying its strings.
+    local: Arc<LocalCache<TenantRef, Arc<Tenant>>>,
     slugs: SlugPolicy,
     cache_ttl: Duration,
 }
@@ -159,11 +160,18 @@ impl Tenants {
 
     /// The tenant `by` names, in any status, read through the resolution cache.
     pub async fn resolve(&self, by: &TenantRef) -> Result<Option<Tenant>> {
+        Ok(self.resolve_shared(by).await?.map(Arc::unwrap_or_clone))
+    }
+
+    /// [`resolve`](Self::resolve), shared with the resolution cache: what tenant resolution
+    /// runs on every request.
+    pub(crate) async fn resolve_shared(&self, by: &TenantRef) -> Result<Option<Arc<Tenant>>> {
         if let Some(tenant) = self.local.get(by) {
             return Ok(Some(tenant));
         }
         let key = cache_key(by);
         if let Some(tenant) = self.cache.get_json::<Tenant>(&key).await? {
+            let tenant = Arc::new(tenant);
             self.local.insert(by.clone(), tenant.clone());
             return Ok(Some(tenant));
         }
@@ -175,7 +183,7 @@ impl Tenants {
             let bytes = serde_json::to_vec(tenant).map_err(Error::internal)?;
             self.cache.set_if_absent(&key, &bytes, self.cache_ttl).await?;
         }
-        Ok(found)
+        Ok(found.map(Arc::new))
     }
 
     /// A page of tenants in creation order, optionally of one status (deleted tenants are
@@ -271,7 +279,7 @@ impl Tenants {
         drop(conn);
         for by in [TenantRef::Id(tenant.id), TenantRef::Slug(tenant.slug.clone())] {
             let key = cache_key(&by);
-            self.local.insert(by, tenant.clone());
+            self.local.insert(by, Arc::new(tenant.clone()));
             // The change is committed, so a cache failure must not turn into an error now;
             // the entry then stays stale for at most the TTL.
             if let Err(e) = self.cache.set_json(&key, &tenant, self.cache_ttl).await {

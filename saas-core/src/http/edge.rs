@@ -131,6 +131,7 @@ where
                 }
             };
             let mut response = problem::to_problem(response);
+            response.headers_mut().reserve(2);
             response.headers_mut().insert(X_REQUEST_ID, request.header_value());
             if let Some(version) = version {
                 response.headers_mut().insert(api_version::API_VERSION, version);

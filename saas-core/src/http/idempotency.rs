@@ -104,7 +104,7 @@ impl<S> Layer<S> for IdempotencyLayer {
     type Service = Idempotency<S>;
 
     fn layer(&self, inner: S) -> Idempotency<S> {
-        Idempotency { inner, layer: self.clone() }
+        Idempotency { inner, layer: Arc::new(self.clone()) }
     }
 }
 
@@ -112,7 +112,8 @@ impl<S> Layer<S> for IdempotencyLayer {
 #[derive(Clone)]
 pub struct Idempotency<S> {
     inner: S,
-    layer: IdempotencyLayer,
+    // One reference count to touch when axum clones the route for a request.
+    layer: Arc<IdempotencyLayer>,
 }
 
 impl<S> Service<Request> for Idempotency<S>
@@ -131,8 +132,9 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         let writes = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
-        let skipped = self.layer.skip.as_ref().is_some_and(|skip| skip(&req));
-        let Some(key) = req.headers().get(&IDEMPOTENCY_KEY).cloned().filter(|_| writes && !skipped) else {
+        let key = writes.then(|| req.headers().get(&IDEMPOTENCY_KEY)).flatten();
+        let skipped = || self.layer.skip.as_ref().is_some_and(|skip| skip(&req));
+        let Some(key) = key.filter(|_| !skipped()).cloned() else {
             // Most requests: no key, nothing to do.
             return Either::Left(self.inner.call(req));
         };

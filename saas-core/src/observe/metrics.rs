@@ -5,6 +5,7 @@
 //! by raw path, so label cardinality stays bounded.
 
 use std::{
+    cell::Cell,
     collections::HashMap,
     fmt::Write as _,
     sync::{
@@ -67,6 +68,7 @@ const DURATION_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 /// cost more than the rest of the metrics on every request.
 #[derive(Default)]
 struct HttpStats {
+    route: Box<str>,
     /// Requests whose duration fell at most at each bound (not cumulative; rendered so).
     buckets: [AtomicU64; DURATION_BUCKETS.len()],
     count: AtomicU64,
@@ -74,7 +76,9 @@ struct HttpStats {
 }
 
 type StatsKey = (&'static str, u16, Box<str>);
-type StatsMap = HashMap<(&'static str, u16), HashMap<Box<str>, HttpStats, FoldHasher>, FoldHasher>;
+// Entries live as long as the process (their number is bounded by methods × statuses ×
+// routes), so a thread can keep a plain reference to the last one it used.
+type StatsMap = HashMap<(&'static str, u16), HashMap<Box<str>, &'static HttpStats, FoldHasher>, FoldHasher>;
 type FoldHasher = foldhash::fast::RandomState;
 
 fn stats() -> &'static RwLock<StatsMap> {
@@ -86,13 +90,35 @@ impl HttpStats {
     /// Counts a request of `(method, status, route)` that took `duration`; the entry is
     /// registered on first use.
     fn record(method: &'static str, status: u16, route: &str, duration: Duration) {
+        thread_local! {
+            // Consecutive requests on a thread are mostly of one route and status: they
+            // skip the shared map's lock and hashing.
+            static LAST: Cell<Option<(&'static str, u16, &'static HttpStats)>> = const { Cell::new(None) };
+        }
+        if let Some((m, s, stats)) = LAST.get()
+            && (m, s) == (method, status)
+            && *stats.route == *route
+        {
+            return stats.add(duration);
+        }
+        let stats = Self::entry(method, status, route);
+        LAST.set(Some((method, status, stats)));
+        stats.add(duration);
+    }
+
+    /// The entry of `(method, status, route)`, registered on first use.
+    fn entry(method: &'static str, status: u16, route: &str) -> &'static HttpStats {
         let read = stats().read().unwrap_or_else(|p| p.into_inner());
         if let Some(found) = read.get(&(method, status)).and_then(|by_route| by_route.get(route)) {
-            return found.add(duration);
+            return found;
         }
         drop(read);
         let mut write = stats().write().unwrap_or_else(|p| p.into_inner());
-        write.entry((method, status)).or_default().entry(route.into()).or_default().add(duration);
+        write
+            .entry((method, status))
+            .or_default()
+            .entry(route.into())
+            .or_insert_with(|| Box::leak(Box::new(HttpStats { route: route.into(), ..Default::default() })))
     }
 
     fn add(&self, duration: Duration) {
@@ -112,7 +138,7 @@ fn render_http(out: &mut String) {
     let mut entries: Vec<(StatsKey, &HttpStats)> = stats
         .iter()
         .flat_map(|(&(method, status), by_route)| {
-            by_route.iter().map(move |(route, s)| ((method, status, route.clone()), s))
+            by_route.iter().map(move |(route, s)| ((method, status, route.clone()), *s))
         })
         .collect();
     entries.sort_by(|a, b| (&a.0.2, a.0.0, a.0.1).cmp(&(&b.0.2, b.0.0, b.0.1)));
