@@ -7,7 +7,7 @@
 //! ```
 //!
 //! 1. Stack overhead: the same JSON route served by bare axum, behind
-//!    [`saas_core::http::HttpStack`] (request id, trace span with JSON logging, metrics,
+//!    [`saas_core::http::HttpStack`] (request id and log context with JSON logging, metrics,
 //!    problem+json, timeout, body limit, API version, rate limit with a high limit,
 //!    idempotency), and behind the whole authenticated path (the stack, bearer-token
 //!    verification, tenant resolution from the token, `RequirePermission`), on loopback,
