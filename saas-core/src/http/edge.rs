@@ -1,5 +1,5 @@
 //! The edge of every request: request id (and the ids every log line of the request
-//! carries, see [`observe::request`](crate::observe::request)), API version check, panic catcher,
+//! carries, see [`crate::observe::request`]), API version check, body limit, panic catcher,
 //! timeout, problem+json for every error, and metrics, in one service.
 //!
 //! These concerns wrap every request, so they share one service and one boxed future
