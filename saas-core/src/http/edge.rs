@@ -162,8 +162,7 @@ where
 /// A client's request id is kept when it is 1 to 128 visible ASCII characters: it is echoed
 /// and written on every log line of the request, so its size is bounded.
 fn acceptable_request_id(id: &HeaderValue) -> bool {
-    let id = id.as_bytes();
-    !id.is_empty() && id.len() <= 128 && id.iter().all(|b| (0x21..=0x7e).contains(b))
+    super::is_visible_ascii(id.as_bytes(), 128)
 }
 
 /// `req` with its body limited to `limit` bytes, or the 413 of a larger `Content-Length`.

@@ -157,7 +157,7 @@ where
     let key = key
         .to_str()
         .ok()
-        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..=0x7e).contains(&b)))
+        .filter(|k| super::is_visible_ascii(k.as_bytes(), 255))
         .ok_or_else(|| {
             Error::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable ASCII characters")
         })?

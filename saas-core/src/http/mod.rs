@@ -44,6 +44,12 @@ pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
 }
 
+/// Whether `value` is 1 to `max_len` visible ASCII characters (no space): what a client may
+/// send as an id or key that the server echoes, logs or stores.
+pub(crate) fn is_visible_ascii(value: &[u8], max_len: usize) -> bool {
+    (1..=max_len).contains(&value.len()) && value.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
 /// The request id header.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
