@@ -77,7 +77,9 @@ enum KeysCommand {
     /// Remove a signing key at once (a key that may have leaked): its tokens stop verifying
     /// on every server within a minute.
     Revoke {
-        /// The key's `kid`, as in `/.well-known/jwks.json`.
+        /// The key's `kid`, as in `/.well-known/jwks.json`. A kid may start with `-`
+        /// (it is base64url), so it is taken as a value, not as a flag.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
     },
 }

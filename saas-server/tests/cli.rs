@@ -190,6 +190,10 @@ fn keys_revoke_removes_a_key_and_refuses_an_unknown_one() {
     let again = saas().args(["keys", "revoke", &kid, "--data-dir"]).arg(dir.path()).output().unwrap();
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("no signing key"));
+    // Kids are base64url, so one in 64 starts with `-`: it must read as a kid, not a flag.
+    let dashed = saas().args(["keys", "revoke", "-V0nsense", "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert_eq!(dashed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&dashed.stderr).contains("no signing key -V0nsense"));
 }
 
 /// Runs `saas audit …` on `dir`; returns the exit code, stdout and stderr.
