@@ -152,8 +152,17 @@ impl Db {
     }
 
     /// A transaction not bound to a tenant, for platform-level tables.
+    ///
+    /// On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), waiting up to the busy
+    /// timeout for it. A deferred transaction that reads and then writes fails at once with
+    /// "database is locked" when another writer committed since its read; waiting first
+    /// cannot fail that way. PostgreSQL starts an ordinary transaction.
     pub async fn begin(&self) -> Result<Transaction<'static, Any>> {
-        Ok(self.pool.begin().await?)
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(tx)
     }
 
     /// A read-only transaction in which every statement sees the same snapshot of the

@@ -12,7 +12,8 @@ use crate::{error::Result, id::TenantId};
 /// `set_config('app.tenant_id', <id>, true)`, so row-level security policies of the form
 /// `USING (tenant_id = current_setting('app.tenant_id'))` hide every other tenant's rows even
 /// from hand-written SQL. The setting is transaction-local: it cannot leak to the next user
-/// of the pooled connection.
+/// of the pooled connection. On SQLite it holds the write lock from its start (see
+/// [`Db::begin`]), so keep it short: no hashing or network calls inside.
 ///
 /// Dereferences to the connection, so `query.execute(&mut *tx)` works. Dropped without
 /// [`commit`](Self::commit), it rolls back.
@@ -24,7 +25,7 @@ pub struct TenantTx {
 
 impl TenantTx {
     pub(super) async fn begin(db: &Db, tenant: TenantId) -> Result<Self> {
-        let mut tx = db.pool.begin().await?;
+        let mut tx = db.begin().await?;
         db.bind_tenant(&mut tx, tenant).await?;
         Ok(Self { tx, tenant })
     }

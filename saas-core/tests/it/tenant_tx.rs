@@ -24,3 +24,46 @@ async fn tenant_setting_is_scoped_to_the_transaction() {
         .unwrap();
     assert_eq!(after, None, "the tenant does not leak to the next user of the connection");
 }
+
+/// Two writers on SQLite: one reads, then writes while the other has committed in between.
+/// A deferred transaction fails that write at once with "database is locked" (its snapshot
+/// is stale, and waiting cannot help); `tenant_tx` takes the write lock first, so the other
+/// writer waits its turn and both commit.
+#[tokio::test]
+async fn sqlite_writers_that_read_first_wait_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+    let db = saas_core::db::Db::connect(&url, PoolSettings::default()).await.unwrap();
+    sqlx::query("CREATE TABLE counters (tenant_id TEXT NOT NULL, n INTEGER NOT NULL)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let tenant = TenantId::new();
+    sqlx::query("INSERT INTO counters (tenant_id, n) VALUES ($1, 0)")
+        .bind(tenant.to_string())
+        .execute(db.pool())
+        .await
+        .unwrap();
+
+    let read_then_write = |db: saas_core::db::Db, pause: std::time::Duration| async move {
+        let mut tx = db.tenant_tx(tenant).await?;
+        let n: i64 = sqlx::query_scalar("SELECT n FROM counters WHERE tenant_id = $1")
+            .bind(tenant.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        tokio::time::sleep(pause).await;
+        sqlx::query("UPDATE counters SET n = $2 WHERE tenant_id = $1")
+            .bind(tenant.to_string())
+            .bind(n + 1)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    };
+    let slow = tokio::spawn(read_then_write(db.clone(), std::time::Duration::from_millis(100)));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let fast = tokio::spawn(read_then_write(db.clone(), std::time::Duration::ZERO));
+    let (slow, fast) = (slow.await.unwrap(), fast.await.unwrap());
+    assert!(slow.is_ok() && fast.is_ok(), "{slow:?} {fast:?}");
+    let n: i64 = sqlx::query_scalar("SELECT n FROM counters").fetch_one(db.pool()).await.unwrap();
+    assert_eq!(n, 2, "no update was lost");
+}
