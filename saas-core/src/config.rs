@@ -321,7 +321,7 @@ pub struct RateLimitConfig {
     pub enabled: bool,
     /// Sustained requests per second per client. Default 50.
     pub requests_per_second: u32,
-    /// Requests a client may send at once (the bucket size, sent as `RateLimit-Limit`).
+    /// Requests a client may send at once (the bucket size, sent as `q` of `RateLimit-Policy`).
     /// Default 100.
     pub burst: u32,
     /// `memory` or `redis`; default `redis` when `cache.url` is Redis, else `memory`.

@@ -97,7 +97,8 @@ where
         }
         // Log lines carry the ids through a task-local (see `observe::request`); the span is
         // for tracing consumers, at DEBUG as tower-http has it, and costs nothing when off.
-        let ids = RequestIds::new(req.headers().get(&X_REQUEST_ID).filter(|id| acceptable_request_id(id)).cloned());
+        let given = req.headers().get(&X_REQUEST_ID).filter(|id| acceptable_request_id(id)).cloned();
+        let ids = RequestIds::new(given, start);
         let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path());
         let labels = observe::metrics::RequestLabels::of(&req);
         // For the access log and errors only. Both clones share the request's buffers: no
@@ -131,7 +132,6 @@ where
                 }
             };
             let mut response = problem::to_problem(response);
-            response.headers_mut().reserve(2);
             response.headers_mut().insert(X_REQUEST_ID, request.header_value());
             if let Some(version) = version {
                 response.headers_mut().insert(api_version::API_VERSION, version);

@@ -238,7 +238,7 @@ where
     let headers = parts
         .headers
         .iter()
-        .filter(|(n, _)| !n.as_str().starts_with("ratelimit-") && *n != http::header::DATE)
+        .filter(|(n, _)| !n.as_str().starts_with("ratelimit") && *n != http::header::DATE)
         .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect();
     let record = Record::Done { fingerprint, status: status.as_u16(), headers, body: STANDARD.encode(&bytes) };

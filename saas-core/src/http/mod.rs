@@ -17,6 +17,7 @@ pub mod api_version;
 pub mod edge;
 pub mod extract;
 pub mod guard;
+pub(crate) mod header_value;
 pub mod idempotency;
 pub mod problem;
 pub mod rate_limit;

@@ -23,7 +23,8 @@
 use std::{
     future::Future,
     io,
-    sync::{Arc, OnceLock},
+    sync::{Arc, LazyLock, OnceLock},
+    time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
 use http::HeaderValue;
@@ -39,6 +40,7 @@ tokio::task_local! {
 #[derive(Debug)]
 pub(crate) struct RequestIds {
     id: Id,
+    arrival: Instant,
     tenant: OnceLock<TenantId>,
     user: OnceLock<UserId>,
 }
@@ -52,17 +54,18 @@ enum Id {
 }
 
 impl RequestIds {
-    /// The ids of a request whose client sent `X-Request-Id` `given`, or with a new id.
-    pub(crate) fn new(given: Option<HeaderValue>) -> Arc<Self> {
-        let id = given.map_or_else(Id::generate, Id::Given);
-        Arc::new(Self { id, tenant: OnceLock::new(), user: OnceLock::new() })
+    /// The ids of a request that arrived at `arrival`, whose client sent `X-Request-Id`
+    /// `given`, or with a new id.
+    pub(crate) fn new(given: Option<HeaderValue>, arrival: Instant) -> Arc<Self> {
+        let id = given.map_or_else(|| Id::generate(arrival), Id::Given);
+        Arc::new(Self { id, arrival, tenant: OnceLock::new(), user: OnceLock::new() })
     }
 
     /// The request id, as the `X-Request-Id` response header.
     pub(crate) fn header_value(&self) -> HeaderValue {
         match &self.id {
             Id::Given(value) => value.clone(),
-            Id::Generated { .. } => HeaderValue::from_bytes(self.id.as_bytes()).expect("ids are ASCII"),
+            Id::Generated { .. } => crate::http::header_value::shared(self.id.as_bytes()).expect("ids are ASCII"),
         }
     }
 
@@ -78,19 +81,12 @@ impl RequestIds {
 }
 
 impl Id {
-    fn generate() -> Self {
-        struct Inline([u8; 32], usize);
-        impl std::fmt::Write for Inline {
-            fn write_str(&mut self, s: &str) -> std::fmt::Result {
-                let end = self.1 + s.len();
-                self.0.get_mut(self.1..end).ok_or(std::fmt::Error)?.copy_from_slice(s.as_bytes());
-                self.1 = end;
-                Ok(())
-            }
-        }
-        let mut inline = Inline([0; 32], 0);
-        std::fmt::Write::write_fmt(&mut inline, format_args!("{}", RequestId::new())).expect("a request id fits");
-        Self::Generated { text: inline.0, len: inline.1 }
+    fn generate(arrival: Instant) -> Self {
+        let mut text = crate::http::header_value::Inline::<32>::new();
+        std::fmt::Write::write_fmt(&mut text, format_args!("{}", new_request_id(arrival))).expect("a request id fits");
+        let mut bytes = [0; 32];
+        bytes[..text.as_bytes().len()].copy_from_slice(text.as_bytes());
+        Self::Generated { text: bytes, len: text.as_bytes().len() }
     }
 
     fn as_bytes(&self) -> &[u8] {
@@ -99,6 +95,32 @@ impl Id {
             Self::Generated { text, len } => &text[..*len],
         }
     }
+}
+
+/// A UUIDv7 request id for a request that arrived at `arrival`.
+///
+/// Not `RequestId::new()`: that reads the wall clock again and draws from a cryptographic
+/// generator behind a shared counter, which shows on every request. A request id needs to
+/// be unique and roughly time-ordered, not unpredictable: the arrival time (already read by
+/// the edge) and 74 bits of a fast per-thread generator do.
+fn new_request_id(arrival: Instant) -> RequestId {
+    // The wall clock once per process; later times are that plus the monotonic clock.
+    static START: LazyLock<(Instant, u64)> = LazyLock::new(|| {
+        let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        (Instant::now(), since_epoch.as_millis() as u64)
+    });
+    let (start, start_millis) = *START;
+    let millis = start_millis + arrival.saturating_duration_since(start).as_millis() as u64;
+    let random: [u8; 16] = fastrand::u128(..).to_le_bytes();
+    let random: &[u8; 10] = random[..10].try_into().expect("16 bytes hold 10");
+    RequestId::from_uuid(uuid::Builder::from_unix_timestamp_millis(millis, random).into_uuid())
+}
+
+/// When the request the current task handles arrived (the edge read the clock then);
+/// `None` outside a request. For what needs the time a request came in, such as the rate
+/// limiter, without reading the clock again.
+pub(crate) fn arrival() -> Option<Instant> {
+    CURRENT.try_with(|ids| ids.arrival).ok()
 }
 
 /// Records the tenant of the request the current task handles, for its log lines; outside a
@@ -245,12 +267,12 @@ mod tests {
     }
 
     fn ids(id: &str) -> Arc<RequestIds> {
-        RequestIds::new(Some(HeaderValue::from_str(id).unwrap()))
+        RequestIds::new(Some(HeaderValue::from_str(id).unwrap()), Instant::now())
     }
 
     #[test]
     fn generated_ids_are_request_ids() {
-        let ids = RequestIds::new(None);
+        let ids = RequestIds::new(None, Instant::now());
         let id = ids.header_value();
         let id = id.to_str().unwrap();
         assert!(id.starts_with("req_") && id.len() == 30, "{id}");

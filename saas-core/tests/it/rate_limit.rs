@@ -26,23 +26,39 @@ async fn exhaust(limiter: Arc<dyn RateLimiter>) {
         req.body(Body::empty()).unwrap()
     };
 
-    for remaining in ["2", "1", "0"] {
+    // Three a minute: one refills every 20 s, so the full burst is back 20 s per request
+    // spent (the Redis store counts on its own clock: a second may have begun between).
+    for (remaining, reset) in [(2, 20), (1, 40), (0, 60)] {
         let (status, headers, _) = read(app.clone().oneshot(get(false)).await.unwrap()).await;
         assert_eq!(status, 200);
-        assert_eq!(headers["ratelimit-limit"], "3");
-        assert_eq!(headers["ratelimit-remaining"], remaining);
+        let field = headers["ratelimit"].to_str().unwrap();
+        let (name, r, t) = ratelimit_field(field);
+        assert_eq!((name, r), ("\"default\"", remaining), "{field}");
+        assert!((reset - 1..=reset).contains(&t), "{field}");
+        assert!(!headers.contains_key("ratelimit-policy"), "the policy goes with a 429");
     }
     let (status, headers, body) = read(app.clone().oneshot(get(false)).await.unwrap()).await;
     assert_eq!(status, 429);
     assert_eq!(headers["content-type"], "application/problem+json");
     let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=20).contains(&retry), "one request refills in 20 s, got {retry}");
-    assert_eq!(headers["ratelimit-remaining"], "0");
+    assert_eq!(ratelimit_field(headers["ratelimit"].to_str().unwrap()).1, 0);
+    assert_eq!(headers["ratelimit-policy"], "\"default\";q=3;w=60", "3 at once, refilled in a minute");
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(json["code"], "rate_limited");
 
     let (status, _, _) = read(app.clone().oneshot(get(true)).await.unwrap()).await;
     assert_eq!(status, 200, "another key has its own allowance");
+}
+
+/// The policy name, `r` and `t` of a `RateLimit` field; panics on any other shape.
+fn ratelimit_field(field: &str) -> (&str, u64, u64) {
+    let mut items = field.split(';');
+    let name = items.next().unwrap();
+    let mut param = |key: &str| items.next().and_then(|p| p.strip_prefix(key)).unwrap().parse().unwrap();
+    let (r, t) = (param("r="), param("t="));
+    assert!(items.next().is_none(), "{field}");
+    (name, r, t)
 }
 
 #[tokio::test]

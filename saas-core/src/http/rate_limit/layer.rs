@@ -11,11 +11,14 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures::future::BoxFuture;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue};
 use tower::{Layer, Service};
 
 use super::{Decision, Quota, RateLimiter};
-use crate::error::Error;
+use crate::{
+    error::Error,
+    http::header_value::{self, Inline},
+};
 
 /// Picks the key a request is counted under; `None` skips limiting for that request.
 pub type KeyFn = Arc<dyn Fn(&Request) -> Option<String> + Send + Sync>;
@@ -61,12 +64,14 @@ pub struct RateLimitLayer {
     limiter: Arc<dyn RateLimiter>,
     quota: Quota,
     key: KeyFn,
+    // `RateLimit-Policy`, the same on every 429: written once.
+    policy: HeaderValue,
 }
 
 impl RateLimitLayer {
     /// Limits each client IP to `quota`.
     pub fn new(limiter: Arc<dyn RateLimiter>, quota: Quota) -> Self {
-        Self { limiter, quota, key: Arc::new(client_ip_key) }
+        Self { limiter, quota, key: Arc::new(client_ip_key), policy: policy_header(&quota) }
     }
 
     /// Counts requests under the key `f` returns (tenant, API key, …).
@@ -104,7 +109,7 @@ pin_project_lite::pin_project! {
 pin_project_lite::pin_project! {
     #[project = Projected]
     enum State<F, E> {
-        // Decided: the inner service's response gets the `RateLimit-*` headers.
+        // Decided: the inner service's response gets the `RateLimit` header.
         Decided { #[pin] inner: F, decision: Option<Decision> },
         // Not counted (no key): the inner service's response as it is.
         Unlimited { #[pin] inner: F },
@@ -130,7 +135,7 @@ where
             Projected::Decided { inner, decision } => {
                 let mut response = std::task::ready!(inner.poll(cx))?;
                 if let Some(decision) = decision.take() {
-                    set_headers(response.headers_mut(), &decision);
+                    response.headers_mut().insert(RATELIMIT, remaining_header(&decision));
                 }
                 Poll::Ready(Ok(response))
             }
@@ -162,7 +167,7 @@ where
         if let Some(decision) = self.layer.limiter.check_now(&key, &self.layer.quota) {
             if !decision.allowed {
                 return RateLimitFuture::new(State::Other {
-                    inner: Box::pin(std::future::ready(Ok(too_many(&decision)))),
+                    inner: Box::pin(std::future::ready(Ok(too_many(&decision, &self.layer.policy)))),
                 });
             }
             return RateLimitFuture::new(State::Decided { inner: self.inner.call(req), decision: Some(decision) });
@@ -181,19 +186,21 @@ where
                     }
                 };
                 if !decision.allowed {
-                    return Ok(too_many(&decision));
+                    return Ok(too_many(&decision, &layer.policy));
                 }
                 let mut response = inner.call(req).await?;
-                set_headers(response.headers_mut(), &decision);
+                response.headers_mut().insert(RATELIMIT, remaining_header(&decision));
                 Ok(response)
             }),
         })
     }
 }
 
-fn too_many(decision: &Decision) -> Response {
+fn too_many(decision: &Decision, policy: &HeaderValue) -> Response {
     let mut response = Error::too_many_requests(decision.retry_after).into_response();
-    set_headers(response.headers_mut(), decision);
+    let headers = response.headers_mut();
+    headers.insert(RATELIMIT, remaining_header(decision));
+    headers.insert(RATELIMIT_POLICY, policy.clone());
     response
 }
 
@@ -202,16 +209,32 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 // Constants: `HeaderName::from_static` outside a const context parses the name each time.
-const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
-const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
-const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
-fn set_headers(headers: &mut HeaderMap, d: &Decision) {
-    // Room for these three and the edge's two at once, instead of growing the map twice.
-    headers.reserve(5);
-    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(d.limit));
-    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(d.remaining));
-    headers.insert(RATELIMIT_RESET, HeaderValue::from(ceil_secs(d.reset_after)));
+/// The name of the one quota policy, in both fields.
+const POLICY_NAME: &[u8] = b"\"default\"";
+
+/// `RateLimit: "default";r=<requests left>;t=<seconds until the full burst is back>`.
+fn remaining_header(d: &Decision) -> HeaderValue {
+    let mut text = Inline::<64>::new();
+    let written = (|| {
+        text.push(POLICY_NAME)?;
+        text.push(b";r=")?;
+        text.push_number(u64::from(d.remaining))?;
+        text.push(b";t=")?;
+        text.push_number(ceil_secs(d.reset_after))
+    })();
+    // Two numbers of at most 20 digits fit, and digits are valid in a header.
+    debug_assert!(written.is_ok());
+    header_value::shared(text.as_bytes()).unwrap_or(HeaderValue::from_static("\"default\";r=0"))
+}
+
+/// `RateLimit-Policy: "default";q=<burst>;w=<seconds to refill the burst>`.
+fn policy_header(quota: &Quota) -> HeaderValue {
+    let window = ceil_secs(quota.emission_interval.saturating_mul(quota.burst)).max(1);
+    let text = format!("\"default\";q={};w={window}", quota.burst);
+    HeaderValue::try_from(text).expect("digits and quotes are valid in a header")
 }
 
 #[cfg(test)]

@@ -47,7 +47,9 @@ impl MemoryRateLimiter {
 
     /// Decides synchronously; the lock is held for a hash lookup and a few additions.
     fn decide(&self, key: &str, quota: &Quota) -> Decision {
-        let now = self.epoch.elapsed().as_nanos() as u64;
+        // GCRA counts a request at its arrival, which the edge read; a clock read saved.
+        let arrival = crate::observe::request::arrival().unwrap_or_else(Instant::now);
+        let now = arrival.saturating_duration_since(self.epoch).as_nanos() as u64;
         let shard = &self.shards[self.hasher.hash_one(key) as usize % SHARDS];
         let mut map = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // One lookup for a known key; a new key is looked up again to insert it.

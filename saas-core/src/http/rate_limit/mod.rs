@@ -1,9 +1,14 @@
 //! Rate limiting with GCRA (the generic cell rate algorithm), in memory or on Redis.
 //!
 //! A [`Quota`] allows `burst` requests at once and refills at `per_second`. Both stores run
-//! the same arithmetic, so the headers a client sees do not depend on the deployment:
-//! `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds until the full burst
-//! is available again) on every response, and `Retry-After` on a 429.
+//! the same arithmetic, so the headers a client sees do not depend on the deployment. They
+//! are the fields of the IETF draft "RateLimit header fields for HTTP"
+//! (draft-ietf-httpapi-ratelimit-headers):
+//!
+//! - on every response that passed the limiter, `RateLimit: "default";r=<requests left>;t=<seconds
+//!   until the full burst is available again>`;
+//! - on a 429, also `RateLimit-Policy: "default";q=<burst>;w=<seconds to refill the burst>`
+//!   and `Retry-After` (seconds until one request is allowed).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -67,13 +72,13 @@ impl Quota {
 pub struct Decision {
     /// Whether the request may proceed.
     pub allowed: bool,
-    /// The burst (`RateLimit-Limit`).
+    /// The burst (`q` of `RateLimit-Policy`).
     pub limit: u32,
-    /// Requests left right now (`RateLimit-Remaining`).
+    /// Requests left right now (`r` of `RateLimit`).
     pub remaining: u32,
     /// When denied: how long until one request is allowed (`Retry-After`).
     pub retry_after: Duration,
-    /// How long until the full burst is available again (`RateLimit-Reset`).
+    /// How long until the full burst is available again (`t` of `RateLimit`).
     pub reset_after: Duration,
 }
 
