@@ -51,6 +51,9 @@ pub(crate) fn is_visible_ascii(value: &[u8], max_len: usize) -> bool {
     (1..=max_len).contains(&value.len()) && value.iter().all(|b| (0x21..=0x7e).contains(b))
 }
 
+/// The body limit axum's extractors (`Json`, `Bytes`, …) apply without `DefaultBodyLimit`.
+const AXUM_DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// The request id header.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -155,9 +158,14 @@ impl HttpStack {
         // request.
         let router = router.fallback(problem::route_not_found);
         let idempotency = self.idempotency.map(|layer| layer.with_body_limit(self.body_limit));
+        // The edge limits bodies itself; axum's extractors apply their own default limit on
+        // top, which must be raised only when ours is larger (the layer costs a request
+        // extension each time).
+        let raise_extractor_limit =
+            (self.body_limit > AXUM_DEFAULT_BODY_LIMIT).then(|| DefaultBodyLimit::max(self.body_limit));
         let layers = ServiceBuilder::new()
             .layer(edge::EdgeLayer::new(self.api_versions, self.timeout).body_limit(self.body_limit))
-            .layer(DefaultBodyLimit::max(self.body_limit))
+            .option_layer(raise_extractor_limit)
             .option_layer(self.rate_limit)
             .option_layer(idempotency)
             .option_layer((!self.guards.is_empty()).then_some(self.guards));

@@ -99,6 +99,33 @@ async fn oversized_bodies_with_and_without_length() {
     expect_problem(req, 413, "payload_too_large").await;
 }
 
+/// axum's extractors stop at 2 MiB by themselves: a larger stack limit must reach them, for
+/// bodies of known and of unknown length, and still hold above it.
+#[tokio::test]
+async fn a_limit_above_the_extractors_default_is_theirs_too() {
+    let mib = 1024 * 1024;
+    let routes =
+        Router::new().route("/v1/items", post(|Json(item): Json<NewItem>| async move { item.name.len().to_string() }));
+    let app = HttpStack::new().body_limit(3 * mib).apply(routes);
+    let body = |name_len: usize| format!(r#"{{"name": "{}", "quantity": 1}}"#, "x".repeat(name_len));
+    let streamed = |text: String| {
+        let chunks: Vec<Result<String, std::io::Error>> = vec![Ok(text)];
+        Request::post("/v1/items")
+            .header("content-type", "application/json")
+            .body(Body::from_stream(stream::iter(chunks)))
+            .unwrap()
+    };
+    for req in [post_json("/v1/items", &body(2 * mib + 10)), streamed(body(2 * mib + 10))] {
+        let (status, _, answer) = read(app.clone().oneshot(req).await.unwrap()).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer[..answer.len().min(300)]));
+        assert_eq!(answer, (2 * mib + 10).to_string());
+    }
+    for req in [post_json("/v1/items", &body(3 * mib)), streamed(body(3 * mib))] {
+        let (status, _, _) = read(app.clone().oneshot(req).await.unwrap()).await;
+        assert_eq!(status, 413);
+    }
+}
+
 #[tokio::test]
 async fn unknown_route_wrong_method_and_version() {
     expect_problem(Request::get("/v1/nothing-here").body(Body::empty()).unwrap(), 404, "route_not_found").await;
