@@ -136,23 +136,33 @@ impl AccessTokens {
     /// The claims of a valid token; 401 `invalid_token` for anything else.
     pub async fn verify(&self, token: &str) -> Result<Arc<Claims>> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        // Looked up by the signature, which differs between tokens, and used only when the
-        // whole token is the one cached (compared in constant time): hashing the whole
-        // token on every request cost more than everything else the lookup does.
-        let signature = token.rsplit('.').next().unwrap_or_default();
-        if let Some(hit) = self.verified.get(signature) {
-            if constant_time_eq::constant_time_eq(hit.token.as_bytes(), token.as_bytes())
-                && now < hit.claims.exp + LEEWAY_SECS
-            {
-                return Ok(hit.claims);
-            }
+        if let Some(claims) = self.verified_at(token, now) {
+            return Ok(claims);
         }
+        let signature = token.rsplit('.').next().unwrap_or_default();
         let claims = Arc::new(self.verify_uncached(token, now).await.ok_or_else(invalid)?);
         // Cached for at most the cache's 60 s, never past the token's expiry.
         if claims.exp > now {
             self.verified.insert(signature.into(), Verified { token: token.into(), claims: claims.clone() });
         }
         Ok(claims)
+    }
+
+    /// The claims of `token` when it was verified within the last minute and has not
+    /// expired; `None` when it must be verified (or is invalid). Never waits.
+    pub fn verify_cached(&self, token: &str) -> Option<Arc<Claims>> {
+        self.verified_at(token, time::OffsetDateTime::now_utc().unix_timestamp())
+    }
+
+    fn verified_at(&self, token: &str, now: i64) -> Option<Arc<Claims>> {
+        // Looked up by the signature, which differs between tokens, and used only when the
+        // whole token is the one cached (compared in constant time): hashing the whole
+        // token on every request cost more than everything else the lookup does.
+        let signature = token.rsplit('.').next().unwrap_or_default();
+        let hit = self.verified.get_at(signature, saas_core::observe::request::arrival_or_now())?;
+        (constant_time_eq::constant_time_eq(hit.token.as_bytes(), token.as_bytes())
+            && now < hit.claims.exp + LEEWAY_SECS)
+            .then_some(hit.claims)
     }
 
     async fn verify_uncached(&self, token: &str, now: i64) -> Option<Claims> {

@@ -110,6 +110,41 @@ impl TenantLayer {
     }
 
     async fn resolve(&self, parts: &http::request::Parts) -> Result<Option<TenantContext>, Error> {
+        let lookup = |reference: &TenantRef| {
+            let (reference, tenants) = (reference.clone(), &self.tenants);
+            async move { tenants.resolve_shared(&reference).await }
+        };
+        self.resolve_with(parts, lookup).await
+    }
+
+    /// [`resolve`](Self::resolve) from the in-process cache alone; `None` when a tenant
+    /// named is not in it.
+    fn resolve_cached(&self, parts: &http::request::Parts) -> Option<Result<Option<TenantContext>, Error>> {
+        let missed = std::cell::Cell::new(false);
+        let lookup = |reference: &TenantRef| {
+            let found = self.tenants.cached(reference);
+            missed.set(missed.get() || found.is_none());
+            std::future::ready(Ok(found))
+        };
+        // Every lookup is ready, so one poll finishes it.
+        let resolving = std::pin::pin!(self.resolve_with(parts, lookup));
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match resolving.poll(&mut context) {
+            std::task::Poll::Ready(resolved) if !missed.get() => Some(resolved),
+            _ => None,
+        }
+    }
+
+    /// Resolution with `lookup` finding each tenant named.
+    async fn resolve_with<F, Fut>(
+        &self,
+        parts: &http::request::Parts,
+        lookup: F,
+    ) -> Result<Option<TenantContext>, Error>
+    where
+        F: Fn(&TenantRef) -> Fut,
+        Fut: Future<Output = Result<Option<Arc<crate::Tenant>>, Error>>,
+    {
         let references = self.references(parts)?;
         let mut resolved: Option<(TenantSource, Arc<crate::Tenant>)> = None;
         for (source, reference) in references {
@@ -128,7 +163,7 @@ impl TenantLayer {
                 if reference_matches(&reference, tenant) {
                     continue;
                 }
-                if self.tenants.resolve_shared(&reference).await?.is_some_and(|t| t.id == tenant.id) {
+                if lookup(&reference).await?.is_some_and(|t| t.id == tenant.id) {
                     continue;
                 }
                 // A token of one tenant naming another is an attempt to reach the other
@@ -141,7 +176,7 @@ impl TenantLayer {
                     format!("the {} and the {} name different tenants", name(*first), name(source)),
                 ));
             }
-            let tenant = self.tenants.resolve_shared(&reference).await?.ok_or_else(not_found)?;
+            let tenant = lookup(&reference).await?.ok_or_else(not_found)?;
             resolved = Some((source, tenant));
         }
         let Some((_, tenant)) = resolved else { return Ok(None) };
@@ -180,11 +215,22 @@ fn name(source: TenantSource) -> &'static str {
 
 impl Guard for TenantLayer {
     async fn check(&self, parts: &mut http::request::Parts) -> Result<(), Error> {
-        if let Some(context) = self.resolve(parts).await? {
-            saas_core::observe::request::record_tenant(context.id);
-            parts.extensions.insert(context);
-        }
+        let resolved = self.resolve(parts).await?;
+        admit(parts, resolved);
         Ok(())
+    }
+
+    /// Decides here when every tenant the request names is in the in-process cache.
+    fn check_now(&self, parts: &mut http::request::Parts) -> Option<Result<(), Error>> {
+        Some(self.resolve_cached(parts)?.map(|resolved| admit(parts, resolved)))
+    }
+}
+
+/// Hands the resolved tenant, if any, to the handlers and the log lines.
+fn admit(parts: &mut http::request::Parts, resolved: Option<TenantContext>) {
+    if let Some(context) = resolved {
+        saas_core::observe::request::record_tenant(context.id);
+        parts.extensions.insert(context);
     }
 }
 

@@ -210,16 +210,21 @@ impl Sessions {
     /// Whether `session` of `tenant` is revoked (or unknown), as read at most
     /// `auth.session_check_secs` ago.
     pub async fn is_revoked(&self, tenant: TenantId, session: &str) -> Result<bool> {
-        if let Some((owner, revoked)) = self.revoked.get(session) {
-            if owner == tenant {
-                return Ok(revoked);
-            }
+        if let Some(revoked) = self.is_revoked_cached(tenant, session) {
+            return Ok(revoked);
         }
         let revoked = self.store.is_revoked(tenant, session).await?;
         // Only if absent: a revocation made meanwhile has written `true`, which a read that
         // began before it must not replace.
         let (owner, cached) = self.revoked.get_or_insert(session.into(), (tenant, revoked));
         Ok(if owner == tenant { cached } else { revoked })
+    }
+
+    /// [`is_revoked`](Self::is_revoked) from the in-process cache alone: `None` when the
+    /// session was not checked within the cache's time. Never waits.
+    pub fn is_revoked_cached(&self, tenant: TenantId, session: &str) -> Option<bool> {
+        let (owner, revoked) = self.revoked.get_at(session, saas_core::observe::request::arrival_or_now())?;
+        (owner == tenant).then_some(revoked)
     }
 }
 

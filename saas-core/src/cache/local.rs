@@ -92,9 +92,20 @@ impl<K: Hash + Eq, V: Clone> LocalCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        self.get_at(key, Instant::now())
+    }
+
+    /// The value under `key`, unless missing or expired at `now`. For a lookup at the start
+    /// of a request, pass [`arrival_or_now`](crate::observe::request::arrival_or_now): the
+    /// clock read once by the edge serves every such lookup.
+    pub fn get_at<Q>(&self, key: &Q, now: Instant) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let shard = Self::read(self.shard(key));
         let entry = shard.get(key)?;
-        (entry.expires > Instant::now()).then(|| entry.value.clone())
+        (entry.expires > now).then(|| entry.value.clone())
     }
 
     /// Puts `value` under `key` for the cache's time to live, replacing what was there.

@@ -53,6 +53,16 @@ use crate::error::Error;
 pub trait Guard: Clone + Send + Sync + 'static {
     /// Lets the request through (`Ok`, after changing `parts` if need be) or refuses it.
     fn check(&self, parts: &mut Parts) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// The same decision without waiting, when the guard can make it from what it holds
+    /// in memory (a cached token, tenant or key); `None` (the default) means "call
+    /// [`check`](Self::check)". A guard that waits costs its future a heap allocation and
+    /// the request parts two moves; most requests need neither.
+    ///
+    /// Must decide as `check` would, and change `parts` only when it returns `Some`.
+    fn check_now(&self, _parts: &mut Parts) -> Option<Result<(), Error>> {
+        None
+    }
 }
 
 /// Runs guard `G` before service `S`: the [`Layer`](tower::Layer) service of a single guard.
@@ -126,10 +136,15 @@ impl<S> tower::Layer<S> for Guards {
 /// A check with its type erased, owning the request parts it checks (so that a check that
 /// waits can finish in the returned future).
 trait ErasedGuard: Send + Sync + 'static {
+    fn check_now(&self, parts: &mut Parts) -> Option<Result<(), Error>>;
     fn check_owned(self: Arc<Self>, parts: Parts) -> BoxFuture<'static, (Result<(), Error>, Parts)>;
 }
 
 impl<G: Guard> ErasedGuard for G {
+    fn check_now(&self, parts: &mut Parts) -> Option<Result<(), Error>> {
+        Guard::check_now(self, parts)
+    }
+
     fn check_owned(self: Arc<Self>, mut parts: Parts) -> BoxFuture<'static, (Result<(), Error>, Parts)> {
         Box::pin(async move {
             let checked = self.check(&mut parts).await;
@@ -165,6 +180,11 @@ where
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
         for (i, guard) in self.guards.list.iter().enumerate() {
+            match guard.check_now(&mut parts) {
+                Some(Ok(())) => continue,
+                Some(Err(error)) => return Either::Right(Box::pin(std::future::ready(Ok(error.into_response())))),
+                None => {}
+            }
             let mut check = guard.clone().check_owned(parts);
             // Most checks finish without waiting (a cached token, tenant or key): then the
             // service made ready is called here, uncloned. Cloning it clones every layer
@@ -303,5 +323,44 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Decides without waiting for `?now=ok` / `?now=no`, leaves others to `check` (which
+    /// lets everything through), and counts what it ran.
+    #[derive(Clone, Default)]
+    struct Cached {
+        ran: Arc<std::sync::Mutex<Vec<&'static str>>>,
+    }
+
+    impl Guard for Cached {
+        async fn check(&self, parts: &mut Parts) -> Result<(), Error> {
+            self.ran.lock().unwrap().push("check");
+            parts.extensions.insert(String::from("checked"));
+            Ok(())
+        }
+
+        fn check_now(&self, parts: &mut Parts) -> Option<Result<(), Error>> {
+            let decision = match parts.uri.query()? {
+                "now=ok" => Ok(()),
+                "now=no" => Err(Error::forbidden("refused_now", "refused at once")),
+                _ => return None,
+            };
+            self.ran.lock().unwrap().push("check_now");
+            parts.extensions.insert(String::from("decided at once"));
+            Some(decision)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_guard_that_decides_at_once_is_not_checked_again() {
+        let guard = Cached::default();
+        let app = Router::new()
+            .route("/x", get(|Extension(note): Extension<String>| async move { note }))
+            .layer(Guards::default().and(guard.clone()));
+        assert_eq!(answer(&app, "/x?now=ok").await, (200, "decided at once".to_owned()));
+        let (status, body) = answer(&app, "/x?now=no").await;
+        assert!(status == 403 && body.contains("refused_now"), "{status} {body}");
+        assert_eq!(answer(&app, "/x?later").await, (200, "checked".to_owned()));
+        assert_eq!(*guard.ran.lock().unwrap(), ["check_now", "check_now", "check"]);
     }
 }

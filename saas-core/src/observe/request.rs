@@ -123,6 +123,22 @@ pub(crate) fn arrival() -> Option<Instant> {
     CURRENT.try_with(|ids| ids.arrival).ok()
 }
 
+/// When the request the current task handles arrived, or now outside a request.
+///
+/// For expiry checks at the start of a request (the guards' cache lookups), the arrival is
+/// as good as the present and costs no clock read. Later in a long request it is old: read
+/// the clock there.
+///
+/// ```
+/// use saas_core::{cache::LocalCache, observe::request::arrival_or_now};
+///
+/// let tokens: LocalCache<String, u32> = LocalCache::new(1000, std::time::Duration::from_secs(60));
+/// assert_eq!(tokens.get_at("unknown", arrival_or_now()), None);
+/// ```
+pub fn arrival_or_now() -> Instant {
+    arrival().unwrap_or_else(Instant::now)
+}
+
 /// Records the tenant of the request the current task handles, for its log lines; outside a
 /// request it does nothing. A request's first recorded tenant stays.
 pub fn record_tenant(tenant: TenantId) {

@@ -48,7 +48,7 @@ impl MemoryRateLimiter {
     /// Decides synchronously; the lock is held for a hash lookup and a few additions.
     fn decide(&self, key: &str, quota: &Quota) -> Decision {
         // GCRA counts a request at its arrival, which the edge read; a clock read saved.
-        let arrival = crate::observe::request::arrival().unwrap_or_else(Instant::now);
+        let arrival = crate::observe::request::arrival_or_now();
         let now = arrival.saturating_duration_since(self.epoch).as_nanos() as u64;
         let shard = &self.shards[self.hasher.hash_one(key) as usize % SHARDS];
         let mut map = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
