@@ -186,6 +186,11 @@ impl Guard for RequirePermission {
             None => <Principal as axum::extract::FromRequestParts<()>>::from_request_parts(parts, &()).await.map(drop),
         }
     }
+
+    /// A signed-in request is decided here; `check` answers one that is not.
+    fn check_now(&self, parts: &mut Parts) -> Option<Result<()>> {
+        parts.extensions.get::<Principal>().map(|principal| principal.require(&self.permission))
+    }
 }
 
 impl<S> tower::Layer<S> for RequirePermission {

@@ -23,7 +23,10 @@
 use std::{
     future::Future,
     io,
-    sync::{Arc, LazyLock, OnceLock},
+    sync::{
+        Arc, LazyLock,
+        atomic::{AtomicU8, AtomicU64, Ordering},
+    },
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -41,8 +44,36 @@ tokio::task_local! {
 pub(crate) struct RequestIds {
     id: Id,
     arrival: Instant,
-    tenant: OnceLock<TenantId>,
-    user: OnceLock<UserId>,
+    tenant: FirstId,
+    user: FirstId,
+}
+
+/// An id that is set once (the first set wins) and read by the log writer: two atomic halves
+/// behind a state. A `OnceLock` runs its initialisation protocol on every request.
+#[derive(Debug, Default)]
+struct FirstId {
+    state: AtomicU8,
+    high: AtomicU64,
+    low: AtomicU64,
+}
+
+impl FirstId {
+    const WRITING: u8 = 1;
+    const SET: u8 = 2;
+
+    fn set(&self, id: uuid::Uuid) {
+        if self.state.compare_exchange(0, Self::WRITING, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            let (high, low) = id.as_u64_pair();
+            self.high.store(high, Ordering::Relaxed);
+            self.low.store(low, Ordering::Relaxed);
+            self.state.store(Self::SET, Ordering::Release);
+        }
+    }
+
+    fn get(&self) -> Option<uuid::Uuid> {
+        (self.state.load(Ordering::Acquire) == Self::SET)
+            .then(|| uuid::Uuid::from_u64_pair(self.high.load(Ordering::Relaxed), self.low.load(Ordering::Relaxed)))
+    }
 }
 
 /// A request id: the client's, or a new [`RequestId`] kept inline (a header value would be
@@ -58,7 +89,7 @@ impl RequestIds {
     /// `given`, or with a new id.
     pub(crate) fn new(given: Option<HeaderValue>, arrival: Instant) -> Arc<Self> {
         let id = given.map_or_else(|| Id::generate(arrival), Id::Given);
-        Arc::new(Self { id, arrival, tenant: OnceLock::new(), user: OnceLock::new() })
+        Arc::new(Self { id, arrival, tenant: FirstId::default(), user: FirstId::default() })
     }
 
     /// The request id, as the `X-Request-Id` response header.
@@ -142,13 +173,13 @@ pub fn arrival_or_now() -> Instant {
 /// Records the tenant of the request the current task handles, for its log lines; outside a
 /// request it does nothing. A request's first recorded tenant stays.
 pub fn record_tenant(tenant: TenantId) {
-    let _ = CURRENT.try_with(|ids| ids.tenant.set(tenant));
+    let _ = CURRENT.try_with(|ids| ids.tenant.set(tenant.as_uuid()));
 }
 
 /// Records the signed-in user of the request the current task handles, for its log lines;
 /// outside a request it does nothing. A request's first recorded user stays.
 pub fn record_user(user: UserId) {
-    let _ = CURRENT.try_with(|ids| ids.user.set(user));
+    let _ = CURRENT.try_with(|ids| ids.user.set(user.as_uuid()));
 }
 
 /// The `X-Request-Id` of the request the current task handles; `None` outside a request.
@@ -234,8 +265,8 @@ fn with_ids(line: &[u8], ids: &RequestIds, json: bool) -> Option<Vec<u8>> {
     let id = String::from_utf8_lossy(ids.id.as_bytes());
     let fields = [
         ("request_id", Some(id.into_owned())),
-        ("tenant_id", ids.tenant.get().map(ToString::to_string)),
-        ("user_id", ids.user.get().map(ToString::to_string)),
+        ("tenant_id", ids.tenant.get().map(|id| TenantId::from_uuid(id).to_string())),
+        ("user_id", ids.user.get().map(|id| UserId::from_uuid(id).to_string())),
     ];
     let mut first = json && insert_at == 1; // `{}`: no member to follow
     for (name, value) in fields {
