@@ -233,7 +233,7 @@ impl ApiKeys {
 
     /// The keys of `tenant`, newest first.
     pub async fn list(&self, tenant: TenantId) -> Result<Vec<ApiKeyView>> {
-        let mut tx = self.db.tenant_tx(tenant).await?;
+        let mut tx = self.db.tenant_read(tenant).await?;
         let rows: Vec<ListRow> = sqlx::query_as(
             "SELECT id, name, prefix, permissions, created_at, expires_at, last_used_at, revoked_at FROM auth_api_keys \
              WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 1000",

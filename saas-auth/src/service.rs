@@ -363,7 +363,7 @@ impl Auth {
     /// The permissions `roles` grant in `tenant`: built-in roles from code, custom ones from
     /// `auth_roles`.
     pub async fn permissions_of(&self, tenant: TenantId, roles: &[String]) -> Result<Vec<String>> {
-        let mut tx = self.db.tenant_tx(tenant).await?;
+        let mut tx = self.db.tenant_read(tenant).await?;
         let permissions = rbac::permissions_of(&mut tx, roles).await?;
         tx.rollback().await?;
         Ok(permissions)
@@ -442,7 +442,7 @@ impl Auth {
                 ((*r).to_owned(), rbac::builtin_role(r).unwrap_or_default().iter().map(|p| (*p).to_owned()).collect())
             })
             .collect();
-        let mut tx = self.db.tenant_tx(tenant).await?;
+        let mut tx = self.db.tenant_read(tenant).await?;
         let custom: Vec<(String, String)> =
             sqlx::query_as("SELECT name, permissions FROM auth_roles WHERE tenant_id = $1 ORDER BY name")
                 .bind(tenant.to_string())
@@ -700,7 +700,7 @@ impl Auth {
         self.throttle.check(tenant.id, email, client).await?;
         // Before any other work: a refused login must cost next to nothing.
         let slot = self.passwords.reserve()?;
-        let mut tx = self.db.tenant_tx(tenant.id).await?;
+        let mut tx = self.db.tenant_read(tenant.id).await?;
         let user = User::by_email(&mut tx, email).await?;
         tx.rollback().await?;
         let matches = slot.verify(user.as_ref().map(|u| u.password_hash.as_str()), password).await?;
@@ -727,7 +727,7 @@ impl Auth {
                 Err(e) => tracing::info!(error = %e.into_cause(), "password re-hash put off to a later login"),
             }
         }
-        let mut tx = self.db.tenant_tx(tenant.id).await?;
+        let mut tx = self.db.tenant_read(tenant.id).await?;
         let mfa = mfa::enabled(&mut tx, user.id).await?;
         tx.rollback().await?;
         if mfa {
@@ -837,7 +837,7 @@ impl Auth {
 
     /// The user `id` of `tenant`.
     pub async fn user(&self, tenant: TenantId, id: saas_core::id::UserId) -> Result<User> {
-        let mut tx = self.db.tenant_tx(tenant).await?;
+        let mut tx = self.db.tenant_read(tenant).await?;
         let user = User::get(&mut tx, &id).await?;
         tx.rollback().await?;
         user.ok_or_else(|| Error::not_found("user_not_found", "no such user"))

@@ -136,7 +136,7 @@ impl AccessTokens {
     /// The claims of a valid token; 401 `invalid_token` for anything else.
     pub async fn verify(&self, token: &str) -> Result<Arc<Claims>> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        if let Some(claims) = self.verified_at(token, now) {
+        if let Some(claims) = self.verified_at(token, now, std::time::Instant::now()) {
             return Ok(claims);
         }
         let signature = token.rsplit('.').next().unwrap_or_default();
@@ -149,17 +149,21 @@ impl AccessTokens {
     }
 
     /// The claims of `token` when it was verified within the last minute and has not
-    /// expired; `None` when it must be verified (or is invalid). Never waits.
+    /// expired; `None` when it must be verified (or is invalid). Never waits. For the start
+    /// of a request: the cache's minute is counted to the request's arrival.
     pub fn verify_cached(&self, token: &str) -> Option<Arc<Claims>> {
-        self.verified_at(token, time::OffsetDateTime::now_utc().unix_timestamp())
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.verified_at(token, now, saas_core::observe::request::arrival_or_now())
     }
 
-    fn verified_at(&self, token: &str, now: i64) -> Option<Arc<Claims>> {
+    /// The cached claims of `token`, if it expires after `now` (Unix seconds) and was
+    /// cached within the cache's time before `at`.
+    fn verified_at(&self, token: &str, now: i64, at: std::time::Instant) -> Option<Arc<Claims>> {
         // Looked up by the signature, which differs between tokens, and used only when the
         // whole token is the one cached (compared in constant time): hashing the whole
         // token on every request cost more than everything else the lookup does.
         let signature = token.rsplit('.').next().unwrap_or_default();
-        let hit = self.verified.get_at(signature, saas_core::observe::request::arrival_or_now())?;
+        let hit = self.verified.get_at(signature, at)?;
         (constant_time_eq::constant_time_eq(hit.token.as_bytes(), token.as_bytes())
             && now < hit.claims.exp + LEEWAY_SECS)
             .then_some(hit.claims)

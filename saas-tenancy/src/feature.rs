@@ -128,7 +128,7 @@ impl Features {
             return Ok(cached);
         }
         let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
-        let mut tx = self.db.tenant_tx(tenant).await?;
+        let mut tx = self.db.tenant_read(tenant).await?;
         let rows: Vec<(String, String, String)> =
             sqlx::query_as("SELECT feature, user_id, value FROM feature_overrides WHERE tenant_id = $1")
                 .bind(tenant.to_string())

@@ -106,7 +106,7 @@ impl Quotas {
     /// The tenant's limit of `quota`: override, else plan, else default; `None` is unlimited.
     pub async fn limit(&self, tenant: &TenantContext, quota: &str) -> Result<Option<u64>> {
         let definition = self.definition(quota)?;
-        let mut tx = self.db.tenant_tx(tenant.id).await?;
+        let mut tx = self.db.tenant_read(tenant.id).await?;
         let overridden: Option<i64> =
             sqlx::query_scalar("SELECT limit_value FROM quota_overrides WHERE tenant_id = $1 AND quota = $2")
                 .bind(tenant.id.to_string())
@@ -306,7 +306,7 @@ impl QuotaCounter for SqlCounter {
     }
 
     async fn used(&self, key: &UsageKey) -> Result<u64> {
-        let mut tx = self.db.tenant_tx(key.tenant).await?;
+        let mut tx = self.db.tenant_read(key.tenant).await?;
         let used: Option<i64> = sqlx::query_scalar(
             "SELECT used FROM quota_usage WHERE tenant_id = $1 AND quota = $2 AND period_start = $3",
         )

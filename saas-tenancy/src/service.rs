@@ -166,7 +166,7 @@ impl Tenants {
     /// [`resolve`](Self::resolve), shared with the resolution cache: what tenant resolution
     /// runs on every request.
     pub(crate) async fn resolve_shared(&self, by: &TenantRef) -> Result<Option<Arc<Tenant>>> {
-        if let Some(tenant) = self.cached(by) {
+        if let Some(tenant) = self.local.get(by) {
             return Ok(Some(tenant));
         }
         let key = cache_key(by);
@@ -187,7 +187,7 @@ impl Tenants {
     }
 
     /// The tenant `by` names when the in-process cache holds it (checked at the request's
-    /// arrival: no clock read); `None` when it must be looked up.
+    /// arrival: no clock read), for the start of a request; `None` when it must be looked up.
     pub(crate) fn cached(&self, by: &TenantRef) -> Option<Arc<Tenant>> {
         self.local.get_at(by, saas_core::observe::request::arrival_or_now())
     }

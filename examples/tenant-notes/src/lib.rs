@@ -66,12 +66,12 @@ async fn create(
 }
 
 async fn list(State(db): State<Db>, tenant: TenantContext) -> saas_core::Result<Json<Vec<Note>>> {
-    let mut tx = db.tenant_tx(tenant.id).await?;
+    let mut tx = db.tenant_read(tenant.id).await?;
     Ok(Json(Note::list(&mut tx, &Default::default()).await?.data))
 }
 
 async fn read(State(db): State<Db>, tenant: TenantContext, Path(id): Path<NoteId>) -> saas_core::Result<Json<Note>> {
-    let mut tx = db.tenant_tx(tenant.id).await?;
+    let mut tx = db.tenant_read(tenant.id).await?;
     let note = Note::get(&mut tx, &id).await?;
     note.map(Json).ok_or_else(|| saas_core::Error::not_found("note_not_found", "no such note"))
 }

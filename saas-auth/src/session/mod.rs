@@ -210,7 +210,7 @@ impl Sessions {
     /// Whether `session` of `tenant` is revoked (or unknown), as read at most
     /// `auth.session_check_secs` ago.
     pub async fn is_revoked(&self, tenant: TenantId, session: &str) -> Result<bool> {
-        if let Some(revoked) = self.is_revoked_cached(tenant, session) {
+        if let Some(revoked) = self.revoked_at(tenant, session, std::time::Instant::now()) {
             return Ok(revoked);
         }
         let revoked = self.store.is_revoked(tenant, session).await?;
@@ -221,9 +221,14 @@ impl Sessions {
     }
 
     /// [`is_revoked`](Self::is_revoked) from the in-process cache alone: `None` when the
-    /// session was not checked within the cache's time. Never waits.
+    /// session was not checked within the cache's time. Never waits. For the start of a
+    /// request: the cache's time is counted to the request's arrival.
     pub fn is_revoked_cached(&self, tenant: TenantId, session: &str) -> Option<bool> {
-        let (owner, revoked) = self.revoked.get_at(session, saas_core::observe::request::arrival_or_now())?;
+        self.revoked_at(tenant, session, saas_core::observe::request::arrival_or_now())
+    }
+
+    fn revoked_at(&self, tenant: TenantId, session: &str, at: std::time::Instant) -> Option<bool> {
+        let (owner, revoked) = self.revoked.get_at(session, at)?;
         (owner == tenant).then_some(revoked)
     }
 }

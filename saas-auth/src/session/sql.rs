@@ -148,7 +148,7 @@ impl SessionStore for SqlSessionStore {
     }
 
     async fn is_revoked(&self, tenant: TenantId, session: &str) -> Result<bool> {
-        let mut tx = self.db.tenant_tx(tenant).await?;
+        let mut tx = self.db.tenant_read(tenant).await?;
         let row: Option<Option<i64>> =
             sqlx::query_scalar("SELECT revoked_at FROM auth_sessions WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant.to_string())

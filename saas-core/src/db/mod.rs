@@ -186,6 +186,14 @@ impl Db {
         TenantTx::begin(self, tenant).await
     }
 
+    /// A transaction bound to `tenant` for reads only. On SQLite it does not take the write
+    /// lock (a deferred `BEGIN`), so it runs beside a writer instead of waiting for it; a
+    /// write in it could fail with "database is locked", so write in a
+    /// [`tenant_tx`](Self::tenant_tx). On PostgreSQL it is the same as `tenant_tx`.
+    pub async fn tenant_read(&self, tenant: TenantId) -> Result<TenantTx> {
+        TenantTx::begin_read(self, tenant).await
+    }
+
     /// Binds the transaction `conn` belongs to to `tenant` for row-level security
     /// (`app.tenant_id`, transaction-local); nothing to do on SQLite. [`TenantTx`] does this
     /// itself; call it for a transaction that starts tenant-less and then writes one

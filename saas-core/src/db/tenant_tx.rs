@@ -25,7 +25,16 @@ pub struct TenantTx {
 
 impl TenantTx {
     pub(super) async fn begin(db: &Db, tenant: TenantId) -> Result<Self> {
-        let mut tx = db.begin().await?;
+        Self::bind(db, db.begin().await?, tenant).await
+    }
+
+    /// A transaction for reads: on SQLite it does not take the write lock (see
+    /// [`Db::tenant_read`]).
+    pub(super) async fn begin_read(db: &Db, tenant: TenantId) -> Result<Self> {
+        Self::bind(db, db.pool.begin().await?, tenant).await
+    }
+
+    async fn bind(db: &Db, mut tx: Transaction<'static, Any>, tenant: TenantId) -> Result<Self> {
         db.bind_tenant(&mut tx, tenant).await?;
         Ok(Self { tx, tenant })
     }

@@ -213,6 +213,8 @@ where
         };
     }
 
+    // The body and the cache took their time: what follows must not take the edge's.
+    crate::observe::request::resumed();
     let response = match inner.call(Request::from_parts(parts, Body::from(body))).await {
         Ok(r) => r,
         Err(never) => match never {},

@@ -27,7 +27,7 @@ use std::{
         Arc, LazyLock,
         atomic::{AtomicU8, AtomicU64, Ordering},
     },
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use http::HeaderValue;
@@ -43,7 +43,8 @@ tokio::task_local! {
 #[derive(Debug)]
 pub(crate) struct RequestIds {
     id: Id,
-    arrival: Instant,
+    // Nanoseconds after `START`: moved on when the request resumes after a long wait.
+    arrival: AtomicU64,
     tenant: FirstId,
     user: FirstId,
 }
@@ -89,6 +90,7 @@ impl RequestIds {
     /// `given`, or with a new id.
     pub(crate) fn new(given: Option<HeaderValue>, arrival: Instant) -> Arc<Self> {
         let id = given.map_or_else(|| Id::generate(arrival), Id::Given);
+        let arrival = AtomicU64::new(since_start(arrival));
         Arc::new(Self { id, arrival, tenant: FirstId::default(), user: FirstId::default() })
     }
 
@@ -134,12 +136,11 @@ impl Id {
 /// generator behind a shared counter, which shows on every request. A request id needs to
 /// be unique and roughly time-ordered, not unpredictable: the arrival time (already read by
 /// the edge) and 74 bits of a fast per-thread generator do.
+///
+/// The wall clock is read once per process and advanced by the monotonic clock, so the
+/// ids' times drift from the wall clock as the monotonic clock does (a suspended machine,
+/// a clock stepped after start); they order requests, nothing depends on them being exact.
 fn new_request_id(arrival: Instant) -> RequestId {
-    // The wall clock once per process; later times are that plus the monotonic clock.
-    static START: LazyLock<(Instant, u64)> = LazyLock::new(|| {
-        let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        (Instant::now(), since_epoch.as_millis() as u64)
-    });
     let (start, start_millis) = *START;
     let millis = start_millis + arrival.saturating_duration_since(start).as_millis() as u64;
     let random: [u8; 16] = fastrand::u128(..).to_le_bytes();
@@ -147,18 +148,36 @@ fn new_request_id(arrival: Instant) -> RequestId {
     RequestId::from_uuid(uuid::Builder::from_unix_timestamp_millis(millis, random).into_uuid())
 }
 
-/// When the request the current task handles arrived (the edge read the clock then);
-/// `None` outside a request. For what needs the time a request came in, such as the rate
-/// limiter, without reading the clock again.
+/// When this process started, on the monotonic clock and (in milliseconds) on the wall clock.
+static START: LazyLock<(Instant, u64)> = LazyLock::new(|| {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    (Instant::now(), since_epoch.as_millis() as u64)
+});
+
+fn since_start(at: Instant) -> u64 {
+    at.saturating_duration_since(START.0).as_nanos() as u64
+}
+
+/// When the request the current task handles arrived (the edge read the clock then), or
+/// resumed after a long wait (see [`resumed`]); `None` outside a request. For what needs
+/// the time a request came in, such as the rate limiter, without reading the clock again.
 pub(crate) fn arrival() -> Option<Instant> {
-    CURRENT.try_with(|ids| ids.arrival).ok()
+    CURRENT.try_with(|ids| START.0 + Duration::from_nanos(ids.arrival.load(Ordering::Relaxed))).ok()
+}
+
+/// Marks the request the current task handles as arriving now: for a layer that waited
+/// long before handing it on (reading a whole body), so that what follows does not take the
+/// edge's time for the present.
+pub(crate) fn resumed() {
+    let _ = CURRENT.try_with(|ids| ids.arrival.store(since_start(Instant::now()), Ordering::Relaxed));
 }
 
 /// When the request the current task handles arrived, or now outside a request.
 ///
-/// For expiry checks at the start of a request (the guards' cache lookups), the arrival is
-/// as good as the present and costs no clock read. Later in a long request it is old: read
-/// the clock there.
+/// For expiry checks at the start of a request (the guards' decisions from memory), the
+/// arrival is as good as the present and costs no clock read; layers that wait long before
+/// the guards (reading a whole body for `Idempotency-Key`) move it on. Inside a handler,
+/// or after anything that waits, read the clock.
 ///
 /// ```
 /// use saas_core::{cache::LocalCache, observe::request::arrival_or_now};
@@ -184,7 +203,8 @@ pub fn record_user(user: UserId) {
 
 /// The `X-Request-Id` of the request the current task handles; `None` outside a request.
 pub fn current_id() -> Option<HeaderValue> {
-    CURRENT.try_with(|ids| ids.header_value()).ok()
+    // An owned value, not a slice of the shared buffer: the caller may keep it.
+    CURRENT.try_with(|ids| HeaderValue::from_bytes(ids.id.as_bytes()).expect("ids are header values")).ok()
 }
 
 /// Wraps a [`MakeWriter`] (stdout, a file) so that every line written while a request is
@@ -315,6 +335,21 @@ mod tests {
 
     fn ids(id: &str) -> Arc<RequestIds> {
         RequestIds::new(Some(HeaderValue::from_str(id).unwrap()), Instant::now())
+    }
+
+    #[tokio::test]
+    async fn a_request_that_resumes_after_a_wait_arrives_again() {
+        let arrived = Instant::now();
+        let ids = RequestIds::new(None, arrived);
+        ids.scope(async move {
+            assert_eq!(arrival(), Some(arrived).map(|a| a.max(START.0)));
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            assert!(arrival_or_now() < arrived + Duration::from_millis(30), "the edge's time until resumed");
+            resumed();
+            assert!(arrival().unwrap() >= arrived + Duration::from_millis(30));
+        })
+        .await;
+        assert!(arrival().is_none(), "outside a request");
     }
 
     #[test]

@@ -67,3 +67,32 @@ async fn sqlite_writers_that_read_first_wait_instead_of_failing() {
     let n: i64 = sqlx::query_scalar("SELECT n FROM counters").fetch_one(db.pool()).await.unwrap();
     assert_eq!(n, 2, "no update was lost");
 }
+
+/// A read on SQLite does not wait for a writer: `tenant_read` is deferred, so it reads the
+/// last committed state while a `tenant_tx` holds the write lock.
+#[tokio::test]
+async fn sqlite_reads_run_beside_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+    let db = saas_core::db::Db::connect(&url, PoolSettings::default()).await.unwrap();
+    sqlx::query("CREATE TABLE counters (tenant_id TEXT NOT NULL, n INTEGER NOT NULL)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let tenant = TenantId::new();
+    let mut writer = db.tenant_tx(tenant).await.unwrap();
+    sqlx::query("INSERT INTO counters (tenant_id, n) VALUES ($1, 1)")
+        .bind(tenant.to_string())
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+    let read = async {
+        let mut reader = db.tenant_read(tenant).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM counters").fetch_one(&mut *reader).await?;
+        reader.rollback().await?;
+        Ok::<_, saas_core::Error>(n)
+    };
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(1), read).await;
+    assert_eq!(seen.expect("the read did not wait for the writer").unwrap(), 0, "not the uncommitted row");
+    writer.commit().await.unwrap();
+}

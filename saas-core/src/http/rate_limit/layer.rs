@@ -205,7 +205,7 @@ fn too_many(decision: &Decision, policy: &HeaderValue) -> Response {
 }
 
 fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
 }
 
 // Constants: `HeaderName::from_static` outside a const context parses the name each time.
