@@ -36,7 +36,7 @@ pub enum IdParseError {
 }
 
 /// Encodes 128 bits as 26 base32 characters (two leading zero bits pad it to 130).
-fn encode_base32(value: u128) -> [u8; 26] {
+pub(crate) fn encode_base32(value: u128) -> [u8; 26] {
     let mut out = [0; 26];
     for (i, char) in out.iter_mut().rev().enumerate() {
         *char = ALPHABET[((value >> (i * 5)) & 0x1f) as usize];

@@ -15,16 +15,18 @@ use http::{HeaderValue, header::InvalidHeaderValue};
 const BUFFER_BYTES: usize = 4096;
 
 thread_local! {
-    static BUFFER: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    // Initialised as a constant: no lazy-initialisation check on each use.
+    static BUFFER: RefCell<Option<BytesMut>> = const { RefCell::new(None) };
 }
 
 /// `bytes` as a header value in the thread's shared buffer; fails as
 /// `HeaderValue::from_bytes` does (control characters).
 pub(crate) fn shared(bytes: &[u8]) -> Result<HeaderValue, InvalidHeaderValue> {
     BUFFER.with_borrow_mut(|buffer| {
-        if buffer.capacity() < bytes.len() {
-            *buffer = BytesMut::with_capacity(BUFFER_BYTES.max(bytes.len()));
-        }
+        let buffer = match buffer {
+            Some(buffer) if buffer.capacity() >= bytes.len() => buffer,
+            _ => buffer.insert(BytesMut::with_capacity(BUFFER_BYTES.max(bytes.len()))),
+        };
         buffer.extend_from_slice(bytes);
         // The value takes the written bytes; the buffer keeps the room after them.
         HeaderValue::from_maybe_shared(buffer.split().freeze())

@@ -115,11 +115,14 @@ impl RequestIds {
 
 impl Id {
     fn generate(arrival: Instant) -> Self {
-        let mut text = crate::http::header_value::Inline::<32>::new();
-        std::fmt::Write::write_fmt(&mut text, format_args!("{}", new_request_id(arrival))).expect("a request id fits");
-        let mut bytes = [0; 32];
-        bytes[..text.as_bytes().len()].copy_from_slice(text.as_bytes());
-        Self::Generated { text: bytes, len: text.as_bytes().len() }
+        // `RequestId`'s `Display`, written without the formatting machinery.
+        let suffix = crate::id::encode_base32(new_request_id(arrival).as_uuid().as_u128());
+        let mut text = [0; 32];
+        let prefix = RequestId::PREFIX.len();
+        text[..prefix].copy_from_slice(RequestId::PREFIX.as_bytes());
+        text[prefix] = b'_';
+        text[prefix + 1..prefix + 1 + suffix.len()].copy_from_slice(&suffix);
+        Self::Generated { text, len: prefix + 1 + suffix.len() }
     }
 
     fn as_bytes(&self) -> &[u8] {
@@ -358,6 +361,11 @@ mod tests {
         let id = ids.header_value();
         let id = id.to_str().unwrap();
         assert!(id.starts_with("req_") && id.len() == 30, "{id}");
+        let parsed: RequestId = id.parse().unwrap();
+        assert_eq!(parsed.to_string(), id, "written as `RequestId` writes itself");
+        let age = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+            - parsed.as_uuid().get_timestamp().unwrap().to_unix().0 * 1000;
+        assert!(age < 60_000, "a UUIDv7 of about now: {age} ms old");
         assert_eq!(ids.header_value(), id, "the same each time");
     }
 
