@@ -25,12 +25,9 @@ async fn tenant_setting_is_scoped_to_the_transaction() {
     assert_eq!(after, None, "the tenant does not leak to the next user of the connection");
 }
 
-/// Two writers on SQLite: one reads, then writes while the other has committed in between.
-/// A deferred transaction fails that write at once with "database is locked" (its snapshot
-/// is stale, and waiting cannot help); `tenant_tx` takes the write lock first, so the other
-/// writer waits its turn and both commit.
-#[tokio::test]
-async fn sqlite_writers_that_read_first_wait_instead_of_failing() {
+/// A SQLite database in a temporary directory (kept while the first value lives) with an
+/// empty `counters (tenant_id, n)` table.
+async fn sqlite_with_counters() -> (tempfile::TempDir, saas_core::db::Db) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
     let db = saas_core::db::Db::connect(&url, PoolSettings::default()).await.unwrap();
@@ -38,6 +35,16 @@ async fn sqlite_writers_that_read_first_wait_instead_of_failing() {
         .execute(db.pool())
         .await
         .unwrap();
+    (dir, db)
+}
+
+/// Two writers on SQLite: one reads, then writes while the other has committed in between.
+/// A deferred transaction fails that write at once with "database is locked" (its snapshot
+/// is stale, and waiting cannot help); `tenant_tx` takes the write lock first, so the other
+/// writer waits its turn and both commit.
+#[tokio::test]
+async fn sqlite_writers_that_read_first_wait_instead_of_failing() {
+    let (_dir, db) = sqlite_with_counters().await;
     let tenant = TenantId::new();
     sqlx::query("INSERT INTO counters (tenant_id, n) VALUES ($1, 0)")
         .bind(tenant.to_string())
@@ -72,13 +79,7 @@ async fn sqlite_writers_that_read_first_wait_instead_of_failing() {
 /// last committed state while a `tenant_tx` holds the write lock.
 #[tokio::test]
 async fn sqlite_reads_run_beside_a_writer() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
-    let db = saas_core::db::Db::connect(&url, PoolSettings::default()).await.unwrap();
-    sqlx::query("CREATE TABLE counters (tenant_id TEXT NOT NULL, n INTEGER NOT NULL)")
-        .execute(db.pool())
-        .await
-        .unwrap();
+    let (_dir, db) = sqlite_with_counters().await;
     let tenant = TenantId::new();
     let mut writer = db.tenant_tx(tenant).await.unwrap();
     sqlx::query("INSERT INTO counters (tenant_id, n) VALUES ($1, 1)")
