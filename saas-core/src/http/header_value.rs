@@ -34,6 +34,7 @@ pub(crate) fn shared(bytes: &[u8]) -> Result<HeaderValue, InvalidHeaderValue> {
 }
 
 /// Text written into a fixed array, for values formatted without a heap buffer.
+#[derive(Debug)]
 pub(crate) struct Inline<const N: usize> {
     bytes: [u8; N],
     len: usize,
@@ -72,12 +73,6 @@ impl<const N: usize> Inline<N> {
         self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?.copy_from_slice(bytes);
         self.len = end;
         Ok(())
-    }
-}
-
-impl<const N: usize> std::fmt::Write for Inline<N> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.push(s.as_bytes())
     }
 }
 

@@ -33,7 +33,10 @@ use std::{
 use http::HeaderValue;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::id::{RequestId, TenantId, UserId};
+use crate::{
+    http::header_value::Inline,
+    id::{RequestId, TenantId, UserId},
+};
 
 tokio::task_local! {
     static CURRENT: Arc<RequestIds>;
@@ -82,7 +85,7 @@ impl FirstId {
 #[derive(Debug)]
 enum Id {
     Given(HeaderValue),
-    Generated { text: [u8; 32], len: usize },
+    Generated(Inline<32>),
 }
 
 impl RequestIds {
@@ -98,7 +101,7 @@ impl RequestIds {
     pub(crate) fn header_value(&self) -> HeaderValue {
         match &self.id {
             Id::Given(value) => value.clone(),
-            Id::Generated { .. } => crate::http::header_value::shared(self.id.as_bytes()).expect("ids are ASCII"),
+            Id::Generated(_) => crate::http::header_value::shared(self.id.as_bytes()).expect("ids are ASCII"),
         }
     }
 
@@ -117,18 +120,16 @@ impl Id {
     fn generate(arrival: Instant) -> Self {
         // `RequestId`'s `Display`, written without the formatting machinery.
         let suffix = crate::id::encode_base32(new_request_id(arrival).as_uuid().as_u128());
-        let mut text = [0; 32];
-        let prefix = RequestId::PREFIX.len();
-        text[..prefix].copy_from_slice(RequestId::PREFIX.as_bytes());
-        text[prefix] = b'_';
-        text[prefix + 1..prefix + 1 + suffix.len()].copy_from_slice(&suffix);
-        Self::Generated { text, len: prefix + 1 + suffix.len() }
+        let mut text = Inline::new();
+        let written = [RequestId::PREFIX.as_bytes(), b"_", &suffix].into_iter().try_for_each(|part| text.push(part));
+        written.expect("a request id fits");
+        Self::Generated(text)
     }
 
     fn as_bytes(&self) -> &[u8] {
         match self {
             Self::Given(value) => value.as_bytes(),
-            Self::Generated { text, len } => &text[..*len],
+            Self::Generated(text) => text.as_bytes(),
         }
     }
 }
