@@ -14,7 +14,6 @@ use saas_core::{
         HttpStack, RateLimitLayer,
         rate_limit::{MemoryRateLimiter, Quota},
     },
-    tenant::TenantContext,
 };
 use saas_tenancy::{NewTenant, Tenants, resolve::TenantLayer};
 use secrecy::SecretString;
@@ -47,7 +46,7 @@ pub(crate) async fn server() -> anyhow::Result<AuthServer> {
     let auth = Auth::from_config(db.clone(), cache.clone(), &config).await?;
     let password = SecretString::from(PASSWORD);
     auth.create_user(tenant.id, EMAIL, None, &password, &["member"]).await?;
-    let context = TenantContext { id: tenant.id, slug: tenant.slug.to_string(), plan: tenant.plan.clone() };
+    let context = tenant.context();
     let token = auth.login(&context, EMAIL, &password, None).await?.access_token;
 
     let routes = Router::new()

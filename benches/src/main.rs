@@ -19,8 +19,12 @@
 //!    reads: how much read throughput stays, and how the excess logins are refused.
 //! 3. Memory: starts the release `saas serve` binary (next to this one), reads its resident
 //!    set size idle, then after loading `/health/ready`.
+//!
+//! `--in-process N` measures instead the three servers' own CPU per request without the
+//! network ([`in_process`]): steadier than the load test, for comparing two builds.
 
 mod auth;
+mod in_process;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod load;
@@ -54,6 +58,9 @@ struct Args {
     /// Skip the login benchmarks.
     #[arg(long)]
     skip_logins: bool,
+    /// Only the in-process measurement (see `in_process`): this many calls per batch.
+    #[arg(long)]
+    in_process: Option<u32>,
     /// Run only the event benchmarks, against the broker at this URL
     /// (`kafka://127.0.0.1:9092`; build with `--features kafka`).
     #[cfg(feature = "kafka")]
@@ -123,6 +130,18 @@ fn main() -> anyhow::Result<()> {
         return rt.block_on(kafka::run(url, args.rounds));
     }
     let auth_server = rt.block_on(auth::server())?;
+    if let Some(calls) = args.in_process {
+        let subjects = [
+            in_process::Subject { name: "bare axum", router: bare(), authorization: None },
+            in_process::Subject { name: "saas stack", router: stacked(), authorization: None },
+            in_process::Subject {
+                name: "full auth",
+                router: auth_server.router.clone(),
+                authorization: Some(format!("Bearer {}", auth_server.token).parse()?),
+            },
+        ];
+        return rt.block_on(in_process::run(&subjects, calls, args.rounds));
+    }
     let bare_addr = serve(bare(), "bare-server")?;
     let stack_addr = serve(stacked(), "stack-server")?;
     let auth_addr = serve(auth_server.router.clone(), "auth-server")?;

@@ -79,6 +79,10 @@ pub struct AccessTokens {
 struct Verified {
     token: Arc<str>,
     claims: Arc<Claims>,
+    /// When the token expires (with the leeway), on the monotonic clock: a cache hit then
+    /// reads no wall clock. Entries live a minute, so a wall clock step moves this by at
+    /// most what it stepped in that minute.
+    expires: std::time::Instant,
 }
 
 impl AccessTokens {
@@ -135,15 +139,17 @@ impl AccessTokens {
 
     /// The claims of a valid token; 401 `invalid_token` for anything else.
     pub async fn verify(&self, token: &str) -> Result<Arc<Claims>> {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        if let Some(claims) = self.verified_at(token, now, std::time::Instant::now()) {
+        let at = std::time::Instant::now();
+        if let Some(claims) = self.verified_at(token, at) {
             return Ok(claims);
         }
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let signature = token.rsplit('.').next().unwrap_or_default();
         let claims = Arc::new(self.verify_uncached(token, now).await.ok_or_else(invalid)?);
         // Cached for at most the cache's 60 s, never past the token's expiry.
         if claims.exp > now {
-            self.verified.insert(signature.into(), Verified { token: token.into(), claims: claims.clone() });
+            let expires = at + Duration::from_secs((claims.exp + LEEWAY_SECS - now) as u64);
+            self.verified.insert(signature.into(), Verified { token: token.into(), claims: claims.clone(), expires });
         }
         Ok(claims)
     }
@@ -152,20 +158,18 @@ impl AccessTokens {
     /// expired; `None` when it must be verified (or is invalid). Never waits. For the start
     /// of a request: the cache's minute is counted to the request's arrival.
     pub fn verify_cached(&self, token: &str) -> Option<Arc<Claims>> {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        self.verified_at(token, now, saas_core::observe::request::arrival_or_now())
+        self.verified_at(token, saas_core::observe::request::arrival_or_now())
     }
 
-    /// The cached claims of `token`, if it expires after `now` (Unix seconds) and was
-    /// cached within the cache's time before `at`.
-    fn verified_at(&self, token: &str, now: i64, at: std::time::Instant) -> Option<Arc<Claims>> {
+    /// The cached claims of `token`, if it was cached within the cache's time before `at`
+    /// and has not expired at `at`.
+    fn verified_at(&self, token: &str, at: std::time::Instant) -> Option<Arc<Claims>> {
         // Looked up by the signature, which differs between tokens, and used only when the
         // whole token is the one cached (compared in constant time): hashing the whole
         // token on every request cost more than everything else the lookup does.
         let signature = token.rsplit('.').next().unwrap_or_default();
         let hit = self.verified.get_at(signature, at)?;
-        (constant_time_eq::constant_time_eq(hit.token.as_bytes(), token.as_bytes())
-            && now < hit.claims.exp + LEEWAY_SECS)
+        (constant_time_eq::constant_time_eq(hit.token.as_bytes(), token.as_bytes()) && at < hit.expires)
             .then_some(hit.claims)
     }
 

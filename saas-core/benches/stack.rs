@@ -45,6 +45,9 @@ fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut group = c.benchmark_group("request");
     for (name, router) in [("bare", bare()), ("stack_without_rate_limit", stack(false)), ("stack", stack(true))] {
+        // As `axum::serve` has it: handlers turned into routes (and layers applied) once;
+        // a router called as it is does that on every request.
+        let router: Router = router.with_state(());
         group.bench_function(name, |b| {
             b.to_async(&rt).iter(|| {
                 let router = router.clone();

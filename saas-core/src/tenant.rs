@@ -17,19 +17,24 @@
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use http::request::Parts;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{error::Error, id::TenantId};
 
 /// The resolved, active tenant of the current request.
+///
+/// Cheap to clone (the slug and plan are shared), as tenant resolution hands one to every
+/// request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantContext {
     /// The tenant's id.
     pub id: TenantId,
     /// The tenant's slug (its subdomain).
-    pub slug: String,
+    pub slug: Arc<str>,
     /// The tenant's plan, which selects quota and feature defaults.
-    pub plan: String,
+    pub plan: Arc<str>,
 }
 
 impl TenantContext {

@@ -107,7 +107,7 @@ impl Features {
         if let Some(value) = overrides.tenant.get(feature) {
             return value;
         }
-        if let Some(value) = self.plans.get(&tenant.plan).and_then(|p| p.features.get(feature)) {
+        if let Some(value) = self.plans.get(&*tenant.plan).and_then(|p| p.features.get(feature)) {
             return value;
         }
         static TRUE: Value = Value::Bool(true);

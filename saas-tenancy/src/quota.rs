@@ -114,7 +114,7 @@ impl Quotas {
                 .fetch_optional(&mut *tx)
                 .await?;
         tx.commit().await?;
-        let plan = self.plans.get(&tenant.plan).and_then(|p| p.quotas.get(quota)).copied();
+        let plan = self.plans.get(&*tenant.plan).and_then(|p| p.quotas.get(quota)).copied();
         Ok(overridden.map(|l| l.max(0) as u64).or(plan).or(definition.default_limit))
     }
 

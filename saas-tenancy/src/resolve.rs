@@ -29,7 +29,7 @@ use saas_core::{
 use tower::Layer;
 
 use crate::{
-    service::{Tenants, not_found},
+    service::{Resolved, Tenants, not_found},
     tenant::{TenantRef, TenantStatus},
 };
 
@@ -143,10 +143,10 @@ impl TenantLayer {
     ) -> Result<Option<TenantContext>, Error>
     where
         F: Fn(&TenantRef) -> Fut,
-        Fut: Future<Output = Result<Option<Arc<crate::Tenant>>, Error>>,
+        Fut: Future<Output = Result<Option<Resolved>, Error>>,
     {
         let references = self.references(parts)?;
-        let mut resolved: Option<(TenantSource, Arc<crate::Tenant>)> = None;
+        let mut resolved: Option<(TenantSource, Resolved)> = None;
         for (source, reference) in references {
             if let TenantRef::Slug(slug) = &reference {
                 // Reserved names (`www`, `api`, configured ones) as subdomains are the
@@ -159,11 +159,11 @@ impl TenantLayer {
                     return Err(not_found());
                 }
             }
-            if let Some((first, tenant)) = &resolved {
+            if let Some((first, Resolved { tenant, .. })) = &resolved {
                 if reference_matches(&reference, tenant) {
                     continue;
                 }
-                if lookup(&reference).await?.is_some_and(|t| t.id == tenant.id) {
+                if lookup(&reference).await?.is_some_and(|t| t.tenant.id == tenant.id) {
                     continue;
                 }
                 // A token of one tenant naming another is an attempt to reach the other
@@ -179,7 +179,7 @@ impl TenantLayer {
             let tenant = lookup(&reference).await?.ok_or_else(not_found)?;
             resolved = Some((source, tenant));
         }
-        let Some((_, tenant)) = resolved else { return Ok(None) };
+        let Some((_, Resolved { tenant, context })) = resolved else { return Ok(None) };
         // A verified token of another tenant is refused even when `token` is not a
         // configured source (it then only names no tenant by itself).
         if !self.sources.contains(&TenantSource::Token) {
@@ -190,7 +190,7 @@ impl TenantLayer {
             }
         }
         match tenant.status {
-            TenantStatus::Active => Ok(Some(tenant.context())),
+            TenantStatus::Active => Ok(Some(context)),
             TenantStatus::Deleted => Err(not_found()),
             TenantStatus::Suspended => Err(Error::forbidden("tenant_suspended", "this tenant is suspended")),
         }

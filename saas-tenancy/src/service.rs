@@ -9,6 +9,7 @@ use saas_core::{
     events::{Envelope, outbox},
     id::TenantId,
     page::{Page, PageQuery},
+    tenant::TenantContext,
 };
 use serde::Deserialize;
 use sqlx::AnyConnection;
@@ -71,9 +72,23 @@ pub struct Tenants {
     /// Resolved tenants as values, for [`LOCAL_TTL`]: most requests resolve their tenant
     /// here, without decoding it from `cache`.
     // Shared: a hit hands out the tenant without copying its strings.
-    local: Arc<LocalCache<TenantRef, Arc<Tenant>>>,
+    local: Arc<LocalCache<TenantRef, Resolved>>,
     slugs: SlugPolicy,
     cache_ttl: Duration,
+}
+
+/// A tenant as resolution hands it out: the record, and the context every request of the
+/// tenant carries, made once (cloning either is a few reference counts).
+#[derive(Clone)]
+pub(crate) struct Resolved {
+    pub(crate) tenant: Arc<Tenant>,
+    pub(crate) context: TenantContext,
+}
+
+impl From<Tenant> for Resolved {
+    fn from(tenant: Tenant) -> Self {
+        Self { context: tenant.context(), tenant: Arc::new(tenant) }
+    }
 }
 
 /// How long each server keeps a resolved tenant in memory, in front of the cache: a change
@@ -160,20 +175,20 @@ impl Tenants {
 
     /// The tenant `by` names, in any status, read through the resolution cache.
     pub async fn resolve(&self, by: &TenantRef) -> Result<Option<Tenant>> {
-        Ok(self.resolve_shared(by).await?.map(Arc::unwrap_or_clone))
+        Ok(self.resolve_shared(by).await?.map(|resolved| Arc::unwrap_or_clone(resolved.tenant)))
     }
 
     /// [`resolve`](Self::resolve), shared with the resolution cache: what tenant resolution
     /// runs on every request.
-    pub(crate) async fn resolve_shared(&self, by: &TenantRef) -> Result<Option<Arc<Tenant>>> {
-        if let Some(tenant) = self.local.get(by) {
-            return Ok(Some(tenant));
+    pub(crate) async fn resolve_shared(&self, by: &TenantRef) -> Result<Option<Resolved>> {
+        if let Some(resolved) = self.local.get(by) {
+            return Ok(Some(resolved));
         }
         let key = cache_key(by);
         if let Some(tenant) = self.cache.get_json::<Tenant>(&key).await? {
-            let tenant = Arc::new(tenant);
-            self.local.insert(by.clone(), tenant.clone());
-            return Ok(Some(tenant));
+            let resolved = Resolved::from(tenant);
+            self.local.insert(by.clone(), resolved.clone());
+            return Ok(Some(resolved));
         }
         let mut conn = self.db.pool().acquire().await?;
         let found = store::find(&mut conn, by).await?;
@@ -183,12 +198,12 @@ impl Tenants {
             let bytes = serde_json::to_vec(tenant).map_err(Error::internal)?;
             self.cache.set_if_absent(&key, &bytes, self.cache_ttl).await?;
         }
-        Ok(found.map(Arc::new))
+        Ok(found.map(Resolved::from))
     }
 
     /// The tenant `by` names when the in-process cache holds it (checked at the request's
     /// arrival: no clock read), for the start of a request; `None` when it must be looked up.
-    pub(crate) fn cached(&self, by: &TenantRef) -> Option<Arc<Tenant>> {
+    pub(crate) fn cached(&self, by: &TenantRef) -> Option<Resolved> {
         self.local.get_at(by, saas_core::observe::request::arrival_or_now())
     }
 
@@ -285,7 +300,7 @@ impl Tenants {
         drop(conn);
         for by in [TenantRef::Id(tenant.id), TenantRef::Slug(tenant.slug.clone())] {
             let key = cache_key(&by);
-            self.local.insert(by, Arc::new(tenant.clone()));
+            self.local.insert(by, Resolved::from(tenant.clone()));
             // The change is committed, so a cache failure must not turn into an error now;
             // the entry then stays stale for at most the TTL.
             if let Err(e) = self.cache.set_json(&key, &tenant, self.cache_ttl).await {

@@ -69,7 +69,7 @@ pub struct Tenant {
 impl Tenant {
     /// What the request pipeline carries for this tenant.
     pub fn context(&self) -> TenantContext {
-        TenantContext { id: self.id, slug: self.slug.clone(), plan: self.plan.clone() }
+        TenantContext { id: self.id, slug: self.slug.as_str().into(), plan: self.plan.as_str().into() }
     }
 }
 

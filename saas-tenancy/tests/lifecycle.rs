@@ -131,7 +131,7 @@ async fn lifecycle_and_pages_on_postgres() {
 /// A router with one tenant route behind the resolution layer.
 fn app(tenants: &Tenants, sources: &[TenantSource]) -> Router {
     let routes = Router::new()
-        .route("/v1/whoami", get(|tenant: TenantContext| async move { tenant.slug }))
+        .route("/v1/whoami", get(|tenant: TenantContext| async move { tenant.slug.to_string() }))
         .route(
             "/v1/public",
             get(|tenant: Option<TenantContext>| async move { format!("{:?}", tenant.map(|t| t.slug)) }),
@@ -330,7 +330,7 @@ async fn a_token_of_one_tenant_cannot_reach_another() {
     tenants.provision(new("globex")).await.unwrap();
     let layer = TenantLayer::new(tenants.clone(), &[TenantSource::Token, TenantSource::Header], None)
         .with_token(Arc::new(Claim(acme.id)));
-    let app = Router::new().route("/v1/whoami", get(|t: TenantContext| async move { t.slug })).layer(layer);
+    let app = Router::new().route("/v1/whoami", get(|t: TenantContext| async move { t.slug.to_string() })).layer(layer);
     let token = ("authorization", "Bearer x");
     assert_eq!(call(&app, "/v1/whoami", &[token]).await, (StatusCode::OK, "acme".into()));
     assert_eq!(call(&app, "/v1/whoami", &[token, ("x-tenant-id", "acme")]).await.0, StatusCode::OK);
@@ -340,7 +340,8 @@ async fn a_token_of_one_tenant_cannot_reach_another() {
     // Also when `token` is not a configured source: it names no tenant, but still must match.
     let header_only =
         TenantLayer::new(tenants.clone(), &[TenantSource::Header], None).with_token(Arc::new(Claim(acme.id)));
-    let app = Router::new().route("/v1/whoami", get(|t: TenantContext| async move { t.slug })).layer(header_only);
+    let app =
+        Router::new().route("/v1/whoami", get(|t: TenantContext| async move { t.slug.to_string() })).layer(header_only);
     assert_eq!(call(&app, "/v1/whoami", &[token, ("x-tenant-id", "acme")]).await.0, StatusCode::OK);
     assert_eq!(call(&app, "/v1/whoami", &[token, ("x-tenant-id", "globex")]).await.1, "tenant_not_found");
     assert_eq!(call(&app, "/v1/whoami", &[token]).await.1, "tenant_required");

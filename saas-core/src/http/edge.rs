@@ -116,7 +116,6 @@ where
             }
         };
         let timeout = self.timeout;
-        let request = ids.clone();
         Box::pin(ids.scope(async move {
             let (response, version) = match handling {
                 Err(response) => (response, None),
@@ -132,7 +131,9 @@ where
                 }
             };
             let mut response = problem::to_problem(response);
-            response.headers_mut().insert(X_REQUEST_ID, request.header_value());
+            if let Some(id) = RequestIds::current_header_value() {
+                response.headers_mut().insert(X_REQUEST_ID, id);
+            }
             if let Some(version) = version {
                 response.headers_mut().insert(api_version::API_VERSION, version);
             }

@@ -9,8 +9,9 @@
 //!
 //! They are not fields of a tracing span because a span per request is created, entered,
 //! formatted and closed on every request, which cost more than the rest of the layer stack
-//! (see the benchmarks chapter of the book). A task-local costs two pointer swaps per poll,
-//! and the ids are formatted only when a line is written.
+//! (see the benchmarks chapter of the book). The ids live inline in the request's future,
+//! which points a thread-local at them while it is polled (two pointer writes per poll, no
+//! allocation), and they are formatted only when a line is written.
 //!
 //! ```
 //! use saas_core::{id::TenantId, observe::request};
@@ -23,10 +24,12 @@
 use std::{
     future::Future,
     io,
+    pin::Pin,
     sync::{
-        Arc, LazyLock,
+        LazyLock,
         atomic::{AtomicU8, AtomicU64, Ordering},
     },
+    task::{Context, Poll},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -38,8 +41,15 @@ use crate::{
     id::{RequestId, TenantId, UserId},
 };
 
-tokio::task_local! {
-    static CURRENT: Arc<RequestIds>;
+// The ids of the request being handled on this thread: set while the request's future is
+// polled (and while the edge calls the layers below), not a task-local: those need the
+// value owned in two places (the synchronous call and the future), which took an `Arc`,
+// one allocation per request.
+scoped_tls::scoped_thread_local!(static CURRENT: RequestIds);
+
+/// `f` of the ids of the request being handled on this thread, if any.
+fn with_current<R>(f: impl FnOnce(&RequestIds) -> R) -> Option<R> {
+    CURRENT.is_set().then(|| CURRENT.with(f))
 }
 
 /// The ids of one request. The tenant and the user are set once: the first recorded wins.
@@ -91,10 +101,10 @@ enum Id {
 impl RequestIds {
     /// The ids of a request that arrived at `arrival`, whose client sent `X-Request-Id`
     /// `given`, or with a new id.
-    pub(crate) fn new(given: Option<HeaderValue>, arrival: Instant) -> Arc<Self> {
+    pub(crate) fn new(given: Option<HeaderValue>, arrival: Instant) -> Self {
         let id = given.map_or_else(|| Id::generate(arrival), Id::Given);
         let arrival = AtomicU64::new(since_start(arrival));
-        Arc::new(Self { id, arrival, tenant: FirstId::default(), user: FirstId::default() })
+        Self { id, arrival, tenant: FirstId::default(), user: FirstId::default() }
     }
 
     /// The request id, as the `X-Request-Id` response header.
@@ -106,13 +116,37 @@ impl RequestIds {
     }
 
     /// Runs `f` (the synchronous part of handling the request) as part of this request.
-    pub(crate) fn enter<R>(self: &Arc<Self>, f: impl FnOnce() -> R) -> R {
-        CURRENT.sync_scope(self.clone(), f)
+    pub(crate) fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        CURRENT.set(self, f)
     }
 
     /// Runs `future` (the rest of handling the request) as part of this request.
-    pub(crate) fn scope<F: Future>(self: Arc<Self>, future: F) -> impl Future<Output = F::Output> {
-        CURRENT.scope(self, future)
+    pub(crate) fn scope<F: Future>(self, future: F) -> Scoped<F> {
+        Scoped { ids: self, future }
+    }
+
+    /// The request id of the request being handled on this thread, as the `X-Request-Id`
+    /// response header.
+    pub(crate) fn current_header_value() -> Option<HeaderValue> {
+        with_current(Self::header_value)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's future, polled as part of the request (see [`RequestIds::scope`]).
+    pub(crate) struct Scoped<F> {
+        ids: RequestIds,
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        CURRENT.set(this.ids, || this.future.poll(cx))
     }
 }
 
@@ -166,14 +200,14 @@ fn since_start(at: Instant) -> u64 {
 /// resumed after a long wait (see [`resumed`]); `None` outside a request. For what needs
 /// the time a request came in, such as the rate limiter, without reading the clock again.
 pub(crate) fn arrival() -> Option<Instant> {
-    CURRENT.try_with(|ids| START.0 + Duration::from_nanos(ids.arrival.load(Ordering::Relaxed))).ok()
+    with_current(|ids| START.0 + Duration::from_nanos(ids.arrival.load(Ordering::Relaxed)))
 }
 
 /// Marks the request the current task handles as arriving now: for a layer that waited
 /// long before handing it on (reading a whole body), so that what follows does not take the
 /// edge's time for the present.
 pub(crate) fn resumed() {
-    let _ = CURRENT.try_with(|ids| ids.arrival.store(since_start(Instant::now()), Ordering::Relaxed));
+    with_current(|ids| ids.arrival.store(since_start(Instant::now()), Ordering::Relaxed));
 }
 
 /// When the request the current task handles arrived, or now outside a request.
@@ -196,19 +230,19 @@ pub fn arrival_or_now() -> Instant {
 /// Records the tenant of the request the current task handles, for its log lines; outside a
 /// request it does nothing. A request's first recorded tenant stays.
 pub fn record_tenant(tenant: TenantId) {
-    let _ = CURRENT.try_with(|ids| ids.tenant.set(tenant.as_uuid()));
+    with_current(|ids| ids.tenant.set(tenant.as_uuid()));
 }
 
 /// Records the signed-in user of the request the current task handles, for its log lines;
 /// outside a request it does nothing. A request's first recorded user stays.
 pub fn record_user(user: UserId) {
-    let _ = CURRENT.try_with(|ids| ids.user.set(user.as_uuid()));
+    with_current(|ids| ids.user.set(user.as_uuid()));
 }
 
 /// The `X-Request-Id` of the request the current task handles; `None` outside a request.
 pub fn current_id() -> Option<HeaderValue> {
     // An owned value, not a slice of the shared buffer: the caller may keep it.
-    CURRENT.try_with(|ids| HeaderValue::from_bytes(ids.id.as_bytes()).expect("ids are header values")).ok()
+    with_current(|ids| HeaderValue::from_bytes(ids.id.as_bytes()).expect("ids are header values"))
 }
 
 /// Wraps a [`MakeWriter`] (stdout, a file) so that every line written while a request is
@@ -265,8 +299,8 @@ impl<W: io::Write> io::Write for LineWriter<W> {
     /// The formatter hands over each line whole; it is written whole too, so lines of
     /// different threads do not interleave.
     fn write_all(&mut self, line: &[u8]) -> io::Result<()> {
-        match CURRENT.try_with(|ids| with_ids(line, ids, self.json)) {
-            Ok(Some(line)) => self.inner.write_all(&line),
+        match with_current(|ids| with_ids(line, ids, self.json)) {
+            Some(Some(line)) => self.inner.write_all(&line),
             _ => self.inner.write_all(line),
         }
     }
@@ -314,7 +348,7 @@ fn with_ids(line: &[u8], ids: &RequestIds, json: bool) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     use super::*;
 
@@ -337,7 +371,7 @@ mod tests {
         }
     }
 
-    fn ids(id: &str) -> Arc<RequestIds> {
+    fn ids(id: &str) -> RequestIds {
         RequestIds::new(Some(HeaderValue::from_str(id).unwrap()), Instant::now())
     }
 
