@@ -33,6 +33,36 @@ use crate::{
     tenant::{TenantRef, TenantStatus},
 };
 
+/// The tenants a request names, by source, in the configured order: at most one per source.
+#[derive(Default)]
+struct References {
+    found: [Option<(TenantSource, TenantRef)>; 4],
+    len: usize,
+}
+
+impl References {
+    fn push(&mut self, reference: (TenantSource, TenantRef)) {
+        // Each of the four sources is read once (`references` skips repeats).
+        if let Some(slot) = self.found.get_mut(self.len) {
+            *slot = Some(reference);
+            self.len += 1;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(TenantSource, TenantRef)> {
+        self.found.iter().flatten()
+    }
+}
+
+impl IntoIterator for References {
+    type Item = (TenantSource, TenantRef);
+    type IntoIter = std::iter::Flatten<std::array::IntoIter<Option<(TenantSource, TenantRef)>, 4>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.found.into_iter().flatten()
+    }
+}
+
 /// The header naming the tenant, by id or slug.
 pub const X_TENANT_ID: &str = "x-tenant-id";
 
@@ -73,9 +103,13 @@ impl TenantLayer {
     }
 
     /// What each configured source names, in order.
-    fn references(&self, parts: &http::request::Parts) -> Result<Vec<(TenantSource, TenantRef)>, Error> {
-        let mut found = Vec::new();
+    fn references(&self, parts: &http::request::Parts) -> Result<References, Error> {
+        // On the stack: a `Vec` was an allocation on every request.
+        let mut found = References::default();
         for &source in self.sources.iter() {
+            if found.iter().any(|(seen, _)| *seen == source) {
+                continue;
+            }
             let reference = match source {
                 TenantSource::Token => self.token.as_ref().and_then(|t| t.tenant_of(parts)).map(TenantRef::Id),
                 TenantSource::Subdomain => self.subdomain(parts).map(TenantRef::parse),
@@ -90,7 +124,9 @@ impl TenantLayer {
                 },
                 TenantSource::Path => parts.extensions.get::<PathTenant>().map(|p| TenantRef::parse(&p.0)),
             };
-            found.extend(reference.map(|r| (source, r)));
+            if let Some(reference) = reference {
+                found.push((source, reference));
+            }
         }
         Ok(found)
     }

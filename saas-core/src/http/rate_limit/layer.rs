@@ -1,5 +1,4 @@
 use std::{
-    fmt::Write as _,
     net::{IpAddr, SocketAddr},
     sync::Arc,
     task::{Context, Poll},
@@ -28,31 +27,47 @@ pub type KeyFn = Arc<dyn Fn(&Request) -> Option<String> + Send + Sync>;
 /// Behind a proxy, key by a trusted forwarded header instead with
 /// [`RateLimitLayer::key_by`].
 pub fn client_ip_key(req: &Request) -> Option<String> {
-    // Sized for the longest IPv6 address: one allocation per request, never grown.
-    let mut key = String::with_capacity(48);
-    key.push_str("ip:");
-    match req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip()) {
+    let mut buffer = Inline::new();
+    Some(match client_ipv4_key(req, &mut buffer) {
+        Some(key) => key.to_owned(),
+        None => format!("ip:{}", peer_ip(req)?),
+    })
+}
+
+fn peer_ip(req: &Request) -> Option<IpAddr> {
+    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip())
+}
+
+/// [`client_ip_key`] written into `buffer`, without an allocation, for an IPv4 peer or none;
+/// `None` for an IPv6 peer.
+fn client_ipv4_key<'b>(req: &Request, buffer: &'b mut Inline<24>) -> Option<&'b str> {
+    let mut digits = [0u8; 3];
+    let written = match peer_ip(req) {
         // By hand: `Display` formats each octet through the general formatter.
-        Some(IpAddr::V4(ip)) => {
-            for (i, octet) in ip.octets().into_iter().enumerate() {
-                if i > 0 {
-                    key.push('.');
-                }
-                if octet >= 100 {
-                    key.push(char::from(b'0' + octet / 100));
-                }
-                if octet >= 10 {
-                    key.push(char::from(b'0' + octet / 10 % 10));
-                }
-                key.push(char::from(b'0' + octet % 10));
-            }
-        }
-        Some(ip) => {
-            let _ = write!(key, "{ip}");
-        }
-        None => key.push_str("unknown"),
-    }
-    Some(key)
+        Some(IpAddr::V4(ip)) => ip.octets().into_iter().enumerate().try_for_each(|(i, octet)| {
+            buffer.push(if i == 0 { b"ip:" } else { b"." })?;
+            let start = match octet {
+                100.. => 0,
+                10..=99 => 1,
+                _ => 2,
+            };
+            digits = [b'0' + octet / 100, b'0' + octet / 10 % 10, b'0' + octet % 10];
+            buffer.push(&digits[start..])
+        }),
+        Some(IpAddr::V6(_)) => return None,
+        None => buffer.push(b"ip:unknown"),
+    };
+    // At most 18 bytes, all ASCII.
+    written.ok()?;
+    std::str::from_utf8(buffer.as_bytes()).ok()
+}
+
+/// How a request's key is found: [`client_ip_key`] (without an allocation for an IPv4
+/// peer), or the application's function.
+#[derive(Clone)]
+enum Key {
+    ClientIp,
+    Custom(KeyFn),
 }
 
 /// Limits requests per key with GCRA; see the [module docs](super).
@@ -63,7 +78,7 @@ pub fn client_ip_key(req: &Request) -> Option<String> {
 pub struct RateLimitLayer {
     limiter: Arc<dyn RateLimiter>,
     quota: Quota,
-    key: KeyFn,
+    key: Key,
     // `RateLimit-Policy`, the same on every 429: written once.
     policy: HeaderValue,
 }
@@ -71,12 +86,12 @@ pub struct RateLimitLayer {
 impl RateLimitLayer {
     /// Limits each client IP to `quota`.
     pub fn new(limiter: Arc<dyn RateLimiter>, quota: Quota) -> Self {
-        Self { limiter, quota, key: Arc::new(client_ip_key), policy: policy_header(&quota) }
+        Self { limiter, quota, key: Key::ClientIp, policy: policy_header(&quota) }
     }
 
     /// Counts requests under the key `f` returns (tenant, API key, …).
     pub fn key_by(mut self, f: impl Fn(&Request) -> Option<String> + Send + Sync + 'static) -> Self {
-        self.key = Arc::new(f);
+        self.key = Key::Custom(Arc::new(f));
         self
     }
 }
@@ -160,8 +175,16 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let Some(key) = (self.layer.key)(&req) else {
-            return RateLimitFuture::new(State::Unlimited { inner: self.inner.call(req) });
+        let mut buffer = Inline::new();
+        let key: std::borrow::Cow<'_, str> = match &self.layer.key {
+            Key::ClientIp => match client_ipv4_key(&req, &mut buffer) {
+                Some(key) => key.into(),
+                None => client_ip_key(&req).unwrap_or_default().into(),
+            },
+            Key::Custom(key) => match key(&req) {
+                Some(key) => key.into(),
+                None => return RateLimitFuture::new(State::Unlimited { inner: self.inner.call(req) }),
+            },
         };
         // In-process stores decide without awaiting: no clone of the inner service needed.
         if let Some(decision) = self.layer.limiter.check_now(&key, &self.layer.quota) {
@@ -176,6 +199,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
+        let key = key.into_owned();
         RateLimitFuture::new(State::Other {
             inner: Box::pin(async move {
                 let decision = match layer.limiter.check(&key, &layer.quota).await {
