@@ -61,6 +61,10 @@ struct Args {
     /// Only the in-process measurement (see `in_process`): this many calls per batch.
     #[arg(long)]
     in_process: Option<u32>,
+    /// With `--in-process`: only the server of this name (`bare`, `stack` or `auth`), for a
+    /// profiler or an instruction counter such as `valgrind --tool=callgrind`.
+    #[arg(long, requires = "in_process", value_parser = ["bare", "stack", "auth"])]
+    only: Option<String>,
     /// Run only the event benchmarks, against the broker at this URL
     /// (`kafka://127.0.0.1:9092`; build with `--features kafka`).
     #[cfg(feature = "kafka")]
@@ -140,7 +144,14 @@ fn main() -> anyhow::Result<()> {
                 authorization: Some(format!("Bearer {}", auth_server.token).parse()?),
             },
         ];
-        return rt.block_on(in_process::run(&subjects, calls, args.rounds));
+        let names = ["bare", "stack", "auth"];
+        let chosen: Vec<_> = subjects
+            .into_iter()
+            .zip(names)
+            .filter(|(_, name)| args.only.as_deref().is_none_or(|only| only == *name))
+            .map(|(subject, _)| subject)
+            .collect();
+        return rt.block_on(in_process::run(&chosen, calls, args.rounds));
     }
     let bare_addr = serve(bare(), "bare-server")?;
     let stack_addr = serve(stacked(), "stack-server")?;

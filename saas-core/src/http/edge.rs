@@ -8,7 +8,9 @@
 
 use std::{
     convert::Infallible,
+    future::Future,
     panic::AssertUnwindSafe,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -18,15 +20,16 @@ use axum::{
     body::Body,
     response::{IntoResponse, Response},
 };
-use futures::{FutureExt, future::BoxFuture};
 use http::{HeaderValue, StatusCode, header};
 use tower::{Layer, Service};
-use tracing::Instrument;
 
 use super::{X_REQUEST_ID, api_version, extract, problem};
 use crate::{
     error::Error,
-    observe::{self, request::RequestIds},
+    observe::{
+        self,
+        request::{RequestIds, Scoped},
+    },
 };
 
 /// Applies the edge concerns; see the [module docs](self). Part of
@@ -82,7 +85,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+    type Future = EdgeFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -95,8 +98,9 @@ where
                 value.set_sensitive(true);
             }
         }
-        // Log lines carry the ids through a task-local (see `observe::request`); the span is
-        // for tracing consumers, at DEBUG as tower-http has it, and costs nothing when off.
+        // Log lines carry the ids through the request's future (see `observe::request`); the
+        // span is for tracing consumers, at DEBUG as tower-http has it, and costs nothing
+        // when off.
         let given = req.headers().get(&X_REQUEST_ID).filter(|id| acceptable_request_id(id)).cloned();
         let ids = RequestIds::new(given, start);
         let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path());
@@ -105,58 +109,143 @@ where
         // allocation on the hot path.
         let (method, uri) = (req.method().clone(), req.uri().clone());
 
-        let handling = match (api_version::check(&self.versions, req.uri().path()), limit_body(req, self.body_limit)) {
-            (Err(error), _) | (_, Err(error)) => Err(error.into_response()),
-            (Ok(version), Ok(req)) => {
-                let _entered = span.enter();
-                match ids.enter(|| std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)))) {
-                    Ok(future) => Ok((future, version)),
-                    Err(_) => Err(panicked()),
+        let (state, version) =
+            match (api_version::check(&self.versions, req.uri().path()), limit_body(req, self.body_limit)) {
+                (Err(error), _) | (_, Err(error)) => (State::Answered { response: Some(error.into_response()) }, None),
+                (Ok(version), Ok(req)) => {
+                    let _entered = span.enter();
+                    match ids.enter(|| std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)))) {
+                        Ok(future) => (State::Running { future, timer: None }, version),
+                        Err(_) => (State::Answered { response: Some(panicked()) }, None),
+                    }
+                }
+            };
+        let finish = Finish { start, deadline: start + self.timeout, span, labels, method, uri, version };
+        EdgeFuture { handling: ids.scope(Handling { state, finish: Some(finish) }) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Edge`]: the inner service's future, run as part of the request (its
+    /// ids on every log line), under the timeout and the panic catcher, and its response
+    /// finished (problem+json, `X-Request-Id`, `API-Version`, metrics, access log).
+    ///
+    /// Named rather than boxed: axum boxes each route's future already, and a second box was
+    /// one more allocation per request.
+    pub struct EdgeFuture<F> {
+        #[pin]
+        handling: Scoped<Handling<F>>,
+    }
+}
+
+impl<F, ResBody> Future for EdgeFuture<F>
+where
+    F: Future<Output = Result<http::Response<ResBody>, Infallible>>,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().handling.poll(cx)
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct Handling<F> {
+        #[pin]
+        state: State<F>,
+        // Taken when the response is ready.
+        finish: Option<Finish>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProjection]
+    enum State<F> {
+        // Answered by the edge itself (bad version, body too large, a panic in `call`).
+        Answered { response: Option<Response> },
+        // The inner service's future; the timer is set only if it is not ready at once:
+        // registering one costs more than a fast handler.
+        Running { #[pin] future: F, timer: Option<Pin<Box<tokio::time::Sleep>>> },
+    }
+}
+
+/// What the edge needs once the response is there.
+struct Finish {
+    start: Instant,
+    deadline: Instant,
+    span: tracing::Span,
+    labels: observe::metrics::RequestLabels,
+    method: http::Method,
+    uri: http::Uri,
+    version: Option<HeaderValue>,
+}
+
+impl<F, ResBody> Future for Handling<F>
+where
+    F: Future<Output = Result<http::Response<ResBody>, Infallible>>,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(finish) = this.finish.as_ref() else { return Poll::Pending };
+        let response = match this.state.project() {
+            StateProjection::Answered { response } => response.take().unwrap_or_else(panicked),
+            StateProjection::Running { future, timer } => {
+                let _entered = finish.span.enter();
+                match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                    Ok(Poll::Ready(Ok(response))) => response.map(Body::new),
+                    Ok(Poll::Ready(Err(never))) => match never {},
+                    Err(_) => panicked(),
+                    Ok(Poll::Pending) => {
+                        let deadline = finish.deadline.into();
+                        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                        match timer.as_mut().poll(cx) {
+                            Poll::Ready(()) => StatusCode::REQUEST_TIMEOUT.into_response(),
+                            Poll::Pending => return Poll::Pending,
+                        }
+                    }
                 }
             }
         };
-        let timeout = self.timeout;
-        Box::pin(ids.scope(async move {
-            let (response, version) = match handling {
-                Err(response) => (response, None),
-                Ok((future, version)) => {
-                    let guarded = lazy_timeout(start + timeout, AssertUnwindSafe(future).catch_unwind());
-                    let response = match guarded.instrument(span.clone()).await {
-                        Ok(Ok(Ok(response))) => response.map(Body::new),
-                        Ok(Ok(Err(never))) => match never {},
-                        Ok(Err(_)) => panicked(),
-                        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
-                    };
-                    (response, version)
-                }
-            };
-            let mut response = problem::to_problem(response);
-            if let Some(id) = RequestIds::current_header_value() {
-                response.headers_mut().insert(X_REQUEST_ID, id);
+        let finish = this.finish.take().expect("checked above");
+        Poll::Ready(Ok(finish.respond(response)))
+    }
+}
+
+impl Finish {
+    /// `response` as the client gets it, counted and logged.
+    fn respond(self, response: Response) -> Response {
+        let mut response = problem::to_problem(response);
+        if let Some(id) = RequestIds::current_header_value() {
+            response.headers_mut().insert(X_REQUEST_ID, id);
+        }
+        if let Some(version) = self.version {
+            response.headers_mut().insert(api_version::API_VERSION, version);
+        }
+        let status = response.status();
+        self.span.in_scope(|| {
+            // Fields are evaluated only for a line that is written.
+            let (method, path, status_code) = (&self.method, self.uri.path(), status.as_u16());
+            if status.is_server_error() {
+                let latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+                tracing::error!(%method, path, status = status_code, latency_ms, "request failed");
+            } else {
+                tracing::debug!(
+                    %method,
+                    path,
+                    status = status_code,
+                    latency_ms = self.start.elapsed().as_secs_f64() * 1000.0,
+                    "finished processing request"
+                );
             }
-            if let Some(version) = version {
-                response.headers_mut().insert(api_version::API_VERSION, version);
-            }
-            let status = response.status();
-            span.in_scope(|| {
-                // Fields are evaluated only for a line that is written.
-                let (path, status_code) = (uri.path(), status.as_u16());
-                if status.is_server_error() {
-                    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-                    tracing::error!(%method, path, status = status_code, latency_ms, "request failed");
-                } else {
-                    tracing::debug!(
-                        %method,
-                        path,
-                        status = status_code,
-                        latency_ms = start.elapsed().as_secs_f64() * 1000.0,
-                        "finished processing request"
-                    );
-                }
-            });
-            labels.record(status, start);
-            Ok(response)
-        }))
+        });
+        self.labels.record(status, self.start);
+        response
     }
 }
 
@@ -180,19 +269,6 @@ fn limit_body(req: http::Request<Body>, limit: usize) -> Result<http::Request<Bo
         return Ok(req);
     }
     Ok(req.map(|body| Body::new(http_body_util::Limited::new(body, limit as usize))))
-}
-
-/// Like `tokio::time::timeout_at`, but registers no timer when the future is ready on its
-/// first poll: registering one costs more than a fast handler.
-async fn lazy_timeout<F: std::future::Future>(
-    deadline: Instant,
-    future: F,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let mut future = std::pin::pin!(future);
-    match futures::poll!(future.as_mut()) {
-        Poll::Ready(output) => Ok(output),
-        Poll::Pending => tokio::time::timeout_at(deadline.into(), future).await,
-    }
 }
 
 fn panicked() -> Response {
