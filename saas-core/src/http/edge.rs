@@ -2,7 +2,7 @@
 //! carries, see [`crate::observe::request`]), API version check, body limit, panic catcher,
 //! timeout, problem+json for every error, and metrics, in one service.
 //!
-//! These concerns wrap every request, so they share one service and one boxed future
+//! These concerns wrap every request, so they share one service and one future
 //! rather than a layer each: on a trivial route each extra layer cost about 5 % of
 //! throughput (see the benchmarks chapter of the book).
 
