@@ -138,11 +138,9 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F, ResBody> Future for EdgeFuture<F>
+impl<F> Future for EdgeFuture<F>
 where
-    F: Future<Output = Result<http::Response<ResBody>, Infallible>>,
-    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    ResBody::Error: Into<axum::BoxError>,
+    Handling<F>: Future<Output = Result<Response, Infallible>>,
 {
     type Output = Result<Response, Infallible>;
 
