@@ -91,13 +91,12 @@ fn bearer(parts: &Parts) -> Option<&str> {
 }
 
 // A compact JWS has two dots; platform-admin tokens (`sap_…`) and API keys have none.
-/// Whether `token` holds exactly two dots; found from both ends, so a kilobyte-long token
-/// is searched once (`matches('.').count()` showed in the profile of every request).
+/// Whether `token` holds exactly two dots: one pass over a kilobyte-long token, with the
+/// `memchr` crate's vectorised search (`str::find` and `contains` go a word at a time, and
+/// showed in the profile of every request).
 fn has_two_dots(token: &str) -> bool {
-    match (token.find('.'), token.rfind('.')) {
-        (Some(first), Some(last)) => first < last && !token[first + 1..last].contains('.'),
-        _ => false,
-    }
+    let mut dots = memchr::memchr_iter(b'.', token.as_bytes());
+    dots.next().is_some() && dots.next().is_some() && dots.next().is_none()
 }
 
 impl Guard for AuthLayer {
