@@ -36,7 +36,7 @@ pub enum IdParseError {
 }
 
 /// Encodes 128 bits as 26 base32 characters (two leading zero bits pad it to 130).
-pub(crate) fn encode_base32(value: u128) -> [u8; 26] {
+fn encode_base32(value: u128) -> [u8; 26] {
     let mut out = [0; 26];
     for (i, char) in out.iter_mut().rev().enumerate() {
         *char = ALPHABET[((value >> (i * 5)) & 0x1f) as usize];
@@ -60,11 +60,17 @@ fn decode_base32(text: &str) -> Option<u128> {
 
 /// Formats `prefix_suffix`.
 pub fn format_id(prefix: &str, uuid: uuid::Uuid, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    // Written in pieces, without a heap buffer: request ids are formatted on every request.
+    write_id(prefix, uuid, |piece| f.write_str(std::str::from_utf8(piece).expect("ids are ASCII")))
+}
+
+/// Hands the pieces of `prefix_suffix` to `write` in order, without a heap buffer: request
+/// ids are written on every request, also where there is no `Formatter`.
+#[inline]
+pub(crate) fn write_id(prefix: &str, uuid: uuid::Uuid, mut write: impl FnMut(&[u8]) -> fmt::Result) -> fmt::Result {
     let suffix = encode_base32(uuid.as_u128());
-    f.write_str(prefix)?;
-    f.write_str("_")?;
-    f.write_str(std::str::from_utf8(&suffix).expect("the alphabet is ASCII"))
+    write(prefix.as_bytes())?;
+    write(b"_")?;
+    write(&suffix)
 }
 
 /// Parses `prefix_suffix` into the UUID it carries.

@@ -42,15 +42,11 @@ struct References {
 
 impl References {
     fn push(&mut self, reference: (TenantSource, TenantRef)) {
-        // Each of the four sources is read once (`references` skips repeats).
+        // Each of the four sources is read once (`TenantLayer::new` drops repeats).
         if let Some(slot) = self.found.get_mut(self.len) {
             *slot = Some(reference);
             self.len += 1;
         }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &(TenantSource, TenantRef)> {
-        self.found.iter().flatten()
     }
 }
 
@@ -86,11 +82,18 @@ pub struct TenantLayer {
 }
 
 impl TenantLayer {
-    /// Reads `sources` in order; subdomains count only under `base_domain`.
+    /// Reads `sources` in order (a source listed again is read once, where it first
+    /// appears); subdomains count only under `base_domain`.
     pub fn new(tenants: Tenants, sources: &[TenantSource], base_domain: Option<&str>) -> Self {
+        let mut unique = Vec::with_capacity(sources.len());
+        for &source in sources {
+            if !unique.contains(&source) {
+                unique.push(source);
+            }
+        }
         Self {
             tenants,
-            sources: sources.into(),
+            sources: unique.into(),
             base_domain: base_domain.map(|d| Arc::from(format!(".{}", d.trim_start_matches('.')))),
             token: None,
         }
@@ -107,9 +110,6 @@ impl TenantLayer {
         // On the stack: a `Vec` was an allocation on every request.
         let mut found = References::default();
         for &source in self.sources.iter() {
-            if found.iter().any(|(seen, _)| *seen == source) {
-                continue;
-            }
             let reference = match source {
                 TenantSource::Token => self.token.as_ref().and_then(|t| t.tenant_of(parts)).map(TenantRef::Id),
                 TenantSource::Subdomain => self.subdomain(parts).map(TenantRef::parse),

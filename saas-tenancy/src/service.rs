@@ -298,9 +298,10 @@ impl Tenants {
         let mut conn = self.db.pool().acquire().await?;
         let tenant = store::find(&mut conn, &TenantRef::Id(id)).await?.ok_or_else(not_found)?;
         drop(conn);
+        let resolved = Resolved::from(tenant.clone());
         for by in [TenantRef::Id(tenant.id), TenantRef::Slug(tenant.slug.clone())] {
             let key = cache_key(&by);
-            self.local.insert(by, Resolved::from(tenant.clone()));
+            self.local.insert(by, resolved.clone());
             // The change is committed, so a cache failure must not turn into an error now;
             // the entry then stays stale for at most the TTL.
             if let Err(e) = self.cache.set_json(&key, &tenant, self.cache_ttl).await {

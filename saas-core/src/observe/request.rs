@@ -153,10 +153,9 @@ impl<F: Future> Future for Scoped<F> {
 impl Id {
     fn generate(arrival: Instant) -> Self {
         // `RequestId`'s `Display`, written without the formatting machinery.
-        let suffix = crate::id::encode_base32(new_request_id(arrival).as_uuid().as_u128());
         let mut text = Inline::new();
-        let written = [RequestId::PREFIX.as_bytes(), b"_", &suffix].into_iter().try_for_each(|part| text.push(part));
-        written.expect("a request id fits");
+        let id = new_request_id(arrival).as_uuid();
+        crate::id::write_id(RequestId::PREFIX, id, |piece| text.push(piece)).expect("a request id fits");
         Self::Generated(text)
     }
 

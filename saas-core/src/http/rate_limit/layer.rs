@@ -1,4 +1,5 @@
 use std::{
+    borrow::Cow,
     net::{IpAddr, SocketAddr},
     sync::Arc,
     task::{Context, Poll},
@@ -27,39 +28,30 @@ pub type KeyFn = Arc<dyn Fn(&Request) -> Option<String> + Send + Sync>;
 /// Behind a proxy, key by a trusted forwarded header instead with
 /// [`RateLimitLayer::key_by`].
 pub fn client_ip_key(req: &Request) -> Option<String> {
-    let mut buffer = Inline::new();
-    Some(match client_ipv4_key(req, &mut buffer) {
-        Some(key) => key.to_owned(),
-        None => format!("ip:{}", peer_ip(req)?),
-    })
+    Some(client_ip(req, &mut Inline::new()).into_owned())
 }
 
-fn peer_ip(req: &Request) -> Option<IpAddr> {
-    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip())
-}
-
-/// [`client_ip_key`] written into `buffer`, without an allocation, for an IPv4 peer or none;
-/// `None` for an IPv6 peer.
-fn client_ipv4_key<'b>(req: &Request, buffer: &'b mut Inline<24>) -> Option<&'b str> {
-    let mut digits = [0u8; 3];
-    let written = match peer_ip(req) {
+/// [`client_ip_key`], written into `buffer` (no allocation) unless the peer is IPv6.
+fn client_ip<'b>(req: &Request, buffer: &'b mut Inline<24>) -> Cow<'b, str> {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip());
+    let written = match peer {
         // By hand: `Display` formats each octet through the general formatter.
         Some(IpAddr::V4(ip)) => ip.octets().into_iter().enumerate().try_for_each(|(i, octet)| {
             buffer.push(if i == 0 { b"ip:" } else { b"." })?;
+            let digits = [b'0' + octet / 100, b'0' + octet / 10 % 10, b'0' + octet % 10];
             let start = match octet {
                 100.. => 0,
                 10..=99 => 1,
                 _ => 2,
             };
-            digits = [b'0' + octet / 100, b'0' + octet / 10 % 10, b'0' + octet % 10];
             buffer.push(&digits[start..])
         }),
-        Some(IpAddr::V6(_)) => return None,
+        Some(ip) => return format!("ip:{ip}").into(),
         None => buffer.push(b"ip:unknown"),
     };
-    // At most 18 bytes, all ASCII.
-    written.ok()?;
-    std::str::from_utf8(buffer.as_bytes()).ok()
+    // At most 18 ASCII bytes: always written, always UTF-8.
+    debug_assert!(written.is_ok());
+    String::from_utf8_lossy(buffer.as_bytes())
 }
 
 /// How a request's key is found: [`client_ip_key`] (without an allocation for an IPv4
@@ -176,11 +168,8 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         let mut buffer = Inline::new();
-        let key: std::borrow::Cow<'_, str> = match &self.layer.key {
-            Key::ClientIp => match client_ipv4_key(&req, &mut buffer) {
-                Some(key) => key.into(),
-                None => client_ip_key(&req).unwrap_or_default().into(),
-            },
+        let key: Cow<'_, str> = match &self.layer.key {
+            Key::ClientIp => client_ip(&req, &mut buffer),
             Key::Custom(key) => match key(&req) {
                 Some(key) => key.into(),
                 None => return RateLimitFuture::new(State::Unlimited { inner: self.inner.call(req) }),
