@@ -140,11 +140,12 @@ impl AccessTokens {
     /// The claims of a valid token; 401 `invalid_token` for anything else.
     pub async fn verify(&self, token: &str) -> Result<Arc<Claims>> {
         let at = std::time::Instant::now();
-        if let Some(claims) = self.verified_at(token, at) {
+        if let Some(claims) = self.verified_at(token.as_bytes(), at) {
             return Ok(claims);
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let signature = signature_of(token);
+        // Starts after a `.` (or is the whole token): a character boundary.
+        let signature = &token[token.len() - signature_of(token.as_bytes()).len()..];
         let claims = Arc::new(self.verify_uncached(token, now).await.ok_or_else(invalid)?);
         // Cached for at most the cache's 60 s, never past the token's expiry.
         if claims.exp > now {
@@ -157,20 +158,22 @@ impl AccessTokens {
     /// The claims of `token` when it was verified within the last minute and has not
     /// expired; `None` when it must be verified (or is invalid). Never waits. For the start
     /// of a request: the cache's minute is counted to the request's arrival.
-    pub fn verify_cached(&self, token: &str) -> Option<Arc<Claims>> {
-        self.verified_at(token, saas_core::observe::request::arrival_or_now())
+    ///
+    /// `token` may be any bytes (such as [`bearer_bytes`](saas_core::http::bearer_bytes)
+    /// gives): only a token equal to a verified one is found.
+    pub fn verify_cached(&self, token: impl AsRef<[u8]>) -> Option<Arc<Claims>> {
+        self.verified_at(token.as_ref(), saas_core::observe::request::arrival_or_now())
     }
 
     /// The cached claims of `token`, if it was cached within the cache's time before `at`
     /// and has not expired at `at`.
-    fn verified_at(&self, token: &str, at: std::time::Instant) -> Option<Arc<Claims>> {
+    fn verified_at(&self, token: &[u8], at: std::time::Instant) -> Option<Arc<Claims>> {
         // Looked up by the signature, which differs between tokens, and used only when the
         // whole token is the one cached (compared in constant time): hashing the whole
         // token on every request cost more than everything else the lookup does.
-        let signature = signature_of(token);
+        let signature = std::str::from_utf8(signature_of(token)).ok()?;
         let hit = self.verified.get_at(signature, at)?;
-        (constant_time_eq::constant_time_eq(hit.token.as_bytes(), token.as_bytes()) && at < hit.expires)
-            .then_some(hit.claims)
+        (constant_time_eq::constant_time_eq(hit.token.as_bytes(), token) && at < hit.expires).then_some(hit.claims)
     }
 
     async fn verify_uncached(&self, token: &str, now: i64) -> Option<Claims> {
@@ -210,8 +213,8 @@ impl AccessTokens {
 
 /// The part of `token` after its last dot (the signature of a JWS), found with a vectorised
 /// search: this runs on every request.
-fn signature_of(token: &str) -> &str {
-    memchr::memrchr(b'.', token.as_bytes()).map_or(token, |dot| &token[dot + 1..])
+fn signature_of(token: &[u8]) -> &[u8] {
+    memchr::memrchr(b'.', token).map_or(token, |dot| &token[dot + 1..])
 }
 
 fn encode_json(value: &impl Serialize) -> Result<String> {

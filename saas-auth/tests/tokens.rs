@@ -137,6 +137,15 @@ async fn forgeries_are_rejected(algorithm: TokenAlgorithm) {
     for (what, token) in forged {
         let error = tokens.verify(&token).await.unwrap_err();
         assert_eq!((error.status().as_u16(), error.code()), (401, "invalid_token"), "{algorithm:?}: {what}");
+        assert!(tokens.verify_cached(&token).is_none(), "{algorithm:?}: {what} is not found in the cache");
+    }
+    // The cache answers for the genuine token alone, whatever bytes come with its signature
+    // (the request path looks it up with the header's bytes unchecked).
+    assert_eq!(tokens.verify_cached(&token).map(|claims| claims.tid), Some(tenant), "cached once verified");
+    let mut non_ascii = token.clone().into_bytes();
+    non_ascii[1] = 0xe9;
+    for bytes in [non_ascii, format!("{token} ").into_bytes(), token.as_bytes()[1..].to_vec()] {
+        assert!(tokens.verify_cached(&bytes).is_none(), "{algorithm:?}: {bytes:?}");
     }
     assert_eq!(tokens.verify(&token).await.unwrap().tid, tenant, "the genuine token still verifies");
 }

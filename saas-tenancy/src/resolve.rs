@@ -62,6 +62,9 @@ impl IntoIterator for References {
 /// The header naming the tenant, by id or slug.
 pub const X_TENANT_ID: &str = "x-tenant-id";
 
+// A `&str` name is parsed on every lookup; a constant `HeaderName` is not.
+const TENANT_HEADER: header::HeaderName = header::HeaderName::from_static(X_TENANT_ID);
+
 /// Reads the tenant id claim of an already verified access token; supplied by saas-auth.
 pub trait TokenTenant: Send + Sync + 'static {
     /// The tenant the request's token belongs to, if it carries a valid token.
@@ -113,7 +116,7 @@ impl TenantLayer {
             let reference = match source {
                 TenantSource::Token => self.token.as_ref().and_then(|t| t.tenant_of(parts)).map(TenantRef::Id),
                 TenantSource::Subdomain => self.subdomain(parts).map(TenantRef::parse),
-                TenantSource::Header => match parts.headers.get(X_TENANT_ID) {
+                TenantSource::Header => match parts.headers.get(TENANT_HEADER) {
                     None => None,
                     Some(value) => {
                         let text = value.to_str().ok().map(str::trim).filter(|t| !t.is_empty() && t.len() <= 100);

@@ -33,16 +33,25 @@ pub use idempotency::IdempotencyLayer;
 pub use rate_limit::RateLimitLayer;
 
 /// The credential of an `Authorization: Bearer <credential>` header (scheme in any case),
-/// trimmed; `None` without one.
+/// trimmed; `None` without one, or when it is not ASCII.
 pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
     // ASCII only, as `to_str` has it (header values hold no control bytes), but checked a
     // word at a time: `to_str` goes byte by byte, which shows on every request with a
     // kilobyte-long access token.
-    let bytes = headers.get(http::header::AUTHORIZATION)?.as_bytes();
-    let value = std::str::from_utf8(bytes).ok().filter(|_| bytes.is_ascii())?;
-    let (scheme, credential) = value.split_once(' ')?;
-    let credential = credential.trim_ascii();
-    (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
+    let credential = bearer_bytes(headers)?;
+    std::str::from_utf8(credential).ok().filter(|_| credential.is_ascii())
+}
+
+/// The credential of an `Authorization: Bearer <credential>` header as [`bearer_token`]
+/// finds it, but its bytes unchecked: for comparing with a credential known to be valid
+/// (a cached token), where any bad byte is a mismatch anyway. Checking a kilobyte-long
+/// access token for ASCII costs more than the comparison; use [`bearer_token`] for
+/// anything else.
+pub fn bearer_bytes(headers: &http::HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(http::header::AUTHORIZATION)?.as_bytes();
+    let space = value.iter().position(|b| *b == b' ')?;
+    let (scheme, credential) = (&value[..space], value[space + 1..].trim_ascii());
+    (scheme.eq_ignore_ascii_case(b"bearer") && !credential.is_empty()).then_some(credential)
 }
 
 /// Whether `value` is 1 to `max_len` visible ASCII characters (no space): what a client may
@@ -183,6 +192,7 @@ mod tests {
         {
             headers.insert(http::header::AUTHORIZATION, value.parse().unwrap());
             assert_eq!(super::bearer_token(&headers), token, "{value}");
+            assert_eq!(super::bearer_bytes(&headers), token.map(str::as_bytes), "{value}");
         }
         assert_eq!(super::bearer_token(&http::HeaderMap::new()), None);
         headers.insert(
@@ -190,5 +200,6 @@ mod tests {
             http::HeaderValue::from_bytes("Bearer sap_x\u{a0}".as_bytes()).unwrap(),
         );
         assert_eq!(super::bearer_token(&headers), None, "not ASCII");
+        assert_eq!(super::bearer_bytes(&headers), Some("sap_x\u{a0}".as_bytes()), "unchecked");
     }
 }
