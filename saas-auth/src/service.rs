@@ -14,7 +14,7 @@ use saas_core::{
 };
 use saas_tenancy::{
     Tenant,
-    signup::{OwnerRegistrar, OwnerSignup},
+    signup::{OwnerRegistrar, OwnerSignup, PreparedOwner},
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -851,16 +851,22 @@ impl Auth {
 
 #[async_trait]
 impl OwnerRegistrar for Auth {
+    async fn prepare_owner(&self, owner: OwnerSignup) -> Result<PreparedOwner> {
+        Passwords::check_new(&owner.password).map_err(|e| prefix_fields(e, "owner"))?;
+        // The address and the name, checked as `register_owner` will, before a hash is spent.
+        User::new(TenantId::new(), &owner.email, owner.name.clone(), String::new(), &["owner"])
+            .map_err(|e| prefix_fields(e, "owner"))?;
+        let password_hash = self.passwords.hash(&owner.password).await?;
+        Ok(PreparedOwner { email: owner.email, name: owner.name, password_hash })
+    }
+
     async fn register_owner(
         &self,
         conn: &mut AnyConnection,
         tenant: &Tenant,
-        owner: &OwnerSignup,
+        owner: PreparedOwner,
     ) -> Result<serde_json::Value> {
-        Passwords::check_new(&owner.password).map_err(|e| prefix_fields(e, "owner"))?;
-        crate::users::normalise_email(&owner.email).map_err(|e| prefix_fields(e, "owner"))?;
-        let hash = self.passwords.hash(&owner.password).await?;
-        let user = User::new(tenant.id, &owner.email, owner.name.clone(), hash, &["owner"])?;
+        let user = User::new(tenant.id, &owner.email, owner.name, owner.password_hash, &["owner"])?;
         // The sign-up transaction was begun without a tenant: bind it before writing the
         // tenant's first row, for row-level security.
         self.db.bind_tenant(conn, tenant.id).await?;

@@ -147,12 +147,17 @@ async fn signup(
             "this server creates no user accounts (saas-auth is not installed); sign up without `owner`",
         )]));
     }
+    // Hashed before the transaction: it would hold its locks for the length of a hash.
+    let owner = match (request.owner, &state.owners) {
+        (Some(owner), Some(registrar)) => Some((registrar, registrar.prepare_owner(owner).await?)),
+        _ => None,
+    };
     let new = NewTenant { slug: request.slug, name: request.name, plan: None };
     let mut tx = state.tenants.db().begin().await?;
     let tenant = state.tenants.provision_in(&mut tx, new, "signup").await?;
-    let owner = match (&request.owner, &state.owners) {
-        (Some(owner), Some(registrar)) => Some(registrar.register_owner(&mut tx, &tenant, owner).await?),
-        _ => None,
+    let owner = match owner {
+        Some((registrar, owner)) => Some(registrar.register_owner(&mut tx, &tenant, owner).await?),
+        None => None,
     };
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(SignupResponse { tenant: tenant.into(), owner })))
