@@ -1,5 +1,6 @@
 use std::{
     borrow::Cow,
+    cell::RefCell,
     net::{IpAddr, SocketAddr},
     sync::Arc,
     task::{Context, Poll},
@@ -230,13 +231,28 @@ const POLICY_NAME: &[u8] = b"\"default\"";
 
 /// `RateLimit: "default";r=<requests left>;t=<seconds until the full burst is back>`.
 fn remaining_header(d: &Decision) -> HeaderValue {
+    thread_local! {
+        // Clients far from their limit, most of them, get the same value on every answer
+        // (the burst less one, the time one request takes to come back): it is written once
+        // per thread and cloned, not written for each response. Keeps at most one shared
+        // buffer per thread alive (see `header_value`).
+        static LAST: RefCell<Option<((u32, u64), HeaderValue)>> = const { RefCell::new(None) };
+    }
+    let numbers = (d.remaining, ceil_secs(d.reset_after));
+    LAST.with_borrow_mut(|last| match last {
+        Some((cached, value)) if *cached == numbers => value.clone(),
+        _ => last.insert((numbers, write_remaining(numbers))).1.clone(),
+    })
+}
+
+fn write_remaining((remaining, reset_secs): (u32, u64)) -> HeaderValue {
     let mut text = Inline::<64>::new();
     let written = (|| {
         text.push(POLICY_NAME)?;
         text.push(b";r=")?;
-        text.push_number(u64::from(d.remaining))?;
+        text.push_number(u64::from(remaining))?;
         text.push(b";t=")?;
-        text.push_number(ceil_secs(d.reset_after))
+        text.push_number(reset_secs)
     })();
     // Two numbers of at most 20 digits fit, and digits are valid in a header.
     debug_assert!(written.is_ok());
@@ -263,5 +279,25 @@ mod tests {
             assert_eq!(client_ip_key(&req).unwrap(), format!("ip:{}", peer.ip()));
         }
         assert_eq!(client_ip_key(&Request::new(axum::body::Body::empty())).unwrap(), "ip:unknown");
+    }
+
+    #[test]
+    fn the_ratelimit_header_follows_each_decision() {
+        let decision = |remaining, reset_ms| Decision {
+            allowed: true,
+            limit: 10,
+            remaining,
+            retry_after: Duration::ZERO,
+            reset_after: Duration::from_millis(reset_ms),
+        };
+        for (remaining, reset_ms, expected) in [
+            (9, 100, "\"default\";r=9;t=1"),
+            (9, 100, "\"default\";r=9;t=1"),
+            (8, 100, "\"default\";r=8;t=1"),
+            (8, 2_500, "\"default\";r=8;t=3"),
+            (9, 100, "\"default\";r=9;t=1"),
+        ] {
+            assert_eq!(remaining_header(&decision(remaining, reset_ms)), expected);
+        }
     }
 }
