@@ -30,7 +30,9 @@ pub(crate) fn check(served: &[HeaderValue], path: &str) -> Result<Option<HeaderV
 
 /// The version segment of a path, if it is `/v<digits>` or `/v<digits>/…`.
 fn version_of(path: &str) -> Option<&str> {
-    let segment = path.strip_prefix('/')?.split('/').next()?;
+    let rest = path.strip_prefix('/')?;
+    // By bytes: `split('/')` sets up a general searcher for one character, on every request.
+    let segment = &rest[..rest.bytes().position(|b| b == b'/').unwrap_or(rest.len())];
     let digits = segment.strip_prefix('v')?;
     (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(segment)
 }
@@ -44,5 +46,7 @@ mod tests {
         assert_eq!(super::version_of("/vx/tenants"), None);
         assert_eq!(super::version_of("/health/live"), None);
         assert_eq!(super::version_of("/v/"), None);
+        assert_eq!(super::version_of("/"), None);
+        assert_eq!(super::version_of("v1/x"), None);
     }
 }

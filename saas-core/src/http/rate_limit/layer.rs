@@ -52,7 +52,7 @@ fn client_ip<'b>(req: &Request, buffer: &'b mut Inline<24>) -> Cow<'b, str> {
     };
     // At most 18 ASCII bytes: always written, always UTF-8.
     debug_assert!(written.is_ok());
-    String::from_utf8_lossy(buffer.as_bytes())
+    Cow::Borrowed(std::str::from_utf8(buffer.as_bytes()).unwrap_or("ip:unknown"))
 }
 
 /// How a request's key is found: [`client_ip_key`] (without an allocation for an IPv4
