@@ -122,10 +122,18 @@ pub fn covers(granted: &str, wanted: &str) -> bool {
     if granted == "*" || granted == wanted {
         return true;
     }
-    let (Some((g_res, g_act)), Some((w_res, w_act))) = (granted.split_once(':'), wanted.split_once(':')) else {
+    let (Some((g_res, g_act)), Some((w_res, w_act))) = (split_grant(granted), split_grant(wanted)) else {
         return false;
     };
     (g_res == "*" || g_res == w_res) && (g_act == "*" || g_act == w_act)
+}
+
+/// `resource:action` split at its colon. By bytes: `split_once(':')` sets up a general
+/// searcher, which on these short names cost more than the comparisons, on every request a
+/// permission guards.
+fn split_grant(grant: &str) -> Option<(&str, &str)> {
+    let colon = grant.bytes().position(|b| b == b':')?;
+    Some((&grant[..colon], &grant[colon + 1..]))
 }
 
 /// Whether `name` is a valid permission or pattern: `resource:action` of `a-z`, `0-9`, `_`,
@@ -238,6 +246,9 @@ mod tests {
             ("invoices:write", "invoices:write", true),
             ("invoices:write", "invoices:read", false),
             ("invoices", "invoices:read", false),
+            ("*:read", "invoices", false),
+            (":read", "invoices:read", false),
+            ("invoices:", "invoices:read", false),
         ] {
             assert_eq!(covers(granted, wanted), yes, "{granted} / {wanted}");
         }

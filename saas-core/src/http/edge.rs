@@ -109,17 +109,18 @@ where
         // allocation on the hot path.
         let (method, uri) = (req.method().clone(), req.uri().clone());
 
-        let (state, version) =
-            match (api_version::check(&self.versions, req.uri().path()), limit_body(req, self.body_limit)) {
-                (Err(error), _) | (_, Err(error)) => (State::Answered { response: Some(error.into_response()) }, None),
-                (Ok(version), Ok(req)) => {
-                    let _entered = span.enter();
-                    match ids.enter(|| std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)))) {
-                        Ok(future) => (State::Running { future, timer: None }, version),
-                        Err(_) => (State::Answered { response: Some(panicked()) }, None),
-                    }
+        let checked = api_version::check(&self.versions, req.uri().path())
+            .and_then(|version| limit_body(&mut req, self.body_limit).map(|()| version));
+        let (state, version) = match checked {
+            Err(error) => (State::Answered { response: Some(error.into_response()) }, None),
+            Ok(version) => {
+                let _entered = span.enter();
+                match ids.enter(|| std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)))) {
+                    Ok(future) => (State::Running { future, timer: None }, version),
+                    Err(_) => (State::Answered { response: Some(panicked()) }, None),
                 }
-            };
+            }
+        };
         let finish = Finish { start, deadline: start + self.timeout, span, labels, method, uri, version };
         EdgeFuture { handling: ids.scope(Handling { state, finish: Some(finish) }) }
     }
@@ -253,8 +254,9 @@ fn acceptable_request_id(id: &HeaderValue) -> bool {
     super::is_visible_ascii(id.as_bytes(), 128)
 }
 
-/// `req` with its body limited to `limit` bytes, or the 413 of a larger `Content-Length`.
-fn limit_body(req: http::Request<Body>, limit: usize) -> Result<http::Request<Body>, Error> {
+/// Limits `req`'s body to `limit` bytes, or answers the 413 of a larger `Content-Length`. In
+/// place: moving the request in and out cost two copies of it on every request.
+fn limit_body(req: &mut http::Request<Body>, limit: usize) -> Result<(), Error> {
     use http_body::Body as _;
     let limit = limit as u64;
     let size = req.body().size_hint();
@@ -264,9 +266,11 @@ fn limit_body(req: http::Request<Body>, limit: usize) -> Result<http::Request<Bo
     // A body of known length (hyper holds it to its `Content-Length`) within the limit
     // needs no counting; wrapping would cost an allocation per request.
     if size.upper().is_some_and(|upper| upper <= limit) {
-        return Ok(req);
+        return Ok(());
     }
-    Ok(req.map(|body| Body::new(http_body_util::Limited::new(body, limit as usize))))
+    let body = std::mem::take(req.body_mut());
+    *req.body_mut() = Body::new(http_body_util::Limited::new(body, limit as usize));
+    Ok(())
 }
 
 fn panicked() -> Response {
