@@ -33,29 +33,17 @@ use crate::{
     tenant::{TenantRef, TenantStatus},
 };
 
-/// The tenants a request names, by source, in the configured order: at most one per source.
+/// The tenants a request names: one slot per configured source, in the configured order
+/// (`TenantLayer::new` keeps each of the four sources once).
 #[derive(Default)]
-struct References {
-    found: [Option<(TenantSource, TenantRef)>; 4],
-    len: usize,
-}
-
-impl References {
-    fn push(&mut self, reference: (TenantSource, TenantRef)) {
-        // Each of the four sources is read once (`TenantLayer::new` drops repeats).
-        if let Some(slot) = self.found.get_mut(self.len) {
-            *slot = Some(reference);
-            self.len += 1;
-        }
-    }
-}
+struct References([Option<(TenantSource, TenantRef)>; 4]);
 
 impl IntoIterator for References {
     type Item = (TenantSource, TenantRef);
     type IntoIter = std::iter::Flatten<std::array::IntoIter<Option<(TenantSource, TenantRef)>, 4>>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.found.into_iter().flatten()
+        self.0.into_iter().flatten()
     }
 }
 
@@ -112,7 +100,7 @@ impl TenantLayer {
     fn references(&self, parts: &http::request::Parts) -> Result<References, Error> {
         // On the stack: a `Vec` was an allocation on every request.
         let mut found = References::default();
-        for &source in self.sources.iter() {
+        for (slot, &source) in found.0.iter_mut().zip(self.sources.iter()) {
             let reference = match source {
                 TenantSource::Token => self.token.as_ref().and_then(|t| t.tenant_of(parts)).map(TenantRef::Id),
                 TenantSource::Subdomain => self.subdomain(parts).map(TenantRef::parse),
@@ -127,9 +115,7 @@ impl TenantLayer {
                 },
                 TenantSource::Path => parts.extensions.get::<PathTenant>().map(|p| TenantRef::parse(&p.0)),
             };
-            if let Some(reference) = reference {
-                found.push((source, reference));
-            }
+            *slot = reference.map(|reference| (source, reference));
         }
         Ok(found)
     }
