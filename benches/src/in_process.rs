@@ -15,6 +15,8 @@ use tower::ServiceExt;
 pub(crate) struct Subject {
     pub(crate) name: &'static str,
     pub(crate) router: Router,
+    /// The path called.
+    pub(crate) path: &'static str,
     /// `Authorization` value, if any.
     pub(crate) authorization: Option<HeaderValue>,
 }
@@ -22,7 +24,7 @@ pub(crate) struct Subject {
 /// Calls each subject `calls` times per batch, `batches` times in turn, and prints the
 /// median time per call of each and its ratio to the first.
 pub(crate) async fn run(subjects: &[Subject], calls: u32, batches: usize) -> anyhow::Result<()> {
-    println!("\n== in-process: GET /v1/ping called {calls} times per batch, {batches} batches each ==");
+    println!("\n== in-process: each server's route called {calls} times per batch, {batches} batches each ==");
     let mut per_call = vec![Vec::with_capacity(batches); subjects.len()];
     for subject in subjects {
         // Warm-up: caches filled, allocator settled.
@@ -54,7 +56,7 @@ async fn batch(subject: &Subject, calls: u32) -> anyhow::Result<Duration> {
     let router: Router = subject.router.clone().with_state(());
     let start = Instant::now();
     for _ in 0..calls {
-        let mut request = Request::get("/v1/ping").header("host", "bench").body(Body::empty())?;
+        let mut request = Request::get(subject.path).header("host", "bench").body(Body::empty())?;
         if let Some(value) = &subject.authorization {
             request.headers_mut().insert(http::header::AUTHORIZATION, value.clone());
         }

@@ -22,16 +22,28 @@ pub(crate) fn thread_cpu(name: &str) -> Duration {
     let mut ticks = 0u64;
     for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
         let path = task.path();
-        if std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim().starts_with(name))
-            && let Ok(stat) = std::fs::read_to_string(path.join("stat"))
-        {
-            // Fields after the `(comm)`: state is field 3; utime and stime are 14 and 15.
-            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            ticks += fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            ticks += fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        if std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim().starts_with(name)) {
+            ticks += stat_ticks(&path.join("stat"));
         }
     }
+    ticks_to_time(ticks)
+}
+
+/// CPU time (user + system) used so far by the calling thread.
+pub(crate) fn this_thread_cpu() -> Duration {
+    ticks_to_time(stat_ticks(std::path::Path::new("/proc/thread-self/stat")))
+}
+
+/// User and system clock ticks of the task whose `stat` file is `path` (0 if unreadable).
+fn stat_ticks(path: &std::path::Path) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(path) else { return 0 };
+    // Fields after the `(comm)`: state is field 3; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum()
+}
+
+fn ticks_to_time(ticks: u64) -> Duration {
     // Clock ticks are 1/100 s on Linux.
     Duration::from_millis(ticks * 10)
 }

@@ -140,10 +140,11 @@ impl Guard for AuthLayer {
         if credential.starts_with(b"sak_") {
             return None;
         }
-        if !has_two_dots(credential) {
-            return Some(Ok(()));
-        }
-        let claims = self.tokens.verify_cached(credential)?;
+        // A token found in the cache equals one verified before, so it is a JWS: its dots
+        // need counting only when it is not there.
+        let Some(claims) = self.tokens.verify_cached(credential) else {
+            return (!has_two_dots(credential)).then_some(Ok(()));
+        };
         if self.sessions.is_revoked_cached(claims.tid, &claims.sid)? {
             parts.extensions.insert(InvalidToken);
         } else {

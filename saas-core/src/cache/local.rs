@@ -3,13 +3,13 @@
 
 use std::{
     borrow::Borrow,
-    collections::HashMap,
     hash::{BuildHasher, Hash},
     sync::{RwLock, RwLockReadGuard, RwLockWriteGuard},
     time::{Duration, Instant},
 };
 
 use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 
 const SHARDS: usize = 16;
 
@@ -19,8 +19,8 @@ const SHARDS: usize = 16;
 ///
 /// A general cache (moka) spends more per lookup than these callers can afford: it keeps
 /// access order and frequency for its eviction policy, which costs atomic queues and epoch
-/// bookkeeping on every read. Here a read is one shared lock of one shard, one hash and one
-/// clock read; a full shard drops its expired entries, then arbitrary live ones until it is
+/// bookkeeping on every read. Here a read is one shared lock of one shard, one hash (which
+/// picks both the shard and the slot in it) and one clock read; a full shard drops its expired entries, then arbitrary live ones until it is
 /// three quarters full (so the next quarter of inserts scans nothing). That suits values
 /// which are cheap to get again and expire within seconds or a minute.
 ///
@@ -45,10 +45,13 @@ pub struct LocalCache<K, V> {
     ttl: Duration,
 }
 
-type Map<K, V> = HashMap<K, Entry<V>, RandomState>;
+// A table, not a map: the hash that picked the shard finds the slot too (a map would hash
+// the key again).
+type Map<K, V> = HashTable<Entry<K, V>>;
 type Shard<K, V> = RwLock<Map<K, V>>;
 
-struct Entry<V> {
+struct Entry<K, V> {
+    key: K,
     value: V,
     expires: Instant,
 }
@@ -65,15 +68,22 @@ impl<K: Hash + Eq, V: Clone> LocalCache<K, V> {
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         let ttl = ttl.min(Duration::from_secs(365 * 86_400));
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::with_hasher(RandomState::default()))).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
             hasher: RandomState::default(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
             ttl,
         }
     }
 
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Shard<K, V> {
-        &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
+    fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The shard of a key of `hash`: picked by bits the table does not use for a slot (its
+    /// low bits) or for its tag (the top seven), so keys sharing a shard still spread over
+    /// its slots.
+    fn shard(&self, hash: u64) -> &Shard<K, V> {
+        &self.shards[(hash >> 32) as usize % SHARDS]
     }
 
     // A panic while a lock was held cannot leave a map half-changed in a way that matters
@@ -82,8 +92,17 @@ impl<K: Hash + Eq, V: Clone> LocalCache<K, V> {
         shard.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write<Q: Hash + ?Sized>(&self, key: &Q) -> RwLockWriteGuard<'_, Map<K, V>> {
-        self.shard(key).write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn write(&self, hash: u64) -> RwLockWriteGuard<'_, Map<K, V>> {
+        self.shard(hash).write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether an entry is the one of `key`.
+    fn is<Q>(key: &Q) -> impl Fn(&Entry<K, V>) -> bool + '_
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        move |entry| entry.key.borrow() == key
     }
 
     /// The value under `key`, unless missing or expired.
@@ -103,43 +122,56 @@ impl<K: Hash + Eq, V: Clone> LocalCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let shard = Self::read(self.shard(key));
-        let entry = shard.get(key)?;
+        let hash = self.hash(key);
+        let shard = Self::read(self.shard(hash));
+        let entry = shard.find(hash, Self::is(key))?;
         (entry.expires > now).then(|| entry.value.clone())
     }
 
     /// Puts `value` under `key` for the cache's time to live, replacing what was there.
     pub fn insert(&self, key: K, value: V) {
         let now = Instant::now();
-        let mut shard = self.write(&key);
-        self.make_room(&mut shard, &key, now);
-        shard.insert(key, Entry { value, expires: now + self.ttl });
+        let hash = self.hash(&key);
+        let mut shard = self.write(hash);
+        let expires = now + self.ttl;
+        if let Some(entry) = shard.find_mut(hash, Self::is(&key)) {
+            *entry = Entry { key, value, expires };
+            return;
+        }
+        self.make_room(&mut shard, now);
+        shard.insert_unique(hash, Entry { key, value, expires }, |entry| self.hash(&entry.key));
     }
 
     /// The live value under `key`, else `value` after putting it there: a value written
     /// meanwhile (a revocation) is kept, not replaced by one read before it.
     pub fn get_or_insert(&self, key: K, value: V) -> V {
         let now = Instant::now();
-        let mut shard = self.write(&key);
-        if let Some(entry) = shard.get(&key).filter(|e| e.expires > now) {
-            return entry.value.clone();
+        let hash = self.hash(&key);
+        let mut shard = self.write(hash);
+        let expires = now + self.ttl;
+        match shard.find_mut(hash, Self::is(&key)) {
+            Some(entry) if entry.expires > now => return entry.value.clone(),
+            // Expired: replaced in place.
+            Some(entry) => *entry = Entry { key, value: value.clone(), expires },
+            None => {
+                self.make_room(&mut shard, now);
+                shard.insert_unique(hash, Entry { key, value: value.clone(), expires }, |entry| self.hash(&entry.key));
+            }
         }
-        self.make_room(&mut shard, &key, now);
-        shard.insert(key, Entry { value: value.clone(), expires: now + self.ttl });
         value
     }
 
-    /// When a new `key` would overfill `shard`: drops its expired entries, then arbitrary
+    /// When a new key would overfill `shard`: drops its expired entries, then arbitrary
     /// live ones down to three quarters, whatever expiry freed (a shard left one short of
     /// full would be scanned again on the next insert).
-    fn make_room(&self, shard: &mut Map<K, V>, key: &K, now: Instant) {
-        if shard.len() < self.per_shard || shard.contains_key(key) {
+    fn make_room(&self, shard: &mut Map<K, V>, now: Instant) {
+        if shard.len() < self.per_shard {
             return;
         }
-        shard.retain(|_, entry| entry.expires > now);
+        shard.retain(|entry| entry.expires > now);
         let mut excess = shard.len().saturating_sub(self.per_shard * 3 / 4);
         if excess > 0 {
-            shard.retain(|_, _| {
+            shard.retain(|_| {
                 let keep = excess == 0;
                 excess = excess.saturating_sub(1);
                 keep
@@ -153,7 +185,10 @@ impl<K: Hash + Eq, V: Clone> LocalCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.write(key).remove(key);
+        let hash = self.hash(key);
+        if let Ok(entry) = self.write(hash).find_entry(hash, Self::is(key)) {
+            entry.remove();
+        }
     }
 
     /// How many entries are held, expired ones included until they are dropped.
