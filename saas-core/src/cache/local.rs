@@ -20,9 +20,10 @@ const SHARDS: usize = 16;
 /// A general cache (moka) spends more per lookup than these callers can afford: it keeps
 /// access order and frequency for its eviction policy, which costs atomic queues and epoch
 /// bookkeeping on every read. Here a read is one shared lock of one shard, one hash (which
-/// picks both the shard and the slot in it) and one clock read; a full shard drops its expired entries, then arbitrary live ones until it is
-/// three quarters full (so the next quarter of inserts scans nothing). That suits values
-/// which are cheap to get again and expire within seconds or a minute.
+/// picks both the shard and the slot in it) and one clock read; a full shard drops its
+/// expired entries, then arbitrary live ones until it is three quarters full (so the next
+/// quarter of inserts scans nothing). That suits values which are cheap to get again and
+/// expire within seconds or a minute.
 ///
 /// ```
 /// use std::time::Duration;
@@ -222,6 +223,7 @@ mod tests {
         assert_eq!(cache.get("a"), None);
         assert_eq!(cache.get_or_insert("a", 2), 2, "an expired entry is replaced");
         assert_eq!(cache.get("a"), Some(2));
+        assert_eq!(cache.len(), 1, "the expired entry was replaced in place");
     }
 
     #[test]
@@ -231,6 +233,7 @@ mod tests {
         assert!(cache.get_or_insert(("t", "s"), false), "the revocation stays");
         cache.insert(("t", "s"), false);
         assert_eq!(cache.get(&("t", "s")), Some(false));
+        assert_eq!(cache.len(), 1, "replaced, not added beside");
         cache.invalidate(&("t", "s"));
         assert!(cache.is_empty());
     }
