@@ -13,6 +13,7 @@ use std::{sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use saas_core::{
+    cache::LocalCache,
     db::{Db, now_millis},
     error::{Error, FieldError, Result},
     events::{Envelope, outbox},
@@ -52,11 +53,15 @@ pub struct ApiKeyView {
 pub struct ApiKeys {
     db: Db,
     /// Verified keys with their expiry (Unix ms).
-    verified: moka::sync::Cache<[u8; 32], (Arc<Principal>, Option<i64>)>,
-    last_used_written: moka::sync::Cache<String, ()>,
+    verified: Arc<LocalCache<[u8; 32], VerifiedKey>>,
+    /// Keys whose last use was written within the last minute.
+    last_used_written: Arc<LocalCache<String, ()>>,
     /// Bumped by every revocation: a verification that began before one must not cache.
     generation: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// A verified key's principal and expiry (Unix ms), cached by the key's SHA-256.
+type VerifiedKey = (Arc<Principal>, Option<i64>);
 
 /// id, created_by, permissions, name, expires_at, revoked_at.
 type KeyRow = (String, String, String, String, Option<i64>, Option<i64>);
@@ -68,11 +73,8 @@ impl ApiKeys {
     pub fn new(db: Db) -> Self {
         Self {
             db,
-            verified: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(KEY_CACHE_SECS))
-                .build(),
-            last_used_written: moka::sync::Cache::builder().time_to_live(Duration::from_secs(60)).build(),
+            verified: Arc::new(LocalCache::new(100_000, Duration::from_secs(KEY_CACHE_SECS))),
+            last_used_written: Arc::new(LocalCache::new(100_000, Duration::from_secs(60))),
             generation: Default::default(),
         }
     }
@@ -152,6 +154,16 @@ impl ApiKeys {
         outbox::append(&mut tx, &event).await?;
         tx.commit().await?;
         Ok((key, view))
+    }
+
+    /// The principal a key stands for when it was verified within the cache's time and has
+    /// not expired; `None` when it must be verified (or is invalid). Never waits: for
+    /// deciding a request at once. `key` may be any bytes (the header's, unchecked): only a
+    /// key verified before is found, by its SHA-256, so the lookup leaks nothing about it.
+    pub fn verify_cached(&self, key: impl AsRef<[u8]>) -> Option<Arc<Principal>> {
+        let fingerprint: [u8; 32] = Sha256::digest(key.as_ref()).into();
+        let (principal, expires_at) = self.verified.get(&fingerprint)?;
+        expires_at.is_none_or(|e| e > now_millis()).then_some(principal)
     }
 
     /// The principal a key stands for, or `None` for an unknown, expired or revoked key.
@@ -278,7 +290,7 @@ impl ApiKeys {
         tx.commit().await?;
         // This server forgets it at once; the others within KEY_CACHE_SECS.
         self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.verified.invalidate_all();
+        self.verified.clear();
         Ok(())
     }
 }

@@ -105,11 +105,7 @@ impl Guard for AuthLayer {
         let Some(credential) = bearer(parts) else { return Ok(()) };
         if credential.starts_with("sak_") {
             match self.api_keys.verify(credential).await? {
-                Some(principal) => {
-                    saas_core::observe::request::record_user(principal.user);
-                    parts.extensions.insert(principal.user);
-                    parts.extensions.insert(Principal::clone(&principal));
-                }
+                Some(principal) => signed_in_as(parts, Principal::clone(&principal)),
                 None => {
                     parts.extensions.insert(InvalidToken);
                 }
@@ -131,14 +127,17 @@ impl Guard for AuthLayer {
         Ok(())
     }
 
-    /// A bearer token verified and its session checked within the caches' time is decided
-    /// here; anything else (API keys, a token or session to look up) goes to `check`.
+    /// A bearer token verified and its session checked within the caches' time, or an API
+    /// key verified within its cache's time, is decided here; anything else (a token,
+    /// session or key to look up) goes to `check`.
     fn check_now(&self, parts: &mut Parts) -> Option<Result<()>> {
         // Unchecked bytes: only a token equal to a cached (valid) one is decided here, and
         // checking a kilobyte-long token for ASCII cost more than finding it in the cache.
         let Some(credential) = saas_core::http::bearer_bytes(&parts.headers) else { return Some(Ok(())) };
         if credential.starts_with(b"sak_") {
-            return None;
+            let principal = self.api_keys.verify_cached(credential)?;
+            signed_in_as(parts, Principal::clone(&principal));
+            return Some(Ok(()));
         }
         // A token found in the cache equals one verified before, so it is a JWS: its dots
         // need counting only when it is not there.
@@ -156,9 +155,14 @@ impl Guard for AuthLayer {
 
 /// Marks the request as the token's user's.
 fn signed_in(parts: &mut Parts, claims: &Claims) {
-    saas_core::observe::request::record_user(claims.sub);
-    parts.extensions.insert(claims.sub);
-    parts.extensions.insert(Principal::from(claims));
+    signed_in_as(parts, Principal::from(claims));
+}
+
+/// Marks the request as `principal`'s.
+fn signed_in_as(parts: &mut Parts, principal: Principal) {
+    saas_core::observe::request::record_user(principal.user);
+    parts.extensions.insert(principal.user);
+    parts.extensions.insert(principal);
 }
 
 impl<S> tower::Layer<S> for AuthLayer {

@@ -149,6 +149,15 @@ async fn api_keys_work_within_their_scopes_until_revoked_or_expired() {
     // Within its scope it works; outside, 403.
     assert_eq!(status(&app, "GET", "/v1/reports", &key, None).await, 200);
     assert_eq!(status(&app, "POST", "/v1/invoices", &key, None).await, 403);
+    // Once verified, the key is decided from the cache (without waiting), and only the
+    // exact key is found there.
+    let keys = auth.api_keys();
+    assert!(keys.verify_cached(&key).is_some_and(|p| p.can("reports:read") && !p.can("invoices:write")));
+    let mut tampered = key.clone().into_bytes();
+    *tampered.last_mut().unwrap() ^= 1;
+    for other in [&tampered[..], &key.as_bytes()[..key.len() - 1], format!("{key} ").as_bytes(), b"sak_"] {
+        assert!(keys.verify_cached(other).is_none(), "{}", String::from_utf8_lossy(other));
+    }
     // Nobody grants more than they have, and keys do not make keys.
     assert_eq!(create(&member, serde_json::json!({"name": "x", "permissions": ["invoices:write"]})).await.0, 403);
     assert_eq!(create(&key, serde_json::json!({"name": "x", "permissions": ["reports:read"]})).await.0, 403);
@@ -168,6 +177,7 @@ async fn api_keys_work_within_their_scopes_until_revoked_or_expired() {
     let id = created["id"].as_str().unwrap();
     assert_eq!(status(&app, "DELETE", &format!("/v1/auth/api-keys/{id}"), &owner, None).await, 204);
     assert_eq!(status(&app, "GET", "/v1/reports", &key, None).await, 401);
+    assert!(keys.verify_cached(&key).is_none(), "forgotten by the cache");
     assert_eq!(status(&app, "DELETE", &format!("/v1/auth/api-keys/{id}"), &owner, None).await, 404);
 
     // Expired: it stops too.
@@ -185,6 +195,7 @@ async fn api_keys_work_within_their_scopes_until_revoked_or_expired() {
         .unwrap();
     assert_eq!(status(&app, "GET", "/v1/reports", &expiring, None).await, 200);
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(keys.verify_cached(&expiring).is_none(), "expired in the cache too");
     assert_eq!(status(&app, "GET", "/v1/reports", &expiring, None).await, 401, "expired, though verified a moment ago");
     let fresh_keys = saas_auth::api_keys::ApiKeys::new(db.clone());
     assert!(fresh_keys.verify(&expiring).await.unwrap().is_none(), "and refused when read afresh");

@@ -22,6 +22,7 @@ use std::{collections::BTreeMap, collections::HashMap, sync::Arc, time::Duration
 
 use http::request::Parts;
 use saas_core::{
+    cache::LocalCache,
     config::{FeatureConfig, PlanConfig, RolloutBy, TenancyConfig},
     db::{Db, now_millis},
     error::{Error, Result},
@@ -47,7 +48,7 @@ pub struct Features {
     db: Db,
     definitions: Arc<BTreeMap<String, FeatureConfig>>,
     plans: Arc<BTreeMap<String, PlanConfig>>,
-    overrides: moka::sync::Cache<TenantId, Arc<Overrides>>,
+    overrides: Arc<LocalCache<TenantId, Arc<Overrides>>>,
     /// Bumped by every override change: a load that began before a change must not cache
     /// what it read.
     generation: Arc<std::sync::atomic::AtomicU64>,
@@ -60,10 +61,7 @@ impl Features {
             db,
             definitions: Arc::new(config.features.clone()),
             plans: Arc::new(config.plans.clone()),
-            overrides: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(config.cache_ttl_secs))
-                .build(),
+            overrides: Arc::new(LocalCache::new(100_000, Duration::from_secs(config.cache_ttl_secs))),
             generation: Default::default(),
         }
     }

@@ -192,6 +192,13 @@ impl<K: Hash + Eq, V: Clone> LocalCache<K, V> {
         }
     }
 
+    /// Removes every entry.
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            shard.write().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+        }
+    }
+
     /// How many entries are held, expired ones included until they are dropped.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|shard| Self::read(shard).len()).sum()
@@ -236,6 +243,10 @@ mod tests {
         assert_eq!(cache.len(), 1, "replaced, not added beside");
         cache.invalidate(&("t", "s"));
         assert!(cache.is_empty());
+        cache.insert(("t", "s"), true);
+        cache.insert(("u", "s"), true);
+        cache.clear();
+        assert!(cache.is_empty() && cache.get(&("t", "s")).is_none());
     }
 
     #[test]
