@@ -31,6 +31,8 @@ pub(crate) struct AuthServer {
     pub(crate) router: Router,
     /// A member's access token (`*:read`, so `invoices:read`).
     pub(crate) token: String,
+    /// An API key of the member, granting `invoices:read`.
+    pub(crate) api_key: String,
     pub(crate) auth: Auth,
     _dir: tempfile::TempDir,
 }
@@ -48,7 +50,11 @@ pub(crate) async fn server() -> anyhow::Result<AuthServer> {
     let tenant = tenants.provision(NewTenant { slug: "acme".into(), name: "Acme".into(), plan: None }).await?;
     let auth = Auth::from_config(db.clone(), cache.clone(), &config).await?;
     let password = SecretString::from(PASSWORD);
-    auth.create_user(tenant.id, EMAIL, None, &password, &["member"]).await?;
+    let member = auth.create_user(tenant.id, EMAIL, None, &password, &["member"]).await?;
+    let (api_key, _) = auth
+        .api_keys()
+        .create(tenant.id, member.id, &["*:read".to_owned()], "bench", &["invoices:read".to_owned()], None)
+        .await?;
     let context = tenant.context();
     let token = auth.login(&context, EMAIL, &password, None).await?.access_token;
 
@@ -68,7 +74,7 @@ pub(crate) async fn server() -> anyhow::Result<AuthServer> {
         .guard(auth.layer())
         .guard(TenantLayer::new(tenants, &config.tenancy.resolution, None).with_token(Arc::new(PrincipalTenant)))
         .apply(routes);
-    Ok(AuthServer { router, token, auth, _dir: dir })
+    Ok(AuthServer { router, token, api_key, auth, _dir: dir })
 }
 
 /// The benchmark's JSON route behind the permission check, in its cheaper form: the

@@ -63,10 +63,11 @@ struct Args {
     /// Only the in-process measurement (see `in_process`): this many calls per batch.
     #[arg(long)]
     in_process: Option<u32>,
-    /// With `--in-process`: only the server of this name (`bare`, `stack`, `auth`, or
-    /// `auth-layer`: the permission checked by the layer, not the attribute), for a
+    /// With `--in-process`: only the server of this name (`bare`, `stack`, `auth`,
+    /// `auth-layer`: the permission checked by the layer, not the attribute, or `api-key`:
+    /// the authenticated route called with an API key), for a
     /// profiler or an instruction counter such as `valgrind --tool=callgrind`.
-    #[arg(long, requires = "in_process", value_parser = ["bare", "stack", "auth", "auth-layer"])]
+    #[arg(long, requires = "in_process", value_parser = ["bare", "stack", "auth", "auth-layer", "api-key"])]
     only: Option<String>,
     /// Run only the event benchmarks, against the broker at this URL
     /// (`kafka://127.0.0.1:9092`; build with `--features kafka`).
@@ -138,20 +139,23 @@ fn main() -> anyhow::Result<()> {
     }
     let auth_server = rt.block_on(auth::server())?;
     if let Some(calls) = args.in_process {
-        let bearer: http::HeaderValue = format!("Bearer {}", auth_server.token).parse()?;
-        let authenticated = |name, path| in_process::Subject {
+        let bearer =
+            |credential: &str| -> anyhow::Result<http::HeaderValue> { Ok(format!("Bearer {credential}").parse()?) };
+        let authenticated = |name, path, credential: &http::HeaderValue| in_process::Subject {
             name,
             router: auth_server.router.clone(),
             path,
-            authorization: Some(bearer.clone()),
+            authorization: Some(credential.clone()),
         };
+        let (token, api_key) = (bearer(&auth_server.token)?, bearer(&auth_server.api_key)?);
         let subjects = [
             in_process::Subject { name: "bare axum", router: bare(), path: "/v1/ping", authorization: None },
             in_process::Subject { name: "saas stack", router: stacked(), path: "/v1/ping", authorization: None },
-            authenticated("full auth", "/v1/ping"),
-            authenticated("auth+layer", auth::LAYERED_PING),
+            authenticated("full auth", "/v1/ping", &token),
+            authenticated("auth+layer", auth::LAYERED_PING, &token),
+            authenticated("API key", "/v1/ping", &api_key),
         ];
-        let names = ["bare", "stack", "auth", "auth-layer"];
+        let names = ["bare", "stack", "auth", "auth-layer", "api-key"];
         let chosen: Vec<_> = subjects
             .into_iter()
             .zip(names)
