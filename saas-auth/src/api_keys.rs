@@ -60,6 +60,10 @@ pub struct ApiKeys {
     generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// Far above a real key's length (`sak_`, a 30-character tenant id, `_`, 43 characters):
+/// nothing longer is hashed.
+const MAX_KEY_BYTES: usize = 204;
+
 /// A verified key's principal and expiry (Unix ms), cached by the key's SHA-256.
 type VerifiedKey = (Arc<Principal>, Option<i64>);
 
@@ -161,7 +165,11 @@ impl ApiKeys {
     /// deciding a request at once. `key` may be any bytes (the header's, unchecked): only a
     /// key verified before is found, by its SHA-256, so the lookup leaks nothing about it.
     pub fn verify_cached(&self, key: impl AsRef<[u8]>) -> Option<Arc<Principal>> {
-        let fingerprint: [u8; 32] = Sha256::digest(key.as_ref()).into();
+        let key = key.as_ref();
+        if key.len() > MAX_KEY_BYTES {
+            return None;
+        }
+        let fingerprint: [u8; 32] = Sha256::digest(key).into();
         let (principal, expires_at) = self.verified.get(&fingerprint)?;
         expires_at.is_none_or(|e| e > now_millis()).then_some(principal)
     }
@@ -297,10 +305,10 @@ impl ApiKeys {
 
 /// `sak_<tenant id>_<secret>` → (tenant, secret).
 fn parse(key: &str) -> Option<(TenantId, &str)> {
-    let rest = key.strip_prefix("sak_")?;
-    if rest.len() > 200 {
+    if key.len() > MAX_KEY_BYTES {
         return None;
     }
+    let rest = key.strip_prefix("sak_")?;
     // The tenant id is `ten_` and 26 characters.
     let (tenant, secret) = (rest.get(..30)?, rest.get(30..)?.strip_prefix('_')?);
     Some((tenant.parse().ok()?, secret))
