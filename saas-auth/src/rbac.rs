@@ -145,7 +145,7 @@ pub fn is_valid_grant(name: &str) -> bool {
                 && s.len() <= 64
                 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'))
     };
-    name == "*" || name.split_once(':').is_some_and(|(r, a)| part(r) && part(a))
+    name == "*" || split_grant(name).is_some_and(|(r, a)| part(r) && part(a))
 }
 
 impl Principal {

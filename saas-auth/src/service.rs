@@ -853,11 +853,11 @@ impl Auth {
 impl OwnerRegistrar for Auth {
     async fn prepare_owner(&self, owner: OwnerSignup) -> Result<PreparedOwner> {
         Passwords::check_new(&owner.password).map_err(|e| prefix_fields(e, "owner"))?;
-        // The address and the name, checked as `register_owner` will, before a hash is spent.
-        User::new(TenantId::new(), &owner.email, owner.name.clone(), String::new(), &["owner"])
-            .map_err(|e| prefix_fields(e, "owner"))?;
+        // The name and the address, checked in `User::new`'s order, before a hash is spent.
+        let name = crate::users::normalise_name(owner.name).map_err(|e| prefix_fields(e, "owner"))?;
+        let email = crate::users::normalise_email(&owner.email).map_err(|e| prefix_fields(e, "owner"))?;
         let password_hash = self.passwords.hash(&owner.password).await?;
-        Ok(PreparedOwner { email: owner.email, name: owner.name, password_hash })
+        Ok(PreparedOwner { email, name, password_hash })
     }
 
     async fn register_owner(

@@ -62,14 +62,7 @@ impl User {
         password_hash: String,
         roles: &[&str],
     ) -> Result<Self> {
-        let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
-        if name.as_ref().is_some_and(|n| n.chars().count() > MAX_NAME_CHARS || n.chars().any(char::is_control)) {
-            return Err(Error::validation([FieldError::new(
-                "name",
-                "invalid",
-                format!("expected at most {MAX_NAME_CHARS} characters, without control characters"),
-            )]));
-        }
+        let name = normalise_name(name)?;
         Ok(Self {
             id: UserId::new(),
             tenant_id: tenant,
@@ -109,6 +102,20 @@ impl User {
             .await?;
         Ok(row.map(|r| Self::from_row(&r)).transpose()?)
     }
+}
+
+/// Trims a display name (an empty one is none) and checks it: at most [`MAX_NAME_CHARS`]
+/// characters, no control characters; the field is `name`.
+pub fn normalise_name(name: Option<String>) -> Result<Option<String>> {
+    let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+    if name.as_ref().is_some_and(|n| n.chars().count() > MAX_NAME_CHARS || n.chars().any(char::is_control)) {
+        return Err(Error::validation([FieldError::new(
+            "name",
+            "invalid",
+            format!("expected at most {MAX_NAME_CHARS} characters, without control characters"),
+        )]));
+    }
+    Ok(name)
 }
 
 /// Trims and lower-cases an address and checks its shape (`local@domain`, at most 254 bytes);

@@ -133,14 +133,7 @@ impl<K: Hash + Eq, V: Clone> LocalCache<K, V> {
     pub fn insert(&self, key: K, value: V) {
         let now = Instant::now();
         let hash = self.hash(&key);
-        let mut shard = self.write(hash);
-        let expires = now + self.ttl;
-        if let Some(entry) = shard.find_mut(hash, Self::is(&key)) {
-            *entry = Entry { key, value, expires };
-            return;
-        }
-        self.make_room(&mut shard, now);
-        shard.insert_unique(hash, Entry { key, value, expires }, |entry| self.hash(&entry.key));
+        self.store(&mut self.write(hash), hash, Entry { key, value, expires: now + self.ttl }, now);
     }
 
     /// The live value under `key`, else `value` after putting it there: a value written
@@ -149,17 +142,23 @@ impl<K: Hash + Eq, V: Clone> LocalCache<K, V> {
         let now = Instant::now();
         let hash = self.hash(&key);
         let mut shard = self.write(hash);
-        let expires = now + self.ttl;
-        match shard.find_mut(hash, Self::is(&key)) {
-            Some(entry) if entry.expires > now => return entry.value.clone(),
-            // Expired: replaced in place.
-            Some(entry) => *entry = Entry { key, value: value.clone(), expires },
+        if let Some(entry) = shard.find(hash, Self::is(&key)).filter(|e| e.expires > now) {
+            return entry.value.clone();
+        }
+        self.store(&mut shard, hash, Entry { key, value: value.clone(), expires: now + self.ttl }, now);
+        value
+    }
+
+    /// Puts `entry` (whose key has `hash`) into `shard`: in place of the key's entry when
+    /// there is one, else after making room.
+    fn store(&self, shard: &mut Map<K, V>, hash: u64, entry: Entry<K, V>, now: Instant) {
+        match shard.find_mut(hash, Self::is(&entry.key)) {
+            Some(slot) => *slot = entry,
             None => {
-                self.make_room(&mut shard, now);
-                shard.insert_unique(hash, Entry { key, value: value.clone(), expires }, |entry| self.hash(&entry.key));
+                self.make_room(shard, now);
+                shard.insert_unique(hash, entry, |entry| self.hash(&entry.key));
             }
         }
-        value
     }
 
     /// When a new key would overfill `shard`: drops its expired entries, then arbitrary
