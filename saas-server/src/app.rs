@@ -1,7 +1,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::Router;
+use axum::ServiceExt as _;
 use saas_auth::{principal::PrincipalTenant, service::Auth};
 use saas_core::{
     cache::{self, Cache},
@@ -19,7 +19,7 @@ use saas_core::{
     openapi,
 };
 use saas_tenancy::{
-    TenantLayer, Tenants,
+    PathPrefixStripped, TenantLayer, Tenants,
     admin::PlatformAdmins,
     api::TenancyState,
     feature::Features,
@@ -45,7 +45,7 @@ pub struct App {
     subscriptions: Vec<Subscription>,
     tenants: Tenants,
     auth: Auth,
-    router: Router,
+    router: PathPrefixStripped,
     openapi: OpenApi,
 }
 
@@ -239,8 +239,9 @@ impl App {
         &self.relay
     }
 
-    /// The complete router, for tests that call it without a socket.
-    pub fn router(&self) -> Router {
+    /// The complete service (the router behind the `/t/{tenant}` prefix), for tests that
+    /// call it without a socket.
+    pub fn router(&self) -> PathPrefixStripped {
         self.router.clone()
     }
 

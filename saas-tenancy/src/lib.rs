@@ -50,7 +50,7 @@ mod tenant;
 
 use saas_core::db::migrate::{Migration, Migrations};
 
-pub use resolve::{TenantLayer, X_TENANT_ID, strip_path_prefix};
+pub use resolve::{PathPrefixStripped, TenantLayer, X_TENANT_ID, strip_path_prefix};
 pub use service::{DEFAULT_PLAN, LOCAL_TTL, NewTenant, TenantPatch, Tenants};
 pub use tenant::{Tenant, TenantRef, TenantStatus, TenantView};
 

@@ -15,7 +15,9 @@ use saas_core::{
     tenant::TenantContext,
     testing::TestDatabase,
 };
-use saas_tenancy::{NewTenant, TenantLayer, TenantPatch, TenantStatus, Tenants, admin::PlatformAdmins, events};
+use saas_tenancy::{
+    NewTenant, PathPrefixStripped, TenantLayer, TenantPatch, TenantStatus, Tenants, admin::PlatformAdmins, events,
+};
 use secrecy::{ExposeSecret, SecretString};
 use tower::ServiceExt;
 
@@ -129,7 +131,7 @@ async fn lifecycle_and_pages_on_postgres() {
 }
 
 /// A router with one tenant route behind the resolution layer.
-fn app(tenants: &Tenants, sources: &[TenantSource]) -> Router {
+fn app(tenants: &Tenants, sources: &[TenantSource]) -> PathPrefixStripped {
     let routes = Router::new()
         .route("/v1/whoami", get(|tenant: TenantContext| async move { tenant.slug.to_string() }))
         .route(
@@ -140,7 +142,11 @@ fn app(tenants: &Tenants, sources: &[TenantSource]) -> Router {
     saas_tenancy::strip_path_prefix(routes)
 }
 
-async fn call(app: &Router, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
+/// What `app` (a router, or one behind `strip_path_prefix`) answers a GET of `uri`.
+async fn call<App>(app: &App, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, String)
+where
+    App: tower::Service<Request<Body>, Response = axum::response::Response, Error = std::convert::Infallible> + Clone,
+{
     let mut request = Request::get(uri);
     for (name, value) in headers {
         request = request.header(*name, *value);
