@@ -196,19 +196,20 @@ fn main() -> anyhow::Result<()> {
                 // Busy shares say which side held the throughput: the server's thread near
                 // 1.0 means the server was the limit, as intended.
                 let busy = |cpu: Duration| cpu.as_secs_f64() / r.elapsed.as_secs_f64();
+                let server_busy = busy(used);
                 println!(
                     "round {round} {name:<10} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  server CPU {cpu_per_request:>5.1} µs/req  busy: server {:.2}, generator {:.2}  errors {}",
                     r.rps(),
                     r.p50_ms(),
                     r.p99_ms(),
-                    busy(used),
+                    server_busy,
                     busy(generator),
                     r.errors
                 );
                 rps[i].push(r.rps());
                 p99[i].push(r.p99_ms());
                 cpu[i].push(cpu_per_request);
-                busy_shares[i].push(busy(used));
+                busy_shares[i].push(server_busy);
             }
         }
         let rps: Vec<f64> = rps.into_iter().map(median).collect();

@@ -285,7 +285,7 @@ impl<S> Layer<S> for TenantLayer {
 /// # }
 /// ```
 pub fn strip_path_prefix(router: Router) -> PathPrefixStripped {
-    tower::util::MapRequestLayer::new(strip as fn(Request<Body>) -> Request<Body>).layer(router)
+    PathPrefixStripped::new(router, strip)
 }
 
 /// What [`strip_path_prefix`] makes of a router: a `tower` service of axum requests.
