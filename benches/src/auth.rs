@@ -11,7 +11,7 @@ use saas_core::{
     config::Config,
     db::{Db, migrate},
     http::{
-        HttpStack, RateLimitLayer,
+        HttpService, HttpStack, RateLimitLayer,
         rate_limit::{MemoryRateLimiter, Quota},
     },
 };
@@ -28,7 +28,7 @@ pub(crate) const LAYERED_PING: &str = "/v1/ping-layered";
 
 /// A tenant `acme` with one member, served with the whole stack.
 pub(crate) struct AuthServer {
-    pub(crate) router: Router,
+    pub(crate) router: HttpService,
     /// A member's access token (`*:read`, so `invoices:read`).
     pub(crate) token: String,
     /// An API key of the member, granting `invoices:read`.
@@ -58,18 +58,20 @@ pub(crate) async fn server() -> anyhow::Result<AuthServer> {
     let context = tenant.context();
     let token = auth.login(&context, EMAIL, &password, None).await?.access_token;
 
+    let (auth_routes, auth_api) =
+        saas_auth::api::router(auth.clone(), saas_tenancy::admin::PlatformAdmins::new(db.clone(), None))
+            .split_for_parts();
     let routes = Router::new()
         .route("/v1/ping", get(read_ping))
         // The same check as a layer, for the in-process comparison of the two forms.
         .merge(Router::new().route(LAYERED_PING, get(crate::ping)).route_layer(RequirePermission::new("invoices:read")))
-        .merge(Router::from(saas_auth::api::router(
-            auth.clone(),
-            saas_tenancy::admin::PlatformAdmins::new(db.clone(), None),
-        )));
+        .merge(auth_routes);
     // As in `saas serve`, with a limit no benchmark client reaches: it runs on every request.
     let limiter =
         RateLimitLayer::new(Arc::new(MemoryRateLimiter::new()), Quota::per_second(10_000_000).burst(10_000_000));
     let router = HttpStack::new()
+        .routes(["/v1/ping", LAYERED_PING])
+        .routes(auth_api.paths.paths.keys())
         .rate_limit(limiter)
         .guard(auth.layer())
         .guard(TenantLayer::new(tenants, &config.tenancy.resolution, None).with_token(Arc::new(PrincipalTenant)))

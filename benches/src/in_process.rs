@@ -6,15 +6,16 @@
 
 use std::time::{Duration, Instant};
 
-use axum::{Router, body::Body};
+use axum::{Router, body::Body, response::Response};
 use http::{HeaderValue, Request};
 use http_body_util::BodyExt;
-use tower::ServiceExt;
+use saas_core::http::HttpService;
+use tower::{Service, ServiceExt};
 
-/// A router and the request each call sends to it.
+/// A server and the request each call sends to it.
 pub(crate) struct Subject {
     pub(crate) name: &'static str,
-    pub(crate) router: Router,
+    pub(crate) server: Server,
     /// The path called.
     pub(crate) path: &'static str,
     /// `Authorization` value, if any.
@@ -49,18 +50,33 @@ pub(crate) async fn run(subjects: &[Subject], calls: u32, batches: usize) -> any
     Ok(())
 }
 
+/// What is called: bare axum, or a router behind the stack.
+pub(crate) enum Server {
+    Bare(Router),
+    Stack(HttpService),
+}
+
 /// The mean time of one call over `calls` calls.
 async fn batch(subject: &Subject, calls: u32) -> anyhow::Result<Duration> {
-    // As `axum::serve` has it: handlers turned into routes (and layers applied) once, not
-    // on every call.
-    let router: Router = subject.router.clone().with_state(());
+    match &subject.server {
+        // As `axum::serve` has it: handlers turned into routes (and layers applied) once,
+        // not on every call.
+        Server::Bare(router) => call_each(subject, router.clone().with_state(()), calls).await,
+        Server::Stack(service) => call_each(subject, service.clone(), calls).await,
+    }
+}
+
+async fn call_each<App>(subject: &Subject, app: App, calls: u32) -> anyhow::Result<Duration>
+where
+    App: Service<Request<Body>, Response = Response, Error = std::convert::Infallible> + Clone,
+{
     let start = Instant::now();
     for _ in 0..calls {
         let mut request = Request::get(subject.path).header("host", "bench").body(Body::empty())?;
         if let Some(value) = &subject.authorization {
             request.headers_mut().insert(http::header::AUTHORIZATION, value.clone());
         }
-        let response = router.clone().oneshot(request).await?;
+        let response = app.clone().oneshot(request).await?;
         anyhow::ensure!(response.status().is_success(), "{}: {}", subject.name, response.status());
         response.into_body().collect().await?;
     }

@@ -34,10 +34,10 @@ mod rss;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{Json, Router, routing::get};
+use axum::{Json, Router, ServiceExt as _, body::Body, response::Response, routing::get};
 use clap::Parser;
 use saas_core::http::{
-    HttpStack, RateLimitLayer,
+    HttpService, HttpStack, RateLimitLayer,
     rate_limit::{MemoryRateLimiter, Quota},
 };
 
@@ -84,7 +84,7 @@ fn bare() -> Router {
     Router::new().route("/v1/ping", get(ping))
 }
 
-fn stacked() -> Router {
+fn stacked() -> HttpService {
     // A limit no benchmark client reaches: the limiter runs on every request but never denies.
     let limiter =
         RateLimitLayer::new(Arc::new(MemoryRateLimiter::new()), Quota::per_second(10_000_000).burst(10_000_000));
@@ -92,12 +92,18 @@ fn stacked() -> Router {
         Arc::new(saas_core::cache::MemoryCache::new(10_000)),
         Duration::from_secs(3600),
     );
-    HttpStack::new().rate_limit(limiter).idempotency(idempotency).apply(bare())
+    HttpStack::new().routes(["/v1/ping"]).rate_limit(limiter).idempotency(idempotency).apply(bare())
 }
 
-/// Serves `router` on a loopback port from a runtime with one worker thread, so server and
-/// load generator each get one of the two cores.
-fn serve(router: Router, thread_name: &'static str) -> anyhow::Result<SocketAddr> {
+/// Serves `app` (a router whose handlers are already routes, see `Router::with_state`, or
+/// an [`HttpService`]) on a loopback port from a runtime with one worker thread, so server
+/// and load generator each get one of the two cores.
+fn serve<App>(app: App, thread_name: &'static str) -> anyhow::Result<SocketAddr>
+where
+    App: tower::Service<http::Request<Body>, Response = Response, Error = std::convert::Infallible>,
+    App: Clone + Send + 'static,
+    App::Future: Send,
+{
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -110,7 +116,7 @@ fn serve(router: Router, thread_name: &'static str) -> anyhow::Result<SocketAddr
             .expect("runtime");
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await.expect("serve");
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.expect("serve");
         });
     });
     Ok(addr)
@@ -143,14 +149,24 @@ fn main() -> anyhow::Result<()> {
             |credential: &str| -> anyhow::Result<http::HeaderValue> { Ok(format!("Bearer {credential}").parse()?) };
         let authenticated = |name, path, credential: &http::HeaderValue| in_process::Subject {
             name,
-            router: auth_server.router.clone(),
+            server: in_process::Server::Stack(auth_server.router.clone()),
             path,
             authorization: Some(credential.clone()),
         };
         let (token, api_key) = (bearer(&auth_server.token)?, bearer(&auth_server.api_key)?);
         let subjects = [
-            in_process::Subject { name: "bare axum", router: bare(), path: "/v1/ping", authorization: None },
-            in_process::Subject { name: "saas stack", router: stacked(), path: "/v1/ping", authorization: None },
+            in_process::Subject {
+                name: "bare axum",
+                server: in_process::Server::Bare(bare()),
+                path: "/v1/ping",
+                authorization: None,
+            },
+            in_process::Subject {
+                name: "saas stack",
+                server: in_process::Server::Stack(stacked()),
+                path: "/v1/ping",
+                authorization: None,
+            },
             authenticated("full auth", "/v1/ping", &token),
             authenticated("auth+layer", auth::LAYERED_PING, &token),
             authenticated("API key", "/v1/ping", &api_key),
@@ -164,7 +180,8 @@ fn main() -> anyhow::Result<()> {
             .collect();
         return rt.block_on(in_process::run(&chosen, calls, args.rounds));
     }
-    let bare_addr = serve(bare(), "bare-server")?;
+    // As `axum::serve` has a router it is given: handlers turned into routes once.
+    let bare_addr = serve(bare().with_state(()), "bare-server")?;
     let stack_addr = serve(stacked(), "stack-server")?;
     let auth_addr = serve(auth_server.router.clone(), "auth-server")?;
     let duration = Duration::from_secs(args.duration);

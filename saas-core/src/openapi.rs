@@ -34,6 +34,16 @@ pub fn base_document(title: &str, version: &str) -> OpenApi {
 /// them, e.g. the docs page's assets under `/docs/`).
 pub const UNDOCUMENTED_PATHS: [&str; 2] = ["/openapi.json", "/docs"];
 
+/// The route templates of what [`serve_docs`] serves for `api`: each documented path, and the
+/// docs page's own routes. What [`HttpStack::routes`](crate::http::HttpStack::routes) labels
+/// metrics with.
+pub fn route_templates(api: &OpenApi) -> impl Iterator<Item = &str> {
+    // As `SwaggerUi::new("/docs")` routes it: `/docs` redirects to `/docs/`, which serves
+    // the page, and `/docs/{*rest}` its assets.
+    const DOCS_ROUTES: [&str; 4] = ["/openapi.json", "/docs", "/docs/", "/docs/{*rest}"];
+    api.paths.paths.keys().map(String::as_str).chain(DOCS_ROUTES)
+}
+
 /// Adds `GET /openapi.json` (the document) and `/docs` (Swagger UI) to `router`.
 pub fn serve_docs(router: Router, api: OpenApi) -> Router {
     router.merge(SwaggerUi::new("/docs").url("/openapi.json", api))

@@ -168,6 +168,7 @@ impl App {
         // In this order: the token is verified, then the tenant resolved (its `token` source
         // is the verified principal's tenant).
         let mut stack = HttpStack::new()
+            .routes(openapi::route_templates(&openapi))
             .guard(auth.layer())
             .guard(
                 TenantLayer::new(tenants.clone(), &config.tenancy.resolution, config.tenancy.base_domain.as_deref())

@@ -17,12 +17,15 @@
 
 use std::sync::Arc;
 
-use axum::{Router, body::Body};
+use axum::body::Body;
 use http::{Request, Uri, header};
 use saas_core::{
     config::TenantSource,
     error::Error,
-    http::guard::{Guard, GuardService},
+    http::{
+        HttpService,
+        guard::{Guard, GuardService},
+    },
     id::TenantId,
     tenant::TenantContext,
 };
@@ -267,8 +270,9 @@ impl<S> Layer<S> for TenantLayer {
     }
 }
 
-/// `router` with `/t/{tenant}/…` also reachable: the prefix is removed before routing and
-/// its tenant handed to [`TenantLayer`] (the `path` source).
+/// `app` (a router behind [`HttpStack`](saas_core::http::HttpStack), or any service of
+/// axum requests) with `/t/{tenant}/…` also reachable: the prefix is removed before routing
+/// and its tenant handed to [`TenantLayer`] (the `path` source).
 ///
 /// The result is a service, not a `Router`: a router whose fallback is the stripped router
 /// would route every request twice (about 2,250 instructions more a request, see the
@@ -277,19 +281,21 @@ impl<S> Layer<S> for TenantLayer {
 ///
 /// ```no_run
 /// use axum::{Router, ServiceExt as _, routing::get};
+/// use saas_core::http::HttpStack;
 ///
 /// # async fn run() -> std::io::Result<()> {
-/// let app = saas_tenancy::strip_path_prefix(Router::new().route("/v1/hello", get(|| async { "hi" })));
+/// let routes = Router::new().route("/v1/hello", get(|| async { "hi" }));
+/// let app = saas_tenancy::strip_path_prefix(HttpStack::new().routes(["/v1/hello"]).apply(routes));
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 /// axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
 /// # }
 /// ```
-pub fn strip_path_prefix(router: Router) -> PathPrefixStripped {
-    PathPrefixStripped::new(router, strip)
+pub fn strip_path_prefix<S>(app: S) -> PathPrefixStripped<S> {
+    PathPrefixStripped::new(app, strip)
 }
 
-/// What [`strip_path_prefix`] makes of a router: a `tower` service of axum requests.
-pub type PathPrefixStripped = tower::util::MapRequest<Router, fn(Request<Body>) -> Request<Body>>;
+/// What [`strip_path_prefix`] makes of a service: a `tower` service of axum requests.
+pub type PathPrefixStripped<S = HttpService> = tower::util::MapRequest<S, fn(Request<Body>) -> Request<Body>>;
 
 fn strip(mut req: Request<Body>) -> Request<Body> {
     let Some(rest) = req.uri().path().strip_prefix("/t/") else { return req };

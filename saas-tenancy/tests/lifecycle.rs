@@ -131,7 +131,7 @@ async fn lifecycle_and_pages_on_postgres() {
 }
 
 /// A router with one tenant route behind the resolution layer.
-fn app(tenants: &Tenants, sources: &[TenantSource]) -> PathPrefixStripped {
+fn app(tenants: &Tenants, sources: &[TenantSource]) -> PathPrefixStripped<Router> {
     let routes = Router::new()
         .route("/v1/whoami", get(|tenant: TenantContext| async move { tenant.slug.to_string() }))
         .route(

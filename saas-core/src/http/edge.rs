@@ -28,6 +28,7 @@ use crate::{
     error::Error,
     observe::{
         self,
+        metrics::RouteTemplates,
         request::{RequestIds, Scoped},
     },
 };
@@ -36,25 +37,50 @@ use crate::{
 /// [`HttpStack`](super::HttpStack).
 #[derive(Debug, Clone)]
 pub struct EdgeLayer {
-    versions: Arc<[HeaderValue]>,
+    settings: Arc<Settings>,
+}
+
+/// What every request of an [`Edge`] shares: one reference count to touch when the service
+/// is cloned for a request.
+#[derive(Debug)]
+struct Settings {
+    versions: Box<[HeaderValue]>,
     timeout: Duration,
     body_limit: usize,
+    routes: RouteTemplates,
 }
 
 impl EdgeLayer {
     /// Serves API `versions` (e.g. `["v1"]`), answers 408 after `timeout`, and 413 to
-    /// request bodies over 1 MiB (see [`body_limit`](Self::body_limit)).
+    /// request bodies over 1 MiB (see [`body_limit`](Self::body_limit)); every request is
+    /// labelled `unmatched` in the metrics (see [`routes`](Self::routes)).
     pub fn new(versions: impl IntoIterator<Item = impl Into<String>>, timeout: Duration) -> Self {
         // A version that is no header value could not be in a path either.
         let versions = versions.into_iter().filter_map(|v| HeaderValue::try_from(v.into()).ok()).collect();
-        Self { versions, timeout, body_limit: 1024 * 1024 }
+        let settings = Settings { versions, timeout, body_limit: 1024 * 1024, routes: RouteTemplates::default() };
+        Self { settings: Arc::new(settings) }
     }
 
     /// Sets the largest request body: a larger `Content-Length` is answered 413 at once, a
     /// longer streamed body fails to read (and extractors answer 413).
     pub fn body_limit(mut self, bytes: usize) -> Self {
-        self.body_limit = bytes;
+        self.settings_mut().body_limit = bytes;
         self
+    }
+
+    /// Labels each request's metrics with the first of `templates` its path matches (axum's
+    /// route syntax: `/v1/tenants/{id}`, `/docs/{*rest}`), as
+    /// [`HttpStack::routes`](super::HttpStack::routes) describes.
+    ///
+    /// # Panics
+    /// On a template axum's router would refuse too.
+    pub fn routes<'a>(mut self, templates: impl IntoIterator<Item = &'a str>) -> Self {
+        self.settings_mut().routes = RouteTemplates::new(templates);
+        self
+    }
+
+    fn settings_mut(&mut self) -> &mut Settings {
+        Arc::get_mut(&mut self.settings).expect("an EdgeLayer is configured before it is cloned")
     }
 }
 
@@ -63,7 +89,7 @@ impl<S> Layer<S> for EdgeLayer {
 
     fn layer(&self, inner: S) -> Edge<S> {
         observe::metrics::handle();
-        Edge { inner, versions: self.versions.clone(), timeout: self.timeout, body_limit: self.body_limit }
+        Edge { inner, settings: self.settings.clone() }
     }
 }
 
@@ -71,9 +97,7 @@ impl<S> Layer<S> for EdgeLayer {
 #[derive(Debug, Clone)]
 pub struct Edge<S> {
     inner: S,
-    versions: Arc<[HeaderValue]>,
-    timeout: Duration,
-    body_limit: usize,
+    settings: Arc<Settings>,
 }
 
 impl<S, ResBody> Service<http::Request<Body>> for Edge<S>
@@ -104,13 +128,13 @@ where
         let given = req.headers().get(&X_REQUEST_ID).filter(|id| acceptable_request_id(id)).cloned();
         let ids = RequestIds::new(given, start);
         let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path());
-        let labels = observe::metrics::RequestLabels::of(&req);
+        let labels = observe::metrics::RequestLabels::of(&req, &self.settings.routes);
         // For the access log and errors only. Both clones share the request's buffers: no
         // allocation on the hot path.
         let (method, uri) = (req.method().clone(), req.uri().clone());
 
-        let checked = api_version::check(&self.versions, req.uri().path())
-            .and_then(|version| limit_body(&mut req, self.body_limit).map(|()| version));
+        let checked = api_version::check(&self.settings.versions, req.uri().path())
+            .and_then(|version| limit_body(&mut req, self.settings.body_limit).map(|()| version));
         let (state, version) = match checked {
             Err(error) => (State::Answered { response: Some(error.into_response()) }, None),
             Ok(version) => {
@@ -121,7 +145,7 @@ where
                 }
             }
         };
-        let finish = Finish { start, deadline: start + self.timeout, span, labels, method, uri, version };
+        let finish = Finish { start, deadline: start + self.settings.timeout, span, labels, method, uri, version };
         EdgeFuture { handling: ids.scope(Handling { state, finish: Some(finish) }) }
     }
 }

@@ -2,20 +2,22 @@
 //!
 //! The recorder is installed once per process by [`handle`]; every crate records with the
 //! `metrics` macros. HTTP metrics are labelled by route template (`/v1/tenants/{id}`), never
-//! by raw path, so label cardinality stays bounded.
+//! by raw path, so label cardinality stays bounded: the templates are those given to
+//! [`HttpStack::routes`](crate::http::HttpStack::routes), and a request that matches none is
+//! labelled `unmatched`.
 
 use std::{
     cell::Cell,
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     fmt::Write as _,
     sync::{
-        OnceLock, RwLock,
+        Arc, Mutex, OnceLock, RwLock,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use axum::{extract::MatchedPath, response::IntoResponse};
+use axum::response::IntoResponse;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// The process's Prometheus recorder, installed on first use. HTTP request metrics are kept
@@ -41,21 +43,66 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
+/// The route templates of an API (`/v1/tenants/{id}`), matched against a request's path the
+/// way axum's router matches it (both use `matchit`). The layers run around the whole router,
+/// before it routes, so they cannot read axum's `MatchedPath`: they find the template here.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RouteTemplates(Arc<matchit::Router<&'static str>>);
+
+impl RouteTemplates {
+    /// Matches `templates`; a template given twice counts once.
+    ///
+    /// # Panics
+    /// On a template axum would refuse too (bad syntax, or a conflict with another one), as
+    /// `Router::route` does: a programming error, found at start-up.
+    pub(crate) fn new<'a>(templates: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut router = matchit::Router::new();
+        for template in templates {
+            let template = intern(template);
+            match router.insert(template, template) {
+                Ok(()) => {}
+                Err(matchit::InsertError::Conflict { with }) if with == template => {}
+                Err(error) => panic!("route template `{template}`: {error}"),
+            }
+        }
+        Self(Arc::new(router))
+    }
+
+    /// The template `path` matches, if any.
+    pub(crate) fn find(&self, path: &str) -> Option<&'static str> {
+        self.0.at(path).ok().map(|found| *found.value)
+    }
+}
+
+/// `template`, kept for the life of the process: labels outlive every stack (their metrics
+/// do), and each distinct template is kept once however many stacks name it.
+fn intern(template: &str) -> &'static str {
+    static TEMPLATES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut templates = TEMPLATES.lock().unwrap_or_else(|p| p.into_inner());
+    match templates.get(template) {
+        Some(kept) => kept,
+        None => {
+            let kept: &'static str = Box::leak(template.into());
+            templates.insert(kept);
+            kept
+        }
+    }
+}
+
 /// The method and route labels of one request.
 pub(crate) struct RequestLabels {
     method: &'static str,
-    route: Option<MatchedPath>,
+    route: Option<&'static str>,
 }
 
 impl RequestLabels {
-    pub(crate) fn of<B>(req: &http::Request<B>) -> Self {
-        Self { method: method_label(req.method()), route: req.extensions().get::<MatchedPath>().cloned() }
+    pub(crate) fn of<B>(req: &http::Request<B>, routes: &RouteTemplates) -> Self {
+        Self { method: method_label(req.method()), route: routes.find(req.uri().path()) }
     }
 
     /// Counts the request and records its duration.
     pub(crate) fn record(self, status: http::StatusCode, start: Instant) {
-        let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
-        HttpStats::record(self.method, status.as_u16(), route, start.elapsed());
+        HttpStats::record(self.method, status.as_u16(), self.route.unwrap_or("unmatched"), start.elapsed());
     }
 }
 
@@ -232,5 +279,22 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }
         assert_eq!(text.matches("# TYPE http_request_duration_seconds histogram").count(), 1);
+    }
+
+    #[test]
+    fn paths_are_labelled_with_the_template_they_match() {
+        let routes = RouteTemplates::new(["/v1/tenants", "/v1/tenants/{id}", "/docs/{*rest}", "/v1/tenants"]);
+        assert_eq!(routes.find("/v1/tenants"), Some("/v1/tenants"));
+        assert_eq!(routes.find("/v1/tenants/ten_1"), Some("/v1/tenants/{id}"));
+        assert_eq!(routes.find("/docs/index.css"), Some("/docs/{*rest}"));
+        assert_eq!(routes.find("/v1/tenants/ten_1/x"), None);
+        assert_eq!(routes.find("/v1/tenants/"), None, "as axum routes it: no trailing-slash redirect");
+        assert_eq!(RouteTemplates::default().find("/v1/tenants"), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "route template `/v1/{ids}`")]
+    fn conflicting_templates_are_refused_as_axum_refuses_them() {
+        RouteTemplates::new(["/v1/{id}", "/v1/{ids}"]);
     }
 }

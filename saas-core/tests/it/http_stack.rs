@@ -10,7 +10,7 @@ use axum::{
 use axum_extra::headers::UserAgent;
 use futures::stream;
 use http::{Request, StatusCode};
-use saas_core::http::{HttpStack, Json, Path, Query, TypedHeader};
+use saas_core::http::{HttpService, HttpStack, Json, Path, Query, TypedHeader};
 use serde::Deserialize;
 use tower::ServiceExt;
 
@@ -29,7 +29,7 @@ struct Search {
     limit: u32,
 }
 
-fn app() -> Router {
+fn app() -> HttpService {
     let routes = Router::new()
         .route("/v1/items", post(|Json(item): Json<NewItem>| async move { (StatusCode::CREATED, item.name) }))
         .route("/v1/items/{id}", get(|Path(id): Path<u32>| async move { id.to_string() }))
@@ -242,4 +242,36 @@ async fn log_lines_of_a_request_carry_its_ids() {
     assert_eq!(lines[1]["request_id"], request_id);
     assert_eq!(lines[1]["tenant_id"], tenant.to_string());
     assert_eq!(lines[2].get("request_id"), None, "outside the request");
+}
+
+#[tokio::test]
+async fn metrics_label_requests_with_the_route_template_they_match() {
+    use axum::response::IntoResponse;
+    let routes = Router::new()
+        .route("/v1/labelled/{id}", get(|Path(id): Path<u32>| async move { id.to_string() }))
+        .route("/v1/unlabelled", get(|| async { "not given to `routes`" }));
+    let app = HttpStack::new().routes(["/v1/labelled/{id}", "/v1/other"]).apply(routes);
+    for (uri, status) in [
+        ("/v1/labelled/1", 200),
+        ("/v1/labelled/2", 200),
+        ("/v1/labelled/x", 400),
+        ("/v1/labelled/1/more", 404),
+        ("/v1/unlabelled", 200),
+    ] {
+        let response = app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), status, "{uri}");
+    }
+    let (_, _, text) = read(saas_core::observe::metrics::render().await.into_response()).await;
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    for line in [
+        r#"http_requests_total{method="GET",route="/v1/labelled/{id}",status="200"} 2"#,
+        r#"http_requests_total{method="GET",route="/v1/labelled/{id}",status="400"} 1"#,
+        r#"http_request_duration_seconds_count{method="GET",route="/v1/labelled/{id}"} 3"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    }
+    // Raw paths never become labels: what no template matches is `unmatched`.
+    assert!(!text.contains("/v1/labelled/1") && !text.contains("/v1/unlabelled"), "{text}");
+    assert!(text.contains(r#"route="unmatched",status="200""#), "{text}");
+    assert!(!text.contains("/v1/other"), "a template no request matched has no series");
 }

@@ -12,13 +12,13 @@ use axum::{Router, body::Body, routing::post};
 use http::{Request, StatusCode};
 use saas_core::{
     cache::{Cache, MemoryCache},
-    http::{HttpStack, IdempotencyLayer},
+    http::{HttpService, HttpStack, IdempotencyLayer},
 };
 use tower::ServiceExt;
 
 use crate::read;
 
-fn app(cache: Arc<dyn Cache>, calls: Arc<AtomicU32>) -> Router {
+fn app(cache: Arc<dyn Cache>, calls: Arc<AtomicU32>) -> HttpService {
     let (c1, c2) = (calls.clone(), calls);
     let c3 = Arc::new(AtomicU32::new(0));
     let routes = Router::new()
