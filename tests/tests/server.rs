@@ -82,22 +82,21 @@ async fn every_documented_route_is_served_and_the_document_is_committed() {
     }
 
     // The other direction. Requests are labelled with the documented templates (and the
-    // docs page's), so a route served but not documented would show up as `unmatched` with
-    // the status it answered. Unknown routes are answered 4xx (404 by the router, 413 to an
-    // oversized body by the edge, …): no request of this test binary answered 2xx or 3xx
-    // may be `unmatched`.
+    // docs page's), so a route served but not documented shows up as `unmatched` with the
+    // status it answered. The unknown routes this test binary calls are answered 404 (by the
+    // router, or for an unserved version) or 413 (an oversized body, by the edge): any
+    // other status labelled `unmatched` came from a route missing from the document.
     let metrics = client.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
     let labelled = |l: &&str| l.starts_with("http_requests_total{");
     let served: std::collections::BTreeSet<&str> =
         metrics.lines().filter(labelled).filter_map(|l| l.split("route=\"").nth(1)?.split('"').next()).collect();
-    // Parameterised paths are labelled with their template, not the path requested.
     assert!(served.contains("/health/ready") && served.contains("/docs/"), "{served:?}");
-    assert!(served.iter().any(|route| route.contains("/{")), "{served:?}");
-    assert!(!served.iter().any(|route| route.contains("ten_01h455vb4pex5vsknk084sn02q")), "{served:?}");
+    assert!(served.iter().any(|route| route.contains("/{")), "parameterised routes by template: {served:?}");
     let undocumented: Vec<&str> = metrics
         .lines()
         .filter(labelled)
-        .filter(|l| l.contains(r#"route="unmatched",status="2"#) || l.contains(r#"route="unmatched",status="3"#))
+        .filter(|l| l.contains(r#"route="unmatched""#))
+        .filter(|l| !l.contains(r#"status="404""#) && !l.contains(r#"status="413""#))
         .collect();
     assert!(undocumented.is_empty(), "served but missing from /openapi.json: {undocumented:?}");
 

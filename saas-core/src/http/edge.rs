@@ -42,7 +42,7 @@ pub struct EdgeLayer {
 
 /// What every request of an [`Edge`] shares: one reference count to touch when the service
 /// is cloned for a request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Settings {
     versions: Box<[HeaderValue]>,
     timeout: Duration,
@@ -80,7 +80,7 @@ impl EdgeLayer {
     }
 
     fn settings_mut(&mut self) -> &mut Settings {
-        Arc::get_mut(&mut self.settings).expect("an EdgeLayer is configured before it is cloned")
+        Arc::make_mut(&mut self.settings)
     }
 }
 
@@ -141,7 +141,7 @@ where
                 let _entered = span.enter();
                 match ids.enter(|| std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)))) {
                     Ok(future) => (State::Running { future, timer: None }, version),
-                    Err(_) => (State::Answered { response: Some(panicked()) }, None),
+                    Err(_) => (State::Answered { response: Some(panicked()) }, version),
                 }
             }
         };

@@ -103,9 +103,9 @@ where
 }
 
 /// Guards run one after the other, as one layer: what
-/// [`HttpStack::guard`](super::HttpStack::guard) runs before every route. Each
-/// `Router::layer` call costs a boxed clone of the route per request; one list of guards
-/// costs one.
+/// [`HttpStack::guard`](super::HttpStack::guard) runs before every route. Each layer is one
+/// more service to clone, call and move the request through on every request; one list of
+/// guards is one.
 #[derive(Clone, Default)]
 pub struct Guards {
     list: Arc<[Arc<dyn ErasedGuard>]>,

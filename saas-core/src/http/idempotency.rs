@@ -112,7 +112,7 @@ impl<S> Layer<S> for IdempotencyLayer {
 #[derive(Clone)]
 pub struct Idempotency<S> {
     inner: S,
-    // One reference count to touch when axum clones the route for a request.
+    // One reference count to touch when the service is cloned for a request.
     layer: Arc<IdempotencyLayer>,
 }
 

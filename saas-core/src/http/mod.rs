@@ -225,11 +225,39 @@ impl HttpStack {
 }
 
 /// A router behind the [`HttpStack`], as [`HttpStack::apply`] makes it: a `tower` service of
-/// axum requests. Serve it as a router is served, `axum::serve(listener, app)`, or with
-/// `axum::ServiceExt::into_make_service_with_connect_info` for the peer address (which
-/// the rate limiter keys by); call it in tests with `tower::ServiceExt::oneshot`.
+/// axum requests. Serve it as a router is served: `axum::serve(listener, app)`, or with
+/// the peer address, which the rate limiter and the login throttle key by:
+///
+/// ```no_run
+/// use std::net::SocketAddr;
+/// use axum::{Router, routing::get};
+/// use saas_core::http::HttpStack;
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let app = HttpStack::new().routes(["/v1/hello"]).apply(Router::new().route("/v1/hello", get(|| async { "hi" })));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+/// # }
+/// ```
+///
+/// In tests, call it with `tower::ServiceExt::oneshot`.
 #[derive(Clone)]
 pub struct HttpService(Stacked);
+
+impl HttpService {
+    /// What `axum::serve` takes, as `Router::into_make_service` makes it.
+    pub fn into_make_service(self) -> axum::routing::IntoMakeService<Self> {
+        axum::ServiceExt::<Request<Body>>::into_make_service(self)
+    }
+
+    /// What `axum::serve` takes to give each request the peer's `ConnectInfo<C>` (a
+    /// `SocketAddr`), as `Router::into_make_service_with_connect_info` makes it.
+    pub fn into_make_service_with_connect_info<C>(
+        self,
+    ) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Self, C> {
+        axum::ServiceExt::<Request<Body>>::into_make_service_with_connect_info(self)
+    }
+}
 
 // The stack's service type, layer by layer from the router out (an optional layer is
 // `Either` of it and the service without it).

@@ -153,6 +153,24 @@ async fn panics_and_timeouts_leak_nothing() {
 }
 
 #[tokio::test]
+async fn answers_of_the_edge_carry_the_version_too() {
+    /// A guard that panics while the request is dispatched, before any handler runs.
+    #[derive(Clone)]
+    struct Panics;
+    impl saas_core::http::guard::Guard for Panics {
+        async fn check(&self, _: &mut http::request::Parts) -> Result<(), saas_core::Error> {
+            panic!("guard panicked")
+        }
+    }
+    let panicking = HttpStack::new().guard(Panics).apply(Router::new().route("/v1/x", get(|| async { "x" })));
+    let cases = [(app(), "/v1/sleepy", 408), (app(), "/v1/panic", 500), (panicking, "/v1/x", 500)];
+    for (app, uri, status) in cases {
+        let (got, headers, _) = read(app.oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap()).await;
+        assert_eq!((got.as_u16(), headers["api-version"].to_str().unwrap()), (status, "v1"), "{uri}");
+    }
+}
+
+#[tokio::test]
 async fn good_requests_pass_and_carry_the_version() {
     let (status, headers, body) =
         read(app().oneshot(post_json("/v1/items", r#"{"name":"a","quantity":2}"#)).await.unwrap()).await;
@@ -247,16 +265,18 @@ async fn log_lines_of_a_request_carry_its_ids() {
 #[tokio::test]
 async fn metrics_label_requests_with_the_route_template_they_match() {
     use axum::response::IntoResponse;
-    let routes = Router::new()
-        .route("/v1/labelled/{id}", get(|Path(id): Path<u32>| async move { id.to_string() }))
-        .route("/v1/unlabelled", get(|| async { "not given to `routes`" }));
+    let routes =
+        Router::new().route("/v1/labelled/{id}", get(|Path(id): Path<u32>| async move { id.to_string() })).route(
+            "/v1/unlabelled",
+            get(|| async { (StatusCode::NON_AUTHORITATIVE_INFORMATION, "not given to `routes`") }),
+        );
     let app = HttpStack::new().routes(["/v1/labelled/{id}", "/v1/other"]).apply(routes);
     for (uri, status) in [
         ("/v1/labelled/1", 200),
         ("/v1/labelled/2", 200),
         ("/v1/labelled/x", 400),
         ("/v1/labelled/1/more", 404),
-        ("/v1/unlabelled", 200),
+        ("/v1/unlabelled", 203),
     ] {
         let response = app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(response.status(), status, "{uri}");
@@ -272,6 +292,6 @@ async fn metrics_label_requests_with_the_route_template_they_match() {
     }
     // Raw paths never become labels: what no template matches is `unmatched`.
     assert!(!text.contains("/v1/labelled/1") && !text.contains("/v1/unlabelled"), "{text}");
-    assert!(text.contains(r#"route="unmatched",status="200""#), "{text}");
+    assert!(text.contains(r#"http_requests_total{method="GET",route="unmatched",status="203"} 1"#), "{text}");
     assert!(!text.contains("/v1/other"), "a template no request matched has no series");
 }

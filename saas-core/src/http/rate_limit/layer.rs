@@ -101,7 +101,7 @@ impl<S> Layer<S> for RateLimitLayer {
 #[derive(Clone)]
 pub struct RateLimit<S> {
     inner: S,
-    // One reference count to touch when axum clones the route for a request.
+    // One reference count to touch when the service is cloned for a request.
     layer: Arc<RateLimitLayer>,
 }
 
