@@ -200,7 +200,7 @@ impl HttpStack {
     ///
     /// The stack runs around the whole router, not around each route: `Router::layer`
     /// would box the layered route and clone that box on every request, which cost about a
-    /// quarter of what the stack adds to a trivial route (see the benchmarks chapter).
+    /// sixth of what the stack added to a trivial route (see the benchmarks chapter).
     pub fn apply(self, router: Router) -> HttpService {
         // Handlers become routes once, here, not on every request (as `axum::serve` does for
         // a router it is given).
