@@ -176,7 +176,7 @@ impl HttpStack {
     /// path matches, in axum's route syntax; a request that matches none is labelled
     /// `unmatched`. Give the templates of every route the router serves: the stack runs
     /// before the router has matched the request, so it cannot ask the router. Can be
-    /// called more than once.
+    /// called more than once; without it, [`apply`](Self::apply) logs a warning.
     ///
     /// With utoipa, the document lists them ([`crate::openapi::route_templates`]):
     ///
@@ -205,6 +205,12 @@ impl HttpStack {
         // Handlers become routes once, here, not on every request (as `axum::serve` does for
         // a router it is given).
         let router = router.fallback(problem::route_not_found).with_state(());
+        if self.routes.is_empty() {
+            tracing::warn!(
+                "HttpStack has no route templates: every request is labelled `unmatched` in the metrics; \
+                 give the routes' templates to `HttpStack::routes`"
+            );
+        }
         let idempotency = self.idempotency.map(|layer| layer.with_body_limit(self.body_limit));
         // The edge limits bodies itself; axum's extractors apply their own default limit on
         // top, which must be raised only when ours is larger (the layer costs a request

@@ -14,7 +14,7 @@ use saas_core::http::{HttpService, HttpStack, Json, Path, Query, TypedHeader};
 use serde::Deserialize;
 use tower::ServiceExt;
 
-use crate::{post_json, read};
+use crate::{Lines, post_json, read};
 
 #[derive(Deserialize)]
 #[allow(dead_code)]
@@ -192,24 +192,10 @@ async fn good_requests_pass_and_carry_the_version() {
 /// handler itself, carry its request id and its tenant.
 #[tokio::test]
 async fn log_lines_of_a_request_carry_its_ids() {
-    use std::sync::{Arc, Mutex};
-
     use saas_core::{
         id::TenantId,
         observe::request::{RequestIdsWriter, record_tenant},
     };
-
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     /// A guard that finishes at once, so it runs inside the stack's `call`.
     #[derive(Clone)]
@@ -244,13 +230,13 @@ async fn log_lines_of_a_request_carry_its_ids() {
             }),
         )
         .layer(Resolve(tenant));
-    let app = HttpStack::new().apply(routes);
+    let app = HttpStack::new().routes(["/v1/logged"]).apply(routes);
     let (status, headers, _) =
         read(app.oneshot(Request::get("/v1/logged").body(Body::empty()).unwrap()).await.unwrap()).await;
     assert_eq!(status, 200);
     tracing::info!("after the request");
 
-    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let text = lines.text();
     let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let messages: Vec<&str> = lines.iter().map(|l| l["fields"]["message"].as_str().unwrap()).collect();
     assert_eq!(messages, ["resolving", "handled", "after the request"], "{text}");
@@ -294,4 +280,19 @@ async fn metrics_label_requests_with_the_route_template_they_match() {
     assert!(!text.contains("/v1/labelled/1") && !text.contains("/v1/unlabelled"), "{text}");
     assert!(text.contains(r#"http_requests_total{method="GET",route="unmatched",status="203"} 1"#), "{text}");
     assert!(!text.contains("/v1/other"), "a template no request matched has no series");
+}
+
+#[test]
+fn a_stack_without_route_templates_says_its_metrics_are_unlabelled() {
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let routes = || Router::new().route("/v1/x", get(|| async { "x" }));
+        HttpStack::new().routes(["/v1/x"]).apply(routes());
+        assert_eq!(lines.text(), "", "no warning with templates");
+        HttpStack::new().apply(routes());
+    });
+    let text = lines.text();
+    assert!(text.contains("WARN") && text.contains("HttpStack::routes"), "{text}");
 }
