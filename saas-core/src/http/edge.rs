@@ -68,9 +68,10 @@ impl EdgeLayer {
         self
     }
 
-    /// Labels each request's metrics with the first of `templates` its path matches (axum's
-    /// route syntax: `/v1/tenants/{id}`, `/docs/{*rest}`), as
-    /// [`HttpStack::routes`](super::HttpStack::routes) describes.
+    /// Labels each request's metrics with the one of `templates` its path matches, as axum's
+    /// router would match it (a static segment before a parameter, a parameter before a
+    /// wildcard), in axum's route syntax: `/v1/tenants/{id}`, `/docs/{*rest}`. Replaces the
+    /// templates given before; [`HttpStack::routes`](super::HttpStack::routes) collects them.
     ///
     /// # Panics
     /// On a template axum's router would refuse too.

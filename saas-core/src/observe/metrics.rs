@@ -290,6 +290,10 @@ mod tests {
         assert_eq!(routes.find("/v1/tenants/ten_1/x"), None);
         assert_eq!(routes.find("/v1/tenants/"), None, "as axum routes it: no trailing-slash redirect");
         assert_eq!(RouteTemplates::default().find("/v1/tenants"), None);
+        // As axum routes: a static segment before a parameter, whatever the order given.
+        let routes = RouteTemplates::new(["/v1/users/{id}", "/v1/users/me"]);
+        assert_eq!(routes.find("/v1/users/me"), Some("/v1/users/me"));
+        assert_eq!(routes.find("/v1/users/usr_1"), Some("/v1/users/{id}"));
     }
 
     #[test]
