@@ -40,9 +40,10 @@ pub(crate) async fn run(subjects: &[Subject], calls: u32, batches: usize) -> any
         per_call.into_iter().map(|v| crate::median(v.iter().map(Duration::as_secs_f64).collect())).collect();
     for (subject, median) in subjects.iter().zip(&medians) {
         println!(
-            "{:<10} {:>7.0} ns/call  ratio {:.3} of {}",
+            "{:<10} {:>7.0} ns/call  {:>+6.0} ns, ratio {:.3} of {}",
             subject.name,
             median * 1e9,
+            (median - medians[0]) * 1e9,
             medians[0] / median,
             subjects[0].name
         );

@@ -22,8 +22,9 @@
 //! 3. Memory: starts the release `saas serve` binary (next to this one), reads its resident
 //!    set size idle, then after loading `/health/ready`.
 //!
-//! `--in-process N` measures instead the three servers' own CPU per request without the
-//! network ([`in_process`]): steadier than the load test, for comparing two builds.
+//! `--in-process N` measures instead the servers' own CPU per request without the
+//! network ([`in_process`]), with the stack also layer by layer (its edge alone, then with
+//! the rate limiter): steadier than the load test, for comparing two builds.
 
 mod auth;
 mod in_process;
@@ -63,11 +64,12 @@ struct Args {
     /// Only the in-process measurement (see `in_process`): this many calls per batch.
     #[arg(long)]
     in_process: Option<u32>,
-    /// With `--in-process`: only the server of this name (`bare`, `stack`, `auth`,
-    /// `auth-layer`: the permission checked by the layer, not the attribute, or `api-key`:
-    /// the authenticated route called with an API key), for a
+    /// With `--in-process`: only the server of this name (`bare`; `edge`: the stack's edge
+    /// alone; `rate-limit`: the edge and the rate limiter; `stack`: the whole stack, with
+    /// idempotency; `auth`; `auth-layer`: the permission checked by the layer, not the
+    /// attribute; or `api-key`: the authenticated route called with an API key), for a
     /// profiler or an instruction counter such as `valgrind --tool=callgrind`.
-    #[arg(long, requires = "in_process", value_parser = ["bare", "stack", "auth", "auth-layer", "api-key"])]
+    #[arg(long, requires = "in_process", value_parser = ["bare", "edge", "rate-limit", "stack", "auth", "auth-layer", "api-key"])]
     only: Option<String>,
     /// Run only the event benchmarks, against the broker at this URL
     /// (`kafka://127.0.0.1:9092`; build with `--features kafka`).
@@ -85,14 +87,25 @@ fn bare() -> Router {
 }
 
 fn stacked() -> HttpService {
-    // A limit no benchmark client reaches: the limiter runs on every request but never denies.
-    let limiter =
-        RateLimitLayer::new(Arc::new(MemoryRateLimiter::new()), Quota::per_second(10_000_000).burst(10_000_000));
     let idempotency = saas_core::http::IdempotencyLayer::new(
         Arc::new(saas_core::cache::MemoryCache::new(10_000)),
         Duration::from_secs(3600),
     );
-    HttpStack::new().routes(["/v1/ping"]).rate_limit(limiter).idempotency(idempotency).apply(bare())
+    rate_limited().idempotency(idempotency).apply(bare())
+}
+
+/// The stack with its edge alone: request id, log context, metrics, problem+json, timeout,
+/// body limit and API version, no optional layer.
+fn edge() -> HttpStack {
+    HttpStack::new().routes(["/v1/ping"])
+}
+
+/// The edge and the rate limiter.
+fn rate_limited() -> HttpStack {
+    // A limit no benchmark client reaches: the limiter runs on every request but never denies.
+    let limiter =
+        RateLimitLayer::new(Arc::new(MemoryRateLimiter::new()), Quota::per_second(10_000_000).burst(10_000_000));
+    edge().rate_limit(limiter)
 }
 
 /// Serves `app` (a router whose handlers are already routes, see `Router::with_state`, or
@@ -161,6 +174,19 @@ fn main() -> anyhow::Result<()> {
                 path: "/v1/ping",
                 authorization: None,
             },
+            // The stack layer by layer: what each costs is the difference to the row above.
+            in_process::Subject {
+                name: "edge only",
+                server: in_process::Server::Stack(edge().apply(bare())),
+                path: "/v1/ping",
+                authorization: None,
+            },
+            in_process::Subject {
+                name: "+ rate lim",
+                server: in_process::Server::Stack(rate_limited().apply(bare())),
+                path: "/v1/ping",
+                authorization: None,
+            },
             in_process::Subject {
                 name: "saas stack",
                 server: in_process::Server::Stack(stacked()),
@@ -171,7 +197,7 @@ fn main() -> anyhow::Result<()> {
             authenticated("auth+layer", auth::LAYERED_PING, &token),
             authenticated("API key", "/v1/ping", &api_key),
         ];
-        let names = ["bare", "stack", "auth", "auth-layer", "api-key"];
+        let names = ["bare", "edge", "rate-limit", "stack", "auth", "auth-layer", "api-key"];
         let chosen: Vec<_> = subjects
             .into_iter()
             .zip(names)

@@ -104,7 +104,7 @@ impl<S> Layer<S> for IdempotencyLayer {
     type Service = Idempotency<S>;
 
     fn layer(&self, inner: S) -> Idempotency<S> {
-        Idempotency { inner, layer: Arc::new(self.clone()) }
+        Idempotency { inner, layer: Some(Arc::new(self.clone())) }
     }
 }
 
@@ -112,8 +112,17 @@ impl<S> Layer<S> for IdempotencyLayer {
 #[derive(Clone)]
 pub struct Idempotency<S> {
     inner: S,
-    // One reference count to touch when the service is cloned for a request.
-    layer: Arc<IdempotencyLayer>,
+    // One reference count to touch when the service is cloned for a request; `None` in a
+    // stack without the layer (see `optional`).
+    layer: Option<Arc<IdempotencyLayer>>,
+}
+
+impl<S> Idempotency<S> {
+    /// `inner` behind `layer`, or passed through without one: how
+    /// [`HttpStack`](super::HttpStack) leaves the layer out (see `Stacked` there).
+    pub(crate) fn optional(layer: Option<IdempotencyLayer>, inner: S) -> Self {
+        Self { inner, layer: layer.map(Arc::new) }
+    }
 }
 
 impl<S> Service<Request> for Idempotency<S>
@@ -131,16 +140,17 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
+        let Some(layer) = &self.layer else { return Either::Left(self.inner.call(req)) };
         let writes = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
         let key = writes.then(|| req.headers().get(&IDEMPOTENCY_KEY)).flatten();
-        let skipped = || self.layer.skip.as_ref().is_some_and(|skip| skip(&req));
+        let skipped = || layer.skip.as_ref().is_some_and(|skip| skip(&req));
         let Some(key) = key.filter(|_| !skipped()).cloned() else {
             // Most requests: no key, nothing to do.
             return Either::Left(self.inner.call(req));
         };
+        let layer = layer.clone();
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let layer = self.layer.clone();
         Either::Right(Box::pin(async move {
             Ok(match handle(&layer, key, req, &mut inner).await {
                 Ok(r) => r,

@@ -36,7 +36,7 @@ use std::{
 
 use axum::{body::Body, extract::DefaultBodyLimit, response::Response, routing::Router, serve::IncomingStream};
 use http::{HeaderName, Request};
-use tower::{Layer, Service, ServiceBuilder, util::Either};
+use tower::{Layer, Service, util::Either};
 
 pub use extract::{Json, Path, Query, TypedHeader};
 pub use idempotency::IdempotencyLayer;
@@ -220,13 +220,16 @@ impl HttpStack {
         let edge = edge::EdgeLayer::new(self.api_versions, self.timeout)
             .body_limit(self.body_limit)
             .routes(self.routes.iter().map(String::as_str));
-        let layers = ServiceBuilder::new()
-            .layer(edge)
-            .option_layer(raise_extractor_limit)
-            .option_layer(self.rate_limit)
-            .option_layer(idempotency)
-            .option_layer((!self.guards.is_empty()).then_some(self.guards));
-        HttpService(layers.service(router))
+        // The one optional layer left as `Either` of the service with and without it, around
+        // the router only (see `Stacked`).
+        let routed = match raise_extractor_limit {
+            Some(limit) => Either::Left(limit.layer(router)),
+            None => Either::Right(router),
+        };
+        let guarded = self.guards.layer(routed);
+        let limited =
+            rate_limit::RateLimit::optional(self.rate_limit, idempotency::Idempotency::optional(idempotency, guarded));
+        HttpService(edge.layer(limited))
     }
 }
 
@@ -265,13 +268,14 @@ impl HttpService {
     }
 }
 
-// The stack's service type, layer by layer from the router out (an optional layer is
-// `Either` of it and the service without it).
-type Guarded = Either<guard::Guarded<Router>, Router>;
-type Idempotent = Either<idempotency::Idempotency<Guarded>, Guarded>;
-type RateLimited = Either<rate_limit::RateLimit<Idempotent>, Idempotent>;
-type BodyLimited = Either<<DefaultBodyLimit as Layer<RateLimited>>::Service, RateLimited>;
-type Stacked = edge::Edge<BodyLimited>;
+// The stack's service type, layer by layer from the router out. Optional layers are
+// present and switched off (no guards, no limiter, no idempotency store) rather than
+// `Either` of the service with and without them: each `Either` cost a dispatch and a move of
+// the request and of the future below it on every request (169 instructions a request in
+// all, measured with every layer on), and inlined a copy of the layers below into each of
+// its branches.
+type Routed = Either<<DefaultBodyLimit as Layer<Router>>::Service, Router>;
+type Stacked = edge::Edge<rate_limit::RateLimit<idempotency::Idempotency<guard::Guarded<Routed>>>>;
 
 impl Service<Request<Body>> for HttpService {
     type Response = Response;

@@ -188,6 +188,29 @@ async fn good_requests_pass_and_carry_the_version() {
     }
 }
 
+/// A stack without the optional layers passes requests through them untouched: no
+/// `RateLimit` header, and a repeated `Idempotency-Key` runs the handler again.
+#[tokio::test]
+async fn layers_left_out_of_the_stack_do_nothing() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let routes = Router::new().route(
+        "/v1/orders",
+        post(move || {
+            let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            async move { (StatusCode::CREATED, n.to_string()) }
+        }),
+    );
+    let app = HttpStack::new().routes(["/v1/orders"]).apply(routes);
+    for expected in ["1", "2"] {
+        let req = Request::post("/v1/orders").header("idempotency-key", "same-key").body(Body::empty()).unwrap();
+        let (status, headers, body) = read(app.clone().oneshot(req).await.unwrap()).await;
+        assert_eq!((status.as_u16(), &body[..]), (201, expected.as_bytes()), "the handler ran again");
+        assert!(!headers.contains_key("ratelimit"), "no limiter, no RateLimit header: {headers:?}");
+        assert_eq!(headers["api-version"], "v1", "the edge still answers");
+    }
+}
+
 /// Log lines written while a request is handled, by guards before the handler and by the
 /// handler itself, carry its request id and its tenant.
 #[tokio::test]

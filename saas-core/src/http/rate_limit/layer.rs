@@ -93,7 +93,7 @@ impl<S> Layer<S> for RateLimitLayer {
     type Service = RateLimit<S>;
 
     fn layer(&self, inner: S) -> RateLimit<S> {
-        RateLimit { inner, layer: Arc::new(self.clone()) }
+        RateLimit { inner, layer: Some(Arc::new(self.clone())) }
     }
 }
 
@@ -101,8 +101,17 @@ impl<S> Layer<S> for RateLimitLayer {
 #[derive(Clone)]
 pub struct RateLimit<S> {
     inner: S,
-    // One reference count to touch when the service is cloned for a request.
-    layer: Arc<RateLimitLayer>,
+    // One reference count to touch when the service is cloned for a request; `None` in a
+    // stack without the layer (see `optional`).
+    layer: Option<Arc<RateLimitLayer>>,
+}
+
+impl<S> RateLimit<S> {
+    /// `inner` behind `layer`, or passed through without one: how
+    /// [`HttpStack`](crate::http::HttpStack) leaves the layer out (see `Stacked` there).
+    pub(crate) fn optional(layer: Option<RateLimitLayer>, inner: S) -> Self {
+        Self { inner, layer: layer.map(Arc::new) }
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -119,7 +128,7 @@ pin_project_lite::pin_project! {
     enum State<F, E> {
         // Decided: the inner service's response gets the `RateLimit` header.
         Decided { #[pin] inner: F, decision: Option<Decision> },
-        // Not counted (no key): the inner service's response as it is.
+        // Not counted (no key, or no limiter): the inner service's response as it is.
         Unlimited { #[pin] inner: F },
         // Denied at once, or asking an external store first.
         Other { inner: BoxFuture<'static, Result<Response, E>> },
@@ -168,8 +177,11 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
+        let Some(layer) = &self.layer else {
+            return RateLimitFuture::new(State::Unlimited { inner: self.inner.call(req) });
+        };
         let mut buffer = Inline::new();
-        let key: Cow<'_, str> = match &self.layer.key {
+        let key: Cow<'_, str> = match &layer.key {
             Key::ClientIp => client_ip(&req, &mut buffer),
             Key::Custom(key) => match key(&req) {
                 Some(key) => key.into(),
@@ -177,19 +189,18 @@ where
             },
         };
         // In-process stores decide without awaiting: no clone of the inner service needed.
-        if let Some(decision) = self.layer.limiter.check_now(&key, &self.layer.quota) {
+        if let Some(decision) = layer.limiter.check_now(&key, &layer.quota) {
             if !decision.allowed {
                 return RateLimitFuture::new(State::Other {
-                    inner: Box::pin(std::future::ready(Ok(too_many(&decision, &self.layer.policy)))),
+                    inner: Box::pin(std::future::ready(Ok(too_many(&decision, &layer.policy)))),
                 });
             }
             return RateLimitFuture::new(State::Decided { inner: self.inner.call(req), decision: Some(decision) });
         }
+        let (layer, key) = (layer.clone(), key.into_owned());
         // The clone that was polled ready serves this request.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let layer = self.layer.clone();
-        let key = key.into_owned();
         RateLimitFuture::new(State::Other {
             inner: Box::pin(async move {
                 let decision = match layer.limiter.check(&key, &layer.quota).await {
