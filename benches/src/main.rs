@@ -166,33 +166,14 @@ fn main() -> anyhow::Result<()> {
             path,
             authorization: Some(credential.clone()),
         };
+        let anonymous = |name, server| in_process::Subject { name, server, path: "/v1/ping", authorization: None };
         let (token, api_key) = (bearer(&auth_server.token)?, bearer(&auth_server.api_key)?);
         let subjects = [
-            in_process::Subject {
-                name: "bare axum",
-                server: in_process::Server::Bare(bare()),
-                path: "/v1/ping",
-                authorization: None,
-            },
+            anonymous("bare axum", in_process::Server::Bare(bare())),
             // The stack layer by layer: what each costs is the difference to the row above.
-            in_process::Subject {
-                name: "edge only",
-                server: in_process::Server::Stack(edge().apply(bare())),
-                path: "/v1/ping",
-                authorization: None,
-            },
-            in_process::Subject {
-                name: "+ rate lim",
-                server: in_process::Server::Stack(rate_limited().apply(bare())),
-                path: "/v1/ping",
-                authorization: None,
-            },
-            in_process::Subject {
-                name: "saas stack",
-                server: in_process::Server::Stack(stacked()),
-                path: "/v1/ping",
-                authorization: None,
-            },
+            anonymous("edge only", in_process::Server::Stack(edge().apply(bare()))),
+            anonymous("+ rate lim", in_process::Server::Stack(rate_limited().apply(bare()))),
+            anonymous("saas stack", in_process::Server::Stack(stacked())),
             authenticated("full auth", "/v1/ping", &token),
             authenticated("auth+layer", auth::LAYERED_PING, &token),
             authenticated("API key", "/v1/ping", &api_key),

@@ -104,7 +104,7 @@ impl<S> Layer<S> for IdempotencyLayer {
     type Service = Idempotency<S>;
 
     fn layer(&self, inner: S) -> Idempotency<S> {
-        Idempotency { inner, layer: Some(Arc::new(self.clone())) }
+        Idempotency::optional(Some(self.clone()), inner)
     }
 }
 

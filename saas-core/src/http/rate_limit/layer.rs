@@ -93,7 +93,7 @@ impl<S> Layer<S> for RateLimitLayer {
     type Service = RateLimit<S>;
 
     fn layer(&self, inner: S) -> RateLimit<S> {
-        RateLimit { inner, layer: Some(Arc::new(self.clone())) }
+        RateLimit::optional(Some(self.clone()), inner)
     }
 }
 
