@@ -37,7 +37,7 @@ pub(crate) async fn run(subjects: &[Subject], calls: u32, batches: usize) -> any
         }
     }
     let medians: Vec<f64> =
-        per_call.into_iter().map(|v| crate::median(v.iter().map(Duration::as_secs_f64).collect())).collect();
+        per_call.into_iter().map(|v| crate::stats::median(v.iter().map(Duration::as_secs_f64).collect())).collect();
     for (subject, median) in subjects.iter().zip(&medians) {
         println!(
             "{:<10} {:>7.0} ns/call  {:>+6.0} ns, ratio {:.3} of {}",

@@ -92,7 +92,7 @@ pub(crate) async fn run(url: &str, rounds: usize) -> anyhow::Result<()> {
         sdk.push(s);
         relay_sized.push(small);
     }
-    let (r, s, small) = (crate::median(raw), crate::median(sdk), crate::median(relay_sized));
+    let (r, s, small) = (crate::stats::median(raw), crate::stats::median(sdk), crate::stats::median(relay_sized));
     println!(
         "median     raw rdkafka {r:>9.0} msg/s   saas KafkaBus {s:>9.0} msg/s   (batches of 100: {small:>7.0} msg/s)"
     );

@@ -1,8 +1,8 @@
 //! A small HTTP/1.1 load generator on keep-alive connections, for a fixed time:
-//! - closed loop ([`run`]): each connection sends its next request as soon as the previous
-//!   response is read;
-//! - paced ([`run_paced`]): the connections together offer a fixed rate, whatever the
-//!   server answers, as a flood of clients would.
+//! - closed loop ([`run`], [`Connections::run`]): each connection sends its next request as
+//!   soon as the previous response is read;
+//! - paced ([`Connections::run_paced`]): the connections together offer a fixed rate,
+//!   whatever the server answers, as a flood of clients would.
 
 use std::{
     collections::BTreeMap,
@@ -90,82 +90,123 @@ impl Report {
     pub(crate) fn answered(&self) -> u64 {
         self.statuses.values().sum()
     }
+    /// A report of nothing yet, to [`absorb`](Self::absorb) runs into.
+    pub(crate) fn empty() -> anyhow::Result<Self> {
+        Ok(Self {
+            requests: 0,
+            errors: 0,
+            statuses: BTreeMap::new(),
+            elapsed: Duration::ZERO,
+            latencies: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
+        })
+    }
+    /// Adds `other`'s answers, time and latencies to these: one report of two runs.
+    pub(crate) fn absorb(&mut self, other: Report) -> anyhow::Result<()> {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        for (status, n) in other.statuses {
+            *self.statuses.entry(status).or_default() += n;
+        }
+        self.elapsed += other.elapsed;
+        self.latencies.add(other.latencies)?;
+        Ok(())
+    }
 }
 
-/// Loads `target` on `addr` for `duration`, closed loop.
+/// Loads `target` on `addr` for `duration`, closed loop, on `connections` new connections.
 pub(crate) async fn run(
     addr: SocketAddr,
     target: &Target,
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<Report> {
-    drive(addr, target, connections, duration, None).await
+    Connections::open(addr, connections).await?.run(target, duration).await
 }
 
-/// Offers `target` to `addr` at `rate` requests/s in total for `duration`, spread over
-/// `connections`; a connection still waiting for an answer when its next turn comes skips
-/// that turn (the report's `answered()` says what was actually sent).
-pub(crate) async fn run_paced(
-    addr: SocketAddr,
-    target: &Target,
-    connections: usize,
-    rate: f64,
-    duration: Duration,
-) -> anyhow::Result<Report> {
-    let every = Duration::from_secs_f64(connections as f64 / rate);
-    drive(addr, target, connections, duration, Some(every)).await
+/// Keep-alive connections to one server, kept open from one run to the next: runs of a
+/// fraction of a second (the overhead test's slices) on new connections would count the
+/// handshakes as time without requests, and leave thousands of sockets in `TIME_WAIT`.
+pub(crate) struct Connections {
+    senders: Vec<Sender>,
 }
 
-async fn drive(
-    addr: SocketAddr,
-    target: &Target,
-    connections: usize,
-    duration: Duration,
-    every: Option<Duration>,
-) -> anyhow::Result<Report> {
-    let start = Instant::now();
-    let deadline = start + duration;
-    let mut tasks = Vec::new();
-    for i in 0..connections {
-        let target = target.clone();
-        // Paced connections start evenly spread over one period.
-        let offset = every.map(|e| e.mul_f64(i as f64 / connections as f64));
-        tasks.push(tokio::spawn(async move { connection(addr, target, deadline, every, offset).await }));
-    }
-    let mut report = Report {
-        requests: 0,
-        errors: 0,
-        statuses: BTreeMap::new(),
-        elapsed: Duration::ZERO,
-        latencies: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
-    };
-    for task in tasks {
-        let (latencies, statuses) = task.await??;
-        report.latencies.add(latencies)?;
-        for (status, n) in statuses {
-            *report.statuses.entry(status).or_default() += n;
-            if (200..300).contains(&status) { report.requests += n } else { report.errors += n }
+impl Connections {
+    /// Opens `n` connections to `addr`.
+    pub(crate) async fn open(addr: SocketAddr, n: usize) -> anyhow::Result<Self> {
+        let opening: Vec<_> = (0..n).map(|_| tokio::spawn(connect(addr))).collect();
+        let mut senders = Vec::with_capacity(n);
+        for connection in opening {
+            senders.push(connection.await??);
         }
+        Ok(Self { senders })
     }
-    report.elapsed = start.elapsed();
-    Ok(report)
+
+    /// Loads `target` for `duration`, closed loop: each connection sends its next request
+    /// as soon as the previous response is read.
+    pub(crate) async fn run(&mut self, target: &Target, duration: Duration) -> anyhow::Result<Report> {
+        self.drive(target, duration, None).await
+    }
+
+    /// Offers `target` at `rate` requests/s in total for `duration`, spread over the
+    /// connections; a connection still waiting for an answer when its next turn comes skips
+    /// that turn (the report's `answered()` says what was actually sent).
+    pub(crate) async fn run_paced(&mut self, target: &Target, rate: f64, duration: Duration) -> anyhow::Result<Report> {
+        let every = Duration::from_secs_f64(self.senders.len() as f64 / rate);
+        self.drive(target, duration, Some(every)).await
+    }
+
+    /// Runs every connection until `duration` has passed and its last answer is read: when
+    /// this returns, nothing is in flight.
+    async fn drive(&mut self, target: &Target, duration: Duration, every: Option<Duration>) -> anyhow::Result<Report> {
+        let connections = self.senders.len();
+        let start = Instant::now();
+        let deadline = start + duration;
+        let tasks: Vec<_> = std::mem::take(&mut self.senders)
+            .into_iter()
+            .enumerate()
+            .map(|(i, sender)| {
+                // Paced connections start evenly spread over one period.
+                let offset = every.map(|e| e.mul_f64(i as f64 / connections as f64));
+                tokio::spawn(connection(sender, target.clone(), deadline, every, offset))
+            })
+            .collect();
+        let mut report = Report::empty()?;
+        for task in tasks {
+            let ((latencies, statuses), sender) = task.await??;
+            self.senders.push(sender);
+            report.latencies.add(latencies)?;
+            for (status, n) in statuses {
+                *report.statuses.entry(status).or_default() += n;
+                if (200..300).contains(&status) { report.requests += n } else { report.errors += n }
+            }
+        }
+        report.elapsed = start.elapsed();
+        Ok(report)
+    }
 }
 
 type Measured = (Histogram<u64>, BTreeMap<u16, u64>);
 
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// A keep-alive HTTP/1.1 connection to `addr`.
+async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
 async fn connection(
-    addr: SocketAddr,
+    mut sender: Sender,
     target: Target,
     deadline: Instant,
     every: Option<Duration>,
     offset: Option<Duration>,
-) -> anyhow::Result<Measured> {
+) -> anyhow::Result<(Measured, Sender)> {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut statuses = BTreeMap::new();
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
     let mut ticks = every.map(|every| {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + offset.unwrap_or_default(), every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -187,5 +228,5 @@ async fn connection(
         histogram.record(sent.elapsed().as_micros().max(1) as u64)?;
         *statuses.entry(status).or_default() += 1;
     }
-    Ok((histogram, statuses))
+    Ok(((histogram, statuses), sender))
 }

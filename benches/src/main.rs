@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --release -p saas-server -p saas-bench
-//! target/release/saas-bench [--duration 10] [--connections 32] [--rounds 3]
+//! target/release/saas-bench [--duration 10] [--connections 32] [--rounds 3] [--slice-ms 250]
 //! ```
 //!
 //! 1. Stack overhead: the same JSON route served by bare axum, behind
@@ -12,13 +12,16 @@
 //!    idempotency), and behind the whole authenticated path (the stack, bearer-token
 //!    verification, tenant resolution from the token, the permission check of
 //!    `#[require_permission]`), on loopback,
-//!    loaded in alternating rounds by the load generator in [`load`]. Prints requests/s,
-//!    p50 and p99 and the server thread's CPU time per request for each round, then the
-//!    medians and their ratios. `bare+token` is bare axum sent the authenticated request
-//!    (its token ignored): what carrying the token costs without checking it.
+//!    loaded by the load generator in [`load`], in turns of short slices ([`overhead`]).
+//!    Prints requests/s, p50 and p99 and the server thread's CPU time per request for each
+//!    round, the medians, and the ratios of each turn's throughputs (median and 95 %
+//!    confidence interval, with the verdict on the goal). `bare+token` is bare axum sent the
+//!    authenticated request (its token ignored): what carrying the token costs without
+//!    checking it.
 //! 2. Logins ([`auth`]): argon2's time per check, login throughput against
 //!    `cores ÷ that time`, and a login flood at ten times that rate beside authenticated
-//!    reads: how much read throughput stays, and how the excess logins are refused.
+//!    reads (reads alone and beside the flood taking turns, compared turn by turn): how
+//!    much read throughput stays, and how the excess logins are refused.
 //! 3. Memory: starts the release `saas serve` binary (next to this one), reads its resident
 //!    set size idle, then after loading `/health/ready`.
 //!
@@ -31,7 +34,9 @@ mod in_process;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod load;
+mod overhead;
 mod rss;
+mod stats;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -52,9 +57,13 @@ struct Args {
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 32)]
     connections: usize,
-    /// Alternating rounds (bare, stack, bare, stack, …); medians are reported.
+    /// Rounds; medians are reported. In a round the servers take turns, a slice each.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Milliseconds of load per slice: the servers take turns slice by slice, and each
+    /// turn's throughputs are compared (see `overhead`).
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..))]
+    slice_ms: u64,
     /// Skip the memory measurement of `saas serve`.
     #[arg(long)]
     skip_rss: bool,
@@ -135,11 +144,6 @@ where
     Ok(addr)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // Log as the server does (JSON, info), into a sink: the cost of formatting is measured.
@@ -193,90 +197,49 @@ fn main() -> anyhow::Result<()> {
     let auth_addr = serve(auth_server.router.clone(), "auth-server")?;
     let duration = Duration::from_secs(args.duration);
 
-    println!("== stack overhead: GET /v1/ping, {} connections, {} s per round ==", args.connections, args.duration);
     let servers = [
-        ("bare axum", bare_addr, "bare-server", load::Target::get("/v1/ping")),
-        ("saas stack", stack_addr, "stack-server", load::Target::get("/v1/ping")),
-        ("bare+token", bare_addr, "bare-server", auth::read(&auth_server.token)),
-        ("full auth", auth_addr, "auth-server", auth::read(&auth_server.token)),
+        overhead::Server {
+            name: "bare axum",
+            addr: bare_addr,
+            thread: "bare-server",
+            target: load::Target::get("/v1/ping"),
+        },
+        overhead::Server {
+            name: "saas stack",
+            addr: stack_addr,
+            thread: "stack-server",
+            target: load::Target::get("/v1/ping"),
+        },
+        overhead::Server {
+            name: "bare+token",
+            addr: bare_addr,
+            thread: "bare-server",
+            target: auth::read(&auth_server.token),
+        },
+        overhead::Server {
+            name: "full auth",
+            addr: auth_addr,
+            thread: "auth-server",
+            target: auth::read(&auth_server.token),
+        },
     ];
-    rt.block_on(async {
-        // Warm-up: connections, allocator, caches.
-        for (_, addr, _, target) in &servers {
-            load::run(*addr, target, args.connections, Duration::from_secs(1)).await?;
-        }
-        let mut rps = vec![vec![]; servers.len()];
-        let mut p99 = vec![vec![]; servers.len()];
-        let mut cpu = vec![vec![]; servers.len()];
-        let mut busy_shares = vec![vec![]; servers.len()];
-        for round in 1..=args.rounds {
-            for (i, (name, addr, thread, target)) in servers.iter().enumerate() {
-                // The load generator runs on this thread (a current-thread runtime).
-                let cpu_before = (rss::thread_cpu(thread), rss::this_thread_cpu());
-                let r = load::run(*addr, target, args.connections, duration).await?;
-                let used = rss::thread_cpu(thread).saturating_sub(cpu_before.0);
-                let generator = rss::this_thread_cpu().saturating_sub(cpu_before.1);
-                let cpu_per_request = used.as_secs_f64() * 1e6 / r.requests.max(1) as f64;
-                // Busy shares say which side held the throughput: the server's thread near
-                // 1.0 means the server was the limit, as intended.
-                let busy = |cpu: Duration| cpu.as_secs_f64() / r.elapsed.as_secs_f64();
-                let server_busy = busy(used);
-                println!(
-                    "round {round} {name:<10} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  server CPU {cpu_per_request:>5.1} µs/req  busy: server {:.2}, generator {:.2}  errors {}",
-                    r.rps(),
-                    r.p50_ms(),
-                    r.p99_ms(),
-                    server_busy,
-                    busy(generator),
-                    r.errors
-                );
-                rps[i].push(r.rps());
-                p99[i].push(r.p99_ms());
-                cpu[i].push(cpu_per_request);
-                busy_shares[i].push(server_busy);
-            }
-        }
-        let rps: Vec<f64> = rps.into_iter().map(median).collect();
-        let cpu: Vec<f64> = cpu.into_iter().map(median).collect();
-        let busy_shares: Vec<f64> = busy_shares.into_iter().map(median).collect();
-        for (i, (name, ..)) in servers.iter().enumerate() {
-            println!(
-                "median     {name:<10} {:>9.0} req/s  p99 {:>7.3} ms  server CPU {:>5.1} µs/req  server busy {:.2}",
-                rps[i],
-                median(p99[i].clone()),
-                cpu[i],
-                busy_shares[i]
-            );
-        }
-        println!("throughput ratio stack/bare:     {:.3} (goal >= 0.90)", rps[1] / rps[0]);
-        println!("throughput ratio full auth/bare: {:.3}", rps[3] / rps[0]);
-        println!("throughput ratio full auth/bare+token: {:.3}", rps[3] / rps[2]);
-        println!(
-            "server CPU per request ratio bare/stack {:.3}, bare/full auth {:.3}, bare+token/full auth {:.3}",
-            cpu[0] / cpu[1],
-            cpu[0] / cpu[3],
-            cpu[2] / cpu[3]
-        );
-        // A server that is not kept busy gets fewer requests than it could serve, and its
-        // throughput understates it: then the CPU ratio is the truer comparison.
-        let held_back: Vec<String> = servers
-            .iter()
-            .zip(&busy_shares)
-            .filter(|(_, share)| **share < 0.9)
-            .map(|((name, ..), share)| format!("{name} {share:.2}"))
-            .collect();
-        if !held_back.is_empty() {
-            println!(
-                "note: server threads busy less than 0.9 of the time: {} (the load generator held them back); \
-                 where throughput and CPU ratios differ, the CPU ratio is what saturated servers would show",
-                held_back.join(", ")
-            );
-        }
-        anyhow::Ok(())
-    })?;
+    let plan = overhead::Plan {
+        connections: args.connections,
+        rounds: args.rounds,
+        duration,
+        slice: Duration::from_millis(args.slice_ms),
+    };
+    let ratios = [
+        overhead::Ratio { of: 1, to: 0, goal: Some(0.90) },
+        overhead::Ratio { of: 3, to: 0, goal: Some(0.90) },
+        overhead::Ratio { of: 3, to: 2, goal: None },
+    ];
+    rt.block_on(overhead::run(&servers, &plan, &ratios))?;
 
     if !args.skip_logins {
-        rt.block_on(auth::logins(auth_addr, &auth_server, duration, args.connections))?;
+        // As much load in all as the overhead test gives each server.
+        let flood_time = duration * args.rounds as u32;
+        rt.block_on(auth::logins(auth_addr, &auth_server, duration, flood_time, args.connections))?;
     }
 
     if !args.skip_rss {
