@@ -117,10 +117,32 @@ fn rate_limited() -> HttpStack {
     edge().rate_limit(limiter)
 }
 
+/// The CPU every server's threads run on, and the one the load generator runs on, when the
+/// machine has two or more.
+///
+/// Left to the scheduler, each server's thread stays on whichever CPU it first ran on, and
+/// on a virtual machine one CPU can be steadily faster than the other (what shares its
+/// physical core): a comparison between two servers then measured the two CPUs as much as
+/// the servers, differently from one run to the next.
+#[derive(Clone, Copy)]
+struct Cpus {
+    servers: core_affinity::CoreId,
+    generator: core_affinity::CoreId,
+}
+
+impl Cpus {
+    fn of_this_machine() -> Option<Self> {
+        match core_affinity::get_core_ids()?.as_slice() {
+            [servers, generator, ..] => Some(Self { servers: *servers, generator: *generator }),
+            _ => None,
+        }
+    }
+}
+
 /// Serves `app` (a router whose handlers are already routes, see `Router::with_state`, or
-/// an [`HttpService`]) on a loopback port from a runtime with one worker thread, so server
-/// and load generator each get one of the two cores.
-fn serve<App>(app: App, thread_name: &'static str) -> anyhow::Result<SocketAddr>
+/// an [`HttpService`]) on a loopback port from a runtime with one worker thread, on `cpu`
+/// when given, so server and load generator each get one of the two cores.
+fn serve<App>(app: App, thread_name: &'static str, cpu: Option<core_affinity::CoreId>) -> anyhow::Result<SocketAddr>
 where
     App: tower::Service<http::Request<Body>, Response = Response, Error = std::convert::Infallible>,
     App: Clone + Send + 'static,
@@ -133,6 +155,11 @@ where
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name(thread_name)
+            .on_thread_start(move || {
+                if let Some(cpu) = cpu {
+                    core_affinity::set_for_current(cpu);
+                }
+            })
             .enable_all()
             .build()
             .expect("runtime");
@@ -192,9 +219,18 @@ fn main() -> anyhow::Result<()> {
         return rt.block_on(in_process::run(&chosen, calls, args.rounds));
     }
     // As `axum::serve` has a router it is given: handlers turned into routes once.
-    let bare_addr = serve(bare().with_state(()), "bare-server")?;
-    let stack_addr = serve(stacked(), "stack-server")?;
-    let auth_addr = serve(auth_server.router.clone(), "auth-server")?;
+    let cpus = Cpus::of_this_machine();
+    let server_cpu = cpus.map(|cpus| cpus.servers);
+    let bare_addr = serve(bare().with_state(()), "bare-server", server_cpu)?;
+    let stack_addr = serve(stacked(), "stack-server", server_cpu)?;
+    let auth_addr = serve(auth_server.router.clone(), "auth-server", server_cpu)?;
+    match cpus {
+        // The generator is this thread (a current-thread runtime).
+        Some(cpus) if core_affinity::set_for_current(cpus.generator) => {
+            println!("servers on CPU {}, load generator on CPU {}", cpus.servers.id, cpus.generator.id)
+        }
+        _ => println!("servers and load generator on whichever CPUs the scheduler gives them"),
+    }
     let duration = Duration::from_secs(args.duration);
 
     let servers = [

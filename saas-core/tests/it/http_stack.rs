@@ -188,6 +188,53 @@ async fn good_requests_pass_and_carry_the_version() {
     }
 }
 
+/// Credentials reach handlers marked sensitive, every value of a repeated header too, so
+/// that a handler logging the headers with `Debug` does not write them.
+#[tokio::test]
+async fn credentials_reach_handlers_marked_sensitive() {
+    let routes = Router::new().route(
+        "/v1/headers",
+        get(|headers: http::HeaderMap| async move {
+            let sensitive = |name| headers.get_all(name).iter().map(|v: &http::HeaderValue| v.is_sensitive()).collect();
+            let flags: Vec<Vec<bool>> = vec![sensitive("authorization"), sensitive("cookie"), sensitive("accept")];
+            format!("{flags:?} {headers:?}")
+        }),
+    );
+    let req = Request::get("/v1/headers")
+        .header("accept", "application/json")
+        .header("cookie", "session=first-secret")
+        .header("authorization", "Bearer token-secret")
+        .header("cookie", "theme=second-secret")
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, body) = read(HttpStack::new().apply(routes).oneshot(req).await.unwrap()).await;
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    assert_eq!(status, 200);
+    assert!(body.starts_with("[[true], [true, true], [false]] "), "{body}");
+    assert!(!body.contains("secret"), "no credential in the Debug output: {body}");
+    assert!(body.contains("application/json"), "other values as they are: {body}");
+}
+
+/// The first `X-Request-Id` decides: kept when acceptable, replaced by a new id when not,
+/// whatever the values after it.
+#[tokio::test]
+async fn the_first_request_id_header_decides() {
+    let cases = [(["req_first", "req_second"], Some("req_first")), (["with space", "req_second"], None)];
+    for (values, kept) in cases {
+        let req = Request::get("/v1/items/7")
+            .header("x-request-id", values[0])
+            .header("x-request-id", values[1])
+            .body(Body::empty())
+            .unwrap();
+        let (_, headers, _) = read(app().oneshot(req).await.unwrap()).await;
+        let id = headers["x-request-id"].to_str().unwrap();
+        match kept {
+            Some(kept) => assert_eq!(id, kept),
+            None => assert!(id.starts_with("req_") && id.len() == 30, "{values:?}: a new id, not {id}"),
+        }
+    }
+}
+
 /// A stack without the optional layers passes requests through them untouched: no
 /// `RateLimit` header, and a repeated `Idempotency-Key` runs the handler again.
 #[tokio::test]
