@@ -263,8 +263,9 @@ fn main() -> anyhow::Result<()> {
         overhead::Ratio { of: 3, to: 0, goal: Some(0.90) },
         overhead::Ratio { of: 3, to: 2, goal: None },
     ];
-    // The generator gets a thread of its own, kept on its CPU; the logins and the memory
-    // measurement below run unpinned, on as many cores as the machine has.
+    // The generator gets a thread of its own, kept on its CPU; this thread stays unpinned,
+    // so that the logins below (their generator and hashing threads) and the `saas serve`
+    // of the memory measurement may use every core.
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
