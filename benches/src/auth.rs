@@ -167,7 +167,7 @@ pub(crate) async fn logins(
             }
             let before = threads.map(crate::rss::thread_cpu);
             let (reads, logins) =
-                tokio::join!(readers.run(&read, FLOOD_SLICE), flooders.run_paced(&login, flood_rate, FLOOD_SLICE),);
+                tokio::join!(readers.run(&read, FLOOD_SLICE), flooders.run_paced(&login, flood_rate, FLOOD_SLICE));
             for (used, (thread, before)) in cpu.iter_mut().zip(threads.iter().zip(before)) {
                 *used += crate::rss::thread_cpu(thread).saturating_sub(before);
             }

@@ -100,6 +100,17 @@ impl Report {
             latencies: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
         })
     }
+    /// Counts one answer with `status` that took `latency`.
+    fn record(&mut self, status: u16, latency: Duration) -> anyhow::Result<()> {
+        self.latencies.record(latency.as_micros().max(1) as u64)?;
+        *self.statuses.entry(status).or_default() += 1;
+        if (200..300).contains(&status) {
+            self.requests += 1
+        } else {
+            self.errors += 1
+        }
+        Ok(())
+    }
     /// Adds `other`'s answers, time and latencies to these: one report of two runs.
     pub(crate) fn absorb(&mut self, other: Report) -> anyhow::Result<()> {
         self.requests += other.requests;
@@ -172,20 +183,14 @@ impl Connections {
             .collect();
         let mut report = Report::empty()?;
         for task in tasks {
-            let ((latencies, statuses), sender) = task.await??;
+            let (answers, sender) = task.await??;
             self.senders.push(sender);
-            report.latencies.add(latencies)?;
-            for (status, n) in statuses {
-                *report.statuses.entry(status).or_default() += n;
-                if (200..300).contains(&status) { report.requests += n } else { report.errors += n }
-            }
+            report.absorb(answers)?;
         }
         report.elapsed = start.elapsed();
         Ok(report)
     }
 }
-
-type Measured = (Histogram<u64>, BTreeMap<u16, u64>);
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
@@ -204,9 +209,9 @@ async fn connection(
     deadline: Instant,
     every: Option<Duration>,
     offset: Option<Duration>,
-) -> anyhow::Result<(Measured, Sender)> {
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut statuses = BTreeMap::new();
+) -> anyhow::Result<(Report, Sender)> {
+    // The connection's answers; the caller sets the time they took.
+    let mut answers = Report::empty()?;
     let mut ticks = every.map(|every| {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + offset.unwrap_or_default(), every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -225,8 +230,7 @@ async fn connection(
         let response = sender.send_request(request).await?;
         let status = response.status().as_u16();
         response.into_body().collect().await?;
-        histogram.record(sent.elapsed().as_micros().max(1) as u64)?;
-        *statuses.entry(status).or_default() += 1;
+        answers.record(status, sent.elapsed())?;
     }
-    Ok(((histogram, statuses), sender))
+    Ok((answers, sender))
 }

@@ -110,14 +110,14 @@ pub(crate) async fn run(servers: &[Server], plan: &Plan, ratios: &[Ratio]) -> an
     );
     for ratio in ratios {
         let paired: Vec<f64> = turns[ratio.of].iter().zip(&turns[ratio.to]).map(|(of, to)| of / to).collect();
-        let interval = Interval::of_median(paired.clone());
+        let count = paired.len();
+        let interval = Interval::of_median(paired);
         let (of, to) = (servers[ratio.of].name, servers[ratio.to].name);
         let medians_ratio = medians[ratio.of].rps / medians[ratio.to].rps;
         let cpu_ratio = medians[ratio.to].cpu_per_request_us / medians[ratio.of].cpu_per_request_us;
         let verdict = ratio.goal.map_or(String::new(), |goal| format!(", {}", interval.verdict(goal)));
         println!(
-            "throughput ratio {of}/{to}: {interval} over {} turns{verdict}; ratio of round medians {medians_ratio:.3}; server CPU per request {to}/{of} {cpu_ratio:.3}",
-            paired.len()
+            "throughput ratio {of}/{to}: {interval} over {count} turns{verdict}; ratio of round medians {medians_ratio:.3}; server CPU per request {to}/{of} {cpu_ratio:.3}"
         );
     }
     // A server that is not kept busy gets fewer requests than it could serve, and its
