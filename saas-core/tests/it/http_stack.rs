@@ -351,18 +351,3 @@ async fn metrics_label_requests_with_the_route_template_they_match() {
     assert!(text.contains(r#"http_requests_total{method="GET",route="unmatched",status="203"} 1"#), "{text}");
     assert!(!text.contains("/v1/other"), "a template no request matched has no series");
 }
-
-#[test]
-fn a_stack_without_route_templates_says_its_metrics_are_unlabelled() {
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).finish();
-    tracing::subscriber::with_default(subscriber, || {
-        let routes = || Router::new().route("/v1/x", get(|| async { "x" }));
-        HttpStack::new().routes(["/v1/x"]).apply(routes());
-        assert_eq!(lines.text(), "", "no warning with templates");
-        HttpStack::new().apply(routes());
-    });
-    let text = lines.text();
-    assert!(text.contains("WARN") && text.contains("HttpStack::routes"), "{text}");
-}
