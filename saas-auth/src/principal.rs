@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use http::request::Parts;
 use saas_core::{
+    caller::Caller,
     error::{Error, Result},
     http::guard::{Guard, GuardService},
     id::{TenantId, UserId},
@@ -55,8 +56,23 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self> {
-        if let Some(principal) = parts.extensions.get::<Principal>() {
-            return Ok(principal.clone());
+        Self::of(parts).cloned()
+    }
+}
+
+impl Principal {
+    /// The principal [`AuthLayer`] put into the request (in its [`Caller`]); 401 without
+    /// one, `invalid_token` when the credential sent was bad.
+    pub fn of(parts: &Parts) -> Result<&Principal> {
+        Self::shared_of(parts).map(|(_, principal)| principal)
+    }
+
+    /// [`of`](Self::of), with the caller that holds it (whose record is shared).
+    pub(crate) fn shared_of(parts: &Parts) -> Result<(&Caller, &Principal)> {
+        if let Some(caller) = Caller::of(&parts.extensions)
+            && let Some(principal) = caller.record::<Principal>()
+        {
+            return Ok((caller, principal));
         }
         if parts.extensions.get::<InvalidToken>().is_some() {
             return Err(crate::token::invalid());
@@ -65,8 +81,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
     }
 }
 
-/// Verifies `Authorization: Bearer <access token>` and puts the [`Principal`] (and its
-/// [`UserId`]) into the request. Requests without a valid token pass on without one: routes
+/// Verifies `Authorization: Bearer <access token>` and puts a [`Caller`] into the request,
+/// whose record is the [`Principal`] (see [`Principal::of`]). Requests without a valid token pass on without one: routes
 /// that need a principal answer 401 (`invalid_token` when the token was bad), and public
 /// routes (login, sign-up, JWKS) work even when a client still sends an expired token.
 /// Other bearer credentials (platform-admin tokens) are left to the routes' extractors. Put it outside (after, in `.layer` order) the
@@ -105,7 +121,7 @@ impl Guard for AuthLayer {
         let Some(credential) = bearer(parts) else { return Ok(()) };
         if credential.starts_with("sak_") {
             match self.api_keys.verify(credential).await? {
-                Some(principal) => signed_in_as(parts, Principal::clone(&principal)),
+                Some(principal) => signed_in_as(parts, principal),
                 None => {
                     parts.extensions.insert(InvalidToken);
                 }
@@ -136,18 +152,18 @@ impl Guard for AuthLayer {
         let Some(credential) = saas_core::http::bearer_bytes(&parts.headers) else { return Some(Ok(())) };
         if credential.starts_with(b"sak_") {
             let principal = self.api_keys.verify_cached(credential)?;
-            signed_in_as(parts, Principal::clone(&principal));
+            signed_in_as(parts, principal);
             return Some(Ok(()));
         }
         // A token found in the cache equals one verified before, so it is a JWS: its dots
         // need counting only when it is not there.
-        let Some(claims) = self.tokens.verify_cached(credential) else {
+        let Some(principal) = self.tokens.principal_cached(credential) else {
             return (!has_two_dots(credential)).then_some(Ok(()));
         };
-        if self.sessions.is_revoked_cached(claims.tid, &claims.sid)? {
+        if self.sessions.is_revoked_cached(principal.tenant, &principal.session)? {
             parts.extensions.insert(InvalidToken);
         } else {
-            signed_in(parts, &claims);
+            signed_in_as(parts, principal);
         }
         Some(Ok(()))
     }
@@ -155,14 +171,14 @@ impl Guard for AuthLayer {
 
 /// Marks the request as the token's user's.
 fn signed_in(parts: &mut Parts, claims: &Claims) {
-    signed_in_as(parts, Principal::from(claims));
+    signed_in_as(parts, Arc::new(Principal::from(claims)));
 }
 
-/// Marks the request as `principal`'s.
-fn signed_in_as(parts: &mut Parts, principal: Principal) {
+/// Marks the request as `principal`'s. Shared, not copied: a principal made once for a
+/// token (or API key) serves each of its requests for one reference count.
+fn signed_in_as(parts: &mut Parts, principal: Arc<Principal>) {
     saas_core::observe::request::record_user(principal.user);
-    parts.extensions.insert(principal.user);
-    parts.extensions.insert(principal);
+    parts.extensions.insert(Caller::new(principal.user, principal.tenant, principal));
 }
 
 impl<S> tower::Layer<S> for AuthLayer {
@@ -183,13 +199,13 @@ pub struct PrincipalTenant;
 
 impl TokenTenant for PrincipalTenant {
     fn tenant_of(&self, parts: &Parts) -> Option<TenantId> {
-        parts.extensions.get::<Principal>().map(|p| p.tenant)
+        Caller::of(&parts.extensions).map(|caller| caller.tenant)
     }
 }
 
 impl TenantMembership for PrincipalTenant {
     fn is_member(&self, parts: &Parts, tenant: &TenantContext) -> bool {
-        parts.extensions.get::<Principal>().is_some_and(|p| p.tenant == tenant.id)
+        Caller::of(&parts.extensions).is_some_and(|caller| caller.tenant == tenant.id)
     }
 }
 

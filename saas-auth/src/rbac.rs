@@ -188,16 +188,12 @@ impl RequirePermission {
 
 impl Guard for RequirePermission {
     async fn check(&self, parts: &mut Parts) -> Result<()> {
-        // Borrowed when present: the extractor would clone it.
-        match parts.extensions.get::<Principal>() {
-            Some(principal) => principal.require(&self.permission),
-            None => <Principal as axum::extract::FromRequestParts<()>>::from_request_parts(parts, &()).await.map(drop),
-        }
+        Principal::of(parts)?.require(&self.permission)
     }
 
-    /// A signed-in request is decided here; `check` answers one that is not.
+    /// Never waits.
     fn check_now(&self, parts: &mut Parts) -> Option<Result<()>> {
-        parts.extensions.get::<Principal>().map(|principal| principal.require(&self.permission))
+        Some(Principal::of(parts).and_then(|principal| principal.require(&self.permission)))
     }
 }
 
@@ -216,17 +212,18 @@ pub trait PermissionName: Send + Sync + 'static {
     const NAME: &'static str;
 }
 
-/// Extractor that succeeds only for a signed-in user with permission `P`; the
-/// `#[require_permission("…")]` attribute adds one to a handler.
+/// Extractor that succeeds only for a signed-in user with permission `P`, holding the
+/// request's principal; the `#[require_permission("…")]` attribute adds one to a handler.
 #[derive(Debug)]
-pub struct Authorized<P: PermissionName>(pub Principal, PhantomData<P>);
+pub struct Authorized<P: PermissionName>(pub Arc<Principal>, PhantomData<P>);
 
 impl<S: Send + Sync, P: PermissionName> axum::extract::FromRequestParts<S> for Authorized<P> {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
-        let principal = <Principal as axum::extract::FromRequestParts<S>>::from_request_parts(parts, state).await?;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self> {
+        let (caller, principal) = Principal::shared_of(parts)?;
         principal.require(P::NAME)?;
+        let principal = caller.shared_record().unwrap_or_else(|| Arc::new(principal.clone()));
         Ok(Self(principal, PhantomData))
     }
 }

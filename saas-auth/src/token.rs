@@ -20,7 +20,7 @@ use saas_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::keys::SigningKeys;
+use crate::{keys::SigningKeys, principal::Principal};
 
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: i64 = 60;
@@ -75,12 +75,13 @@ pub struct AccessTokens {
     verified: Arc<LocalCache<Box<[u8]>, Verified>>,
 }
 
-/// A verified token as cached: the whole token, to compare with the one presented, and
-/// its claims.
+/// A verified token as cached: the whole token, to compare with the one presented, its
+/// claims, and the principal every request with it carries (made once, shared).
 #[derive(Clone)]
 struct Verified {
     token: Arc<str>,
     claims: Arc<Claims>,
+    principal: Arc<Principal>,
     /// When the token expires (with the leeway), on the monotonic clock: a cache hit then
     /// reads no wall clock. Entries live a minute, so a wall clock step moves this by at
     /// most what it stepped in that minute.
@@ -142,7 +143,7 @@ impl AccessTokens {
     /// The claims of a valid token; 401 `invalid_token` for anything else.
     pub async fn verify(&self, token: &str) -> Result<Arc<Claims>> {
         let at = std::time::Instant::now();
-        if let Some(claims) = self.verified_at(token.as_bytes(), at) {
+        if let Some(claims) = self.verified_at(token.as_bytes(), at, |hit| hit.claims.clone()) {
             return Ok(claims);
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -151,7 +152,9 @@ impl AccessTokens {
         // Cached for at most the cache's 60 s, never past the token's expiry.
         if claims.exp > now {
             let expires = at + Duration::from_secs((claims.exp + LEEWAY_SECS - now) as u64);
-            self.verified.insert(signature.into(), Verified { token: token.into(), claims: claims.clone(), expires });
+            let principal = Arc::new(Principal::from(&*claims));
+            self.verified
+                .insert(signature.into(), Verified { token: token.into(), claims: claims.clone(), principal, expires });
         }
         Ok(claims)
     }
@@ -163,17 +166,28 @@ impl AccessTokens {
     /// `token` may be any bytes (such as [`bearer_bytes`](saas_core::http::bearer_bytes)
     /// gives): only a token equal to a verified one is found.
     pub fn verify_cached(&self, token: impl AsRef<[u8]>) -> Option<Arc<Claims>> {
-        self.verified_at(token.as_ref(), saas_core::observe::request::arrival_or_now())
+        let at = saas_core::observe::request::arrival_or_now();
+        self.verified_at(token.as_ref(), at, |hit| hit.claims.clone())
     }
 
-    /// The cached claims of `token`, if it was cached within the cache's time before `at`
-    /// and has not expired at `at`.
-    fn verified_at(&self, token: &[u8], at: std::time::Instant) -> Option<Arc<Claims>> {
+    /// The principal of `token` as [`verify_cached`](Self::verify_cached) finds it: made
+    /// once per token, shared by its requests.
+    pub(crate) fn principal_cached(&self, token: &[u8]) -> Option<Arc<Principal>> {
+        let at = saas_core::observe::request::arrival_or_now();
+        self.verified_at(token, at, |hit| hit.principal.clone())
+    }
+
+    /// `read` of the cache entry of `token`, if it was cached within the cache's time
+    /// before `at` and has not expired at `at`.
+    fn verified_at<R>(&self, token: &[u8], at: std::time::Instant, read: impl FnOnce(&Verified) -> R) -> Option<R> {
         // Looked up by the signature, which differs between tokens, and used only when the
         // whole token is the one cached (compared in constant time): hashing the whole
         // token on every request cost more than everything else the lookup does.
-        let hit = self.verified.get_at(signature_of(token), at)?;
-        (constant_time_eq::constant_time_eq(hit.token.as_bytes(), token) && at < hit.expires).then_some(hit.claims)
+        self.verified
+            .read_at(signature_of(token), at, |hit| {
+                (constant_time_eq::constant_time_eq(hit.token.as_bytes(), token) && at < hit.expires).then(|| read(hit))
+            })
+            .flatten()
     }
 
     async fn verify_uncached(&self, token: &str, now: i64) -> Option<Claims> {

@@ -9,6 +9,7 @@
 //! | [`db`] | SQLite / PostgreSQL pools, embedded migrations, [`TenantTx`](db::TenantTx) |
 //! | [`events`] | event envelope, bus port, in-process bus, transactional outbox, inbox |
 //! | [`cache`] | cache port with memory and Redis adapters |
+//! | [`caller`] | [`Caller`](caller::Caller), who a request comes from (set by the authentication layer) |
 //! | [`http`] | problem+json extractors and the layer stack (request id, rate limit, idempotency…) |
 //! | [`observe`] | JSON logs, Prometheus metrics, health endpoints |
 //! | [`tenant`] | [`TenantContext`](tenant::TenantContext), the tenant a request acts for |
@@ -24,6 +25,7 @@
 //! The book (`docs/` in the repository) explains the architecture and every config key.
 
 pub mod cache;
+pub mod caller;
 pub mod config;
 pub mod db;
 pub mod error;

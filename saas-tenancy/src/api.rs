@@ -371,9 +371,9 @@ async fn own_quotas(
 async fn own_features(
     State(state): State<TenancyState>,
     TenantReader(tenant): TenantReader,
-    user: Option<axum::Extension<UserId>>,
+    caller: Option<axum::Extension<saas_core::caller::Caller>>,
 ) -> Result<Json<std::collections::BTreeMap<String, serde_json::Value>>> {
-    Ok(Json(state.features.all(&tenant, user.map(|u| u.0)).await?))
+    Ok(Json(state.features.all(&tenant, caller.map(|caller| caller.user)).await?))
 }
 
 /// A tenant's quotas: limit and usage of each.

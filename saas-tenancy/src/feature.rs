@@ -23,6 +23,7 @@ use std::{collections::BTreeMap, collections::HashMap, sync::Arc, time::Duration
 use http::request::Parts;
 use saas_core::{
     cache::LocalCache,
+    caller::Caller,
     config::{FeatureConfig, PlanConfig, RolloutBy, TenancyConfig},
     db::{Db, now_millis},
     error::{Error, Result},
@@ -238,7 +239,7 @@ pub fn in_rollout(feature: &str, subject: &str, percent: f64) -> bool {
 }
 
 /// Lets a request through only when a flag is on for its tenant (and user, when an
-/// authentication layer has put a [`UserId`] into the request): 403 `feature_disabled`
+/// authentication layer has put a [`Caller`] into the request): 403 `feature_disabled`
 /// otherwise, 400 `tenant_required` without a tenant.
 ///
 /// ```no_run
@@ -267,7 +268,7 @@ impl RequireFeature {
 impl Guard for RequireFeature {
     async fn check(&self, parts: &mut Parts) -> Result<()> {
         let tenant = TenantContext::of(parts)?;
-        let user = parts.extensions.get::<UserId>().copied();
+        let user = Caller::of(&parts.extensions).map(|caller| caller.user);
         if self.features.is_enabled(&tenant, user, &self.feature).await? {
             Ok(())
         } else {

@@ -107,7 +107,7 @@ impl TenantLayer {
             let reference = match source {
                 TenantSource::Token => self.token.as_ref().and_then(|t| t.tenant_of(parts)).map(TenantRef::Id),
                 TenantSource::Subdomain => self.subdomain(parts).map(TenantRef::parse),
-                TenantSource::Header => match parts.headers.get(TENANT_HEADER) {
+                TenantSource::Header => match saas_core::http::first_header(&parts.headers, &TENANT_HEADER) {
                     None => None,
                     Some(value) => {
                         let text = value.to_str().ok().map(str::trim).filter(|t| !t.is_empty() && t.len() <= 100);
@@ -127,7 +127,7 @@ impl TenantLayer {
     fn subdomain<'a>(&self, parts: &'a http::request::Parts) -> Option<&'a str> {
         let base = self.base_domain.as_deref()?;
         // HTTP/2 carries the host in `:authority` (the URI), usually without a Host header.
-        let host = match parts.headers.get(header::HOST) {
+        let host = match saas_core::http::first_header(&parts.headers, &header::HOST) {
             Some(value) => value.to_str().ok()?,
             None => parts.uri.host()?,
         };
@@ -148,6 +148,12 @@ impl TenantLayer {
     /// [`resolve`](Self::resolve) from the in-process cache alone; `None` when a tenant
     /// named is not in it.
     fn resolve_cached(&self, parts: &http::request::Parts) -> Option<Result<Option<TenantContext>, Error>> {
+        if let Some(tenant) = self.named_by_token_alone(parts) {
+            let (status, context) = self
+                .tenants
+                .cached_with(&TenantRef::Id(tenant), |resolved| (resolved.tenant.status, resolved.context.clone()))?;
+            return Some(answer(status, context).map(Some));
+        }
         let missed = std::cell::Cell::new(false);
         let lookup = |reference: &TenantRef| {
             let found = self.tenants.cached(reference);
@@ -161,6 +167,21 @@ impl TenantLayer {
             std::task::Poll::Ready(resolved) if !missed.get() => Some(resolved),
             _ => None,
         }
+    }
+
+    /// The tenant of the request's access token when nothing else could name one (no
+    /// `X-Tenant-ID`, no path prefix, no host under the base domain): what most API
+    /// requests are, decided without comparing sources. `None` sends the request through
+    /// the general resolution, which decides the same for these requests.
+    fn named_by_token_alone(&self, parts: &http::request::Parts) -> Option<TenantId> {
+        if !self.sources.contains(&TenantSource::Token)
+            || saas_core::http::first_header(&parts.headers, &TENANT_HEADER).is_some()
+            || parts.extensions.get::<PathTenant>().is_some()
+            || self.subdomain(parts).is_some()
+        {
+            return None;
+        }
+        self.token.as_ref()?.tenant_of(parts)
     }
 
     /// Resolution with `lookup` finding each tenant named.
@@ -217,11 +238,16 @@ impl TenantLayer {
                 }
             }
         }
-        match tenant.status {
-            TenantStatus::Active => Ok(Some(context)),
-            TenantStatus::Deleted => Err(not_found()),
-            TenantStatus::Suspended => Err(Error::forbidden("tenant_suspended", "this tenant is suspended")),
-        }
+        answer(tenant.status, context).map(Some)
+    }
+}
+
+/// The request's tenant as its status lets it through, or the refusal.
+fn answer(status: TenantStatus, context: TenantContext) -> Result<TenantContext, Error> {
+    match status {
+        TenantStatus::Active => Ok(context),
+        TenantStatus::Deleted => Err(not_found()),
+        TenantStatus::Suspended => Err(Error::forbidden("tenant_suspended", "this tenant is suspended")),
     }
 }
 

@@ -204,7 +204,12 @@ impl Tenants {
     /// The tenant `by` names when the in-process cache holds it (checked at the request's
     /// arrival: no clock read), for the start of a request; `None` when it must be looked up.
     pub(crate) fn cached(&self, by: &TenantRef) -> Option<Resolved> {
-        self.local.get_at(by, saas_core::observe::request::arrival_or_now())
+        self.cached_with(by, Resolved::clone)
+    }
+
+    /// `read` of what [`cached`](Self::cached) finds, without cloning the rest of it.
+    pub(crate) fn cached_with<R>(&self, by: &TenantRef, read: impl FnOnce(&Resolved) -> R) -> Option<R> {
+        self.local.read_at(by, saas_core::observe::request::arrival_or_now(), read)
     }
 
     /// A page of tenants in creation order, optionally of one status (deleted tenants are

@@ -352,3 +352,42 @@ async fn a_token_of_one_tenant_cannot_reach_another() {
     assert_eq!(call(&app, "/v1/whoami", &[token, ("x-tenant-id", "globex")]).await.1, "tenant_not_found");
     assert_eq!(call(&app, "/v1/whoami", &[token]).await.1, "tenant_required");
 }
+
+#[tokio::test]
+async fn a_tenant_named_by_the_token_alone_is_answered_from_the_cache_as_in_full() {
+    let (db, _dir) = sqlite().await;
+    let tenants = tenants(&db).await;
+    let acme = tenants.provision(new("acme")).await.unwrap();
+    tenants.provision(new("globex")).await.unwrap();
+    let sources = [TenantSource::Token, TenantSource::Subdomain, TenantSource::Header, TenantSource::Path];
+    let layer = TenantLayer::new(tenants.clone(), &sources, Some("example.com")).with_token(Arc::new(Claim(acme.id)));
+    let routes =
+        Router::new().route("/v1/whoami", get(|t: TenantContext| async move { t.slug.to_string() })).layer(layer);
+    let app = saas_tenancy::strip_path_prefix(routes);
+    let token = ("authorization", "Bearer x");
+
+    // The first request looks the tenant up; the next ones find it in this process's cache.
+    for _ in 0..3 {
+        assert_eq!(call(&app, "/v1/whoami", &[token]).await, (StatusCode::OK, "acme".into()));
+    }
+    // Every other source that names a tenant is still compared with the token's.
+    for (uri, headers) in [
+        ("/v1/whoami", vec![token, ("x-tenant-id", "globex")]),
+        ("/t/globex/v1/whoami", vec![token]),
+        ("/v1/whoami", vec![token, ("host", "globex.example.com")]),
+    ] {
+        assert_eq!(call(&app, uri, &headers).await.1, "tenant_not_found", "{uri} {headers:?}");
+    }
+    assert_eq!(call(&app, "/v1/whoami", &[token, ("host", "www.example.com")]).await.0, StatusCode::OK, "reserved");
+
+    tenants.suspend(acme.id, "abuse").await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(call(&app, "/v1/whoami", &[token]).await, (StatusCode::FORBIDDEN, "tenant_suspended".into()));
+    }
+    tenants.reactivate(acme.id).await.unwrap();
+    assert_eq!(call(&app, "/v1/whoami", &[token]).await.0, StatusCode::OK);
+    tenants.delete(acme.id).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(call(&app, "/v1/whoami", &[token]).await, (StatusCode::NOT_FOUND, "tenant_not_found".into()));
+    }
+}

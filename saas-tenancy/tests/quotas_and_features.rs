@@ -6,6 +6,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use axum::{Router, body::Body, routing::get};
 use http::{Request, StatusCode};
 use saas_core::{
+    caller::Caller,
     config::{FeatureConfig, PlanConfig, QuotaConfig, QuotaPeriod, RolloutBy, TenancyConfig},
     db::{Db, migrate},
     id::{TenantId, UserId},
@@ -143,7 +144,8 @@ async fn call(app: &Router, tenant: Option<&TenantContext>, user: Option<UserId>
         request.extensions_mut().insert(tenant.clone());
     }
     if let Some(user) = user {
-        request.extensions_mut().insert(user);
+        // As saas-auth signs a user in; the tenant of the caller does not matter here.
+        request.extensions_mut().insert(Caller::new(user, TenantId::new(), Arc::new(())));
     }
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();

@@ -123,10 +123,31 @@ impl<K: Hash + Eq, V: Clone> LocalCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        self.read_at(key, now, V::clone)
+    }
+
+    /// `read` of the value under `key`, unless missing or expired at `now`, called while
+    /// the value is held: for a caller that needs a part of it (cloning all of a value
+    /// that holds reference counts costs an atomic operation for each, on every lookup).
+    ///
+    /// ```
+    /// use std::{sync::Arc, time::{Duration, Instant}};
+    /// use saas_core::cache::LocalCache;
+    ///
+    /// let tenants: LocalCache<u32, (Arc<str>, Arc<str>)> = LocalCache::new(100, Duration::from_secs(1));
+    /// tenants.insert(7, ("acme".into(), "pro".into()));
+    /// let plan = tenants.read_at(&7, Instant::now(), |(_, plan)| plan.clone());
+    /// assert_eq!(plan.as_deref(), Some("pro"));
+    /// ```
+    pub fn read_at<Q, R>(&self, key: &Q, now: Instant, read: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let hash = self.hash(key);
         let shard = Self::read(self.shard(hash));
         let entry = shard.find(hash, Self::is(key))?;
-        (entry.expires > now).then(|| entry.value.clone())
+        (entry.expires > now).then(|| read(&entry.value))
     }
 
     /// Puts `value` under `key` for the cache's time to live, replacing what was there.
@@ -218,6 +239,16 @@ mod tests {
         let cache = LocalCache::new(10, Duration::MAX);
         cache.insert(1, 1);
         assert_eq!(cache.get(&1), Some(1));
+    }
+
+    #[test]
+    fn a_read_sees_only_live_entries() {
+        let cache = LocalCache::new(100, Duration::from_secs(60));
+        cache.insert("a", (1, String::from("one")));
+        let now = Instant::now();
+        assert_eq!(cache.read_at("a", now, |(n, _)| *n), Some(1));
+        assert_eq!(cache.read_at("b", now, |(n, _)| *n), None, "missing");
+        assert_eq!(cache.read_at("a", now + Duration::from_secs(61), |(n, _)| *n), None, "expired at that time");
     }
 
     #[test]

@@ -35,7 +35,7 @@ use std::{
 };
 
 use axum::{body::Body, extract::DefaultBodyLimit, response::Response, routing::Router, serve::IncomingStream};
-use http::{HeaderName, Request};
+use http::{HeaderName, HeaderValue, Request};
 use tower::{Layer, Service, util::Either};
 
 pub use extract::{Json, Path, Query, TypedHeader};
@@ -58,10 +58,32 @@ pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
 /// access token for ASCII costs more than the comparison; use [`bearer_token`] for
 /// anything else.
 pub fn bearer_bytes(headers: &http::HeaderMap) -> Option<&[u8]> {
-    let value = headers.get(http::header::AUTHORIZATION)?.as_bytes();
+    let value = first_header(headers, &http::header::AUTHORIZATION)?.as_bytes();
     let space = value.iter().position(|b| *b == b' ')?;
     let (scheme, credential) = (&value[..space], value[space + 1..].trim_ascii());
     (scheme.eq_ignore_ascii_case(b"bearer") && !credential.is_empty()).then_some(credential)
+}
+
+/// The first value of header `name`, as `HeaderMap::get` finds it. The handful of headers
+/// an API request or response carries are walked, which costs less than hashing the name
+/// (and, for a name of the application's own, hashing its bytes) as a lookup does; a map
+/// of more is looked up.
+///
+/// ```
+/// use http::{HeaderMap, HeaderName, HeaderValue};
+///
+/// const TENANT: HeaderName = HeaderName::from_static("x-tenant-id");
+/// let mut headers = HeaderMap::new();
+/// headers.append(TENANT, HeaderValue::from_static("acme"));
+/// headers.append(TENANT, HeaderValue::from_static("globex"));
+/// assert_eq!(saas_core::http::first_header(&headers, &TENANT), headers.get(TENANT));
+/// ```
+pub fn first_header<'a>(headers: &'a http::HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
+    const WALKED: usize = 8;
+    if headers.keys_len() > WALKED {
+        return headers.get(name);
+    }
+    headers.iter().find_map(|(key, value)| (key == name).then_some(value))
 }
 
 /// Whether `value` is 1 to `max_len` visible ASCII characters (no space): what a client may
@@ -325,5 +347,24 @@ mod tests {
         );
         assert_eq!(super::bearer_token(&headers), None, "not ASCII");
         assert_eq!(super::bearer_bytes(&headers), Some("sap_x\u{a0}".as_bytes()), "unchecked");
+    }
+
+    #[test]
+    fn the_first_header_is_found_as_a_lookup_finds_it_in_small_and_large_maps() {
+        const TENANT: http::HeaderName = http::HeaderName::from_static("x-tenant-id");
+        let mut headers = http::HeaderMap::new();
+        for count in 0..20 {
+            for name in [TENANT, http::header::AUTHORIZATION, http::header::HOST] {
+                let found = super::first_header(&headers, &name);
+                assert_eq!(found, headers.get(&name), "{name} among {count} names");
+            }
+            headers.append(format!("x-extra-{count}").parse::<http::HeaderName>().unwrap(), "1".parse().unwrap());
+            if count == 3 {
+                headers.append(TENANT, "acme".parse().unwrap());
+                headers.append(TENANT, "globex".parse().unwrap());
+                headers.append(http::header::AUTHORIZATION, "Bearer x".parse().unwrap());
+            }
+        }
+        assert_eq!(super::first_header(&headers, &TENANT).unwrap(), "acme", "the first of two, as `get` has it");
     }
 }

@@ -27,7 +27,9 @@ pub(crate) fn to_problem(response: Response) -> Response {
 }
 
 fn has_json_body(response: &Response) -> bool {
-    let Some(content_type) = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(content_type) =
+        super::first_header(response.headers(), &header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     let essence = content_type.split(';').next().unwrap_or("").trim();
