@@ -6,6 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{Router, routing::get};
 use saas_auth::{principal::PrincipalTenant, rbac::RequirePermission, service::Auth};
+use saas_core::http::guard::{Guarded, Guards};
 use saas_core::{
     cache::MemoryCache,
     config::Config,
@@ -17,6 +18,7 @@ use saas_core::{
 };
 use saas_tenancy::{NewTenant, Tenants, resolve::TenantLayer};
 use secrecy::SecretString;
+use tower::Layer as _;
 
 use crate::{
     load::{self, Target},
@@ -26,12 +28,19 @@ use crate::{
 const EMAIL: &str = "ada@acme.test";
 const PASSWORD: &str = "correct horse battery staple";
 
+/// The identity layers around the routes, as [`AuthServer::identity`] has them.
+pub(crate) type IdentityService = saas_core::http::rate_limit::RateLimit<Guarded<Router>>;
+
 /// The benchmark route with the `RequirePermission` layer instead of the attribute.
 pub(crate) const LAYERED_PING: &str = "/v1/ping-layered";
 
 /// A tenant `acme` with one member, served with the whole stack.
 pub(crate) struct AuthServer {
     pub(crate) router: HttpService,
+    /// The same routes behind the identity layers alone (rate limit, token verification,
+    /// tenant resolution, permission check), without the stack's edge (request ids, log
+    /// context, metrics, timeout, problem+json): the "full stack" as the identity issue names it.
+    pub(crate) identity: IdentityService,
     /// A member's access token (`*:read`, so `invoices:read`).
     pub(crate) token: String,
     /// An API key of the member, granting `invoices:read`.
@@ -72,14 +81,18 @@ pub(crate) async fn server() -> anyhow::Result<AuthServer> {
     // As in `saas serve`, with a limit no benchmark client reaches: it runs on every request.
     let limiter =
         RateLimitLayer::new(Arc::new(MemoryRateLimiter::new()), Quota::per_second(10_000_000).burst(10_000_000));
+    let tenant_layer =
+        TenantLayer::new(tenants, &config.tenancy.resolution, None).with_token(Arc::new(PrincipalTenant));
+    let identity = limiter
+        .layer(Guards::default().and(auth.layer()).and(tenant_layer.clone()).layer(routes.clone().with_state(())));
     let router = HttpStack::new()
         .routes(["/v1/ping", LAYERED_PING])
         .routes(auth_api.paths.paths.keys())
         .rate_limit(limiter)
         .guard(auth.layer())
-        .guard(TenantLayer::new(tenants, &config.tenancy.resolution, None).with_token(Arc::new(PrincipalTenant)))
+        .guard(tenant_layer)
         .apply(routes);
-    Ok(AuthServer { router, token, api_key, auth, _dir: dir })
+    Ok(AuthServer { router, identity, token, api_key, auth, _dir: dir })
 }
 
 /// The benchmark's JSON route behind the permission check, in its cheaper form: the

@@ -55,6 +55,8 @@ pub(crate) async fn run(subjects: &[Subject], calls: u32, batches: usize) -> any
 pub(crate) enum Server {
     Bare(Router),
     Stack(HttpService),
+    /// The identity layers without the stack's edge.
+    Identity(crate::auth::IdentityService),
 }
 
 /// The mean time of one call over `calls` calls.
@@ -64,6 +66,7 @@ async fn batch(subject: &Subject, calls: u32) -> anyhow::Result<Duration> {
         // not on every call.
         Server::Bare(router) => call_each(subject, router.clone().with_state(()), calls).await,
         Server::Stack(service) => call_each(subject, service.clone(), calls).await,
+        Server::Identity(service) => call_each(subject, service.clone(), calls).await,
     }
 }
 

@@ -11,7 +11,9 @@
 //!    problem+json, timeout, body limit, API version, rate limit with a high limit,
 //!    idempotency), and behind the whole authenticated path (the stack, bearer-token
 //!    verification, tenant resolution from the token, the permission check of
-//!    `#[require_permission]`), on loopback,
+//!    `#[require_permission]`), and behind the identity layers alone (`identity`: rate
+//!    limit, token verification, tenant resolution and the permission check, the "full
+//!    stack" as the identity issue names it, without the stack's edge), on loopback,
 //!    loaded by the load generator in [`load`], in turns of short slices ([`overhead`]).
 //!    Prints requests/s, p50 and p99 and the server thread's CPU time per request for each
 //!    round, the medians, and the ratios of each turn's throughputs (median and 95 %
@@ -76,9 +78,10 @@ struct Args {
     /// With `--in-process`: only the server of this name (`bare`; `edge`: the stack's edge
     /// alone; `rate-limit`: the edge and the rate limiter; `stack`: the whole stack, with
     /// idempotency; `auth`; `auth-layer`: the permission checked by the layer, not the
-    /// attribute; or `api-key`: the authenticated route called with an API key), for a
+    /// attribute; `api-key`: the authenticated route called with an API key; or `identity`:
+    /// the identity layers without the stack's edge), for a
     /// profiler or an instruction counter such as `valgrind --tool=callgrind`.
-    #[arg(long, requires = "in_process", value_parser = ["bare", "edge", "rate-limit", "stack", "auth", "auth-layer", "api-key"])]
+    #[arg(long, requires = "in_process", value_parser = ["bare", "edge", "rate-limit", "stack", "auth", "auth-layer", "api-key", "identity"])]
     only: Option<String>,
     /// Run only the event benchmarks, against the broker at this URL
     /// (`kafka://127.0.0.1:9092`; build with `--features kafka`).
@@ -208,8 +211,14 @@ fn main() -> anyhow::Result<()> {
             authenticated("full auth", "/v1/ping", &token),
             authenticated("auth+layer", auth::LAYERED_PING, &token),
             authenticated("API key", "/v1/ping", &api_key),
+            in_process::Subject {
+                name: "identity",
+                server: in_process::Server::Identity(auth_server.identity.clone()),
+                path: "/v1/ping",
+                authorization: Some(token.clone()),
+            },
         ];
-        let names = ["bare", "edge", "rate-limit", "stack", "auth", "auth-layer", "api-key"];
+        let names = ["bare", "edge", "rate-limit", "stack", "auth", "auth-layer", "api-key", "identity"];
         let chosen: Vec<_> = subjects
             .into_iter()
             .zip(names)
@@ -224,33 +233,16 @@ fn main() -> anyhow::Result<()> {
     let bare_addr = serve(bare().with_state(()), "bare-server", server_cpu)?;
     let stack_addr = serve(stacked(), "stack-server", server_cpu)?;
     let auth_addr = serve(auth_server.router.clone(), "auth-server", server_cpu)?;
+    let identity_addr = serve(auth_server.identity.clone(), "identity-server", server_cpu)?;
     let duration = Duration::from_secs(args.duration);
 
+    let read = || auth::read(&auth_server.token);
     let servers = [
-        overhead::Server {
-            name: "bare axum",
-            addr: bare_addr,
-            thread: "bare-server",
-            target: load::Target::get("/v1/ping"),
-        },
-        overhead::Server {
-            name: "saas stack",
-            addr: stack_addr,
-            thread: "stack-server",
-            target: load::Target::get("/v1/ping"),
-        },
-        overhead::Server {
-            name: "bare+token",
-            addr: bare_addr,
-            thread: "bare-server",
-            target: auth::read(&auth_server.token),
-        },
-        overhead::Server {
-            name: "full auth",
-            addr: auth_addr,
-            thread: "auth-server",
-            target: auth::read(&auth_server.token),
-        },
+        overhead::Server::new("bare axum", bare_addr, "bare-server", load::Target::get("/v1/ping")),
+        overhead::Server::new("saas stack", stack_addr, "stack-server", load::Target::get("/v1/ping")),
+        overhead::Server::new("bare+token", bare_addr, "bare-server", read()),
+        overhead::Server::new("full auth", auth_addr, "auth-server", read()),
+        overhead::Server::new("identity", identity_addr, "identity-server", read()),
     ];
     let plan = overhead::Plan {
         connections: args.connections,
@@ -262,6 +254,7 @@ fn main() -> anyhow::Result<()> {
         overhead::Ratio { of: 1, to: 0, goal: Some(0.90) },
         overhead::Ratio { of: 3, to: 0, goal: Some(0.90) },
         overhead::Ratio { of: 3, to: 2, goal: None },
+        overhead::Ratio { of: 4, to: 0, goal: Some(0.90) },
     ];
     // The generator gets a thread of its own, kept on its CPU; this thread stays unpinned,
     // so that the logins below (their generator and hashing threads) and the `saas serve`

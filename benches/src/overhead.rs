@@ -26,6 +26,13 @@ pub(crate) struct Server {
     pub(crate) target: load::Target,
 }
 
+impl Server {
+    /// `name`, served at `addr` by the runtime whose threads are named `thread`, sent `target`.
+    pub(crate) fn new(name: &'static str, addr: SocketAddr, thread: &'static str, target: load::Target) -> Self {
+        Self { name, addr, thread, target }
+    }
+}
+
 /// How the load is given.
 pub(crate) struct Plan {
     pub(crate) connections: usize,
