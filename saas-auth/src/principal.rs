@@ -82,11 +82,12 @@ impl Principal {
 }
 
 /// Verifies `Authorization: Bearer <access token>` and puts a [`Caller`] into the request,
-/// whose record is the [`Principal`] (see [`Principal::of`]). Requests without a valid token pass on without one: routes
-/// that need a principal answer 401 (`invalid_token` when the token was bad), and public
-/// routes (login, sign-up, JWKS) work even when a client still sends an expired token.
-/// Other bearer credentials (platform-admin tokens) are left to the routes' extractors. Put it outside (after, in `.layer` order) the
-/// tenant layer, whose `token` source reads the principal's tenant.
+/// whose record is the [`Principal`] (see [`Principal::of`]). Requests without a valid
+/// token pass on without one: routes that need a principal answer 401 (`invalid_token`
+/// when the token was bad), and public routes (login, sign-up, JWKS) work even when a
+/// client still sends an expired token. Other bearer credentials (platform-admin tokens)
+/// are left to the routes' extractors. Put it outside (after, in `.layer` order) the tenant
+/// layer, whose `token` source reads the principal's tenant.
 #[derive(Clone)]
 pub struct AuthLayer {
     tokens: AccessTokens,
