@@ -69,10 +69,11 @@ pub struct AccessTokens {
     issuer: Arc<str>,
     audience: Arc<str>,
     ttl: Duration,
-    /// Verified tokens by their signature, for 60 s; see [`AccessTokens::verify`].
-    // Keyed by bytes: the hot path looks up the header's bytes, unchecked (a UTF-8 check of
-    // the key cost more than the lookup).
-    verified: Arc<LocalCache<Box<[u8]>, Verified>>,
+    /// Verified tokens by a keyed hash of their signature ([`AccessTokens::signature_key`]),
+    /// for 60 s; see [`AccessTokens::verify`].
+    verified: Arc<LocalCache<u64, Verified>>,
+    /// Seeded at random for each `AccessTokens`.
+    signature_hasher: foldhash::fast::RandomState,
 }
 
 /// A verified token as cached: the whole token, to compare with the one presented, its
@@ -97,6 +98,7 @@ impl AccessTokens {
             audience: audience.into(),
             ttl,
             verified: Arc::new(LocalCache::new(100_000, Duration::from_secs(60))),
+            signature_hasher: Default::default(),
         }
     }
 
@@ -153,8 +155,8 @@ impl AccessTokens {
         if claims.exp > now {
             let expires = at + Duration::from_secs((claims.exp + LEEWAY_SECS - now) as u64);
             let principal = Arc::new(Principal::from(&*claims));
-            self.verified
-                .insert(signature.into(), Verified { token: token.into(), claims: claims.clone(), principal, expires });
+            let entry = Verified { token: token.into(), claims: claims.clone(), principal, expires };
+            self.verified.insert(self.signature_key(signature), entry);
         }
         Ok(claims)
     }
@@ -180,14 +182,22 @@ impl AccessTokens {
     /// `read` of the cache entry of `token`, if it was cached within the cache's time
     /// before `at` and has not expired at `at`.
     fn verified_at<R>(&self, token: &[u8], at: std::time::Instant, read: impl FnOnce(&Verified) -> R) -> Option<R> {
-        // Looked up by the signature, which differs between tokens, and used only when the
-        // whole token is the one cached (compared in constant time): hashing the whole
-        // token on every request cost more than everything else the lookup does.
         self.verified
-            .read_at(signature_of(token), at, |hit| {
+            .read_at(&self.signature_key(signature_of(token)), at, |hit| {
                 (constant_time_eq::constant_time_eq(hit.token.as_bytes(), token) && at < hit.expires).then(|| read(hit))
             })
             .flatten()
+    }
+
+    /// The cache key of a token with `signature`: a hash of the signature, which differs
+    /// between tokens (hashing the whole token on every request cost more than everything
+    /// else the lookup does), keyed at random so that clients cannot aim at one. A cached
+    /// token is used only when it is the whole token presented, compared in constant time:
+    /// keyed by the signature's bytes, the lookup compared those (secret) bytes one by one
+    /// first; two tokens whose signatures hash alike only cost each other a verification.
+    fn signature_key(&self, signature: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        self.signature_hasher.hash_one(signature)
     }
 
     async fn verify_uncached(&self, token: &str, now: i64) -> Option<Claims> {
