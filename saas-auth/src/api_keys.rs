@@ -9,11 +9,14 @@
 //! [`KEY_CACHE_SECS`], which bounds how long a revoked key keeps working on other servers
 //! (on the server that revoked it, it stops at once).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use saas_core::{
-    cache::LocalCache,
+    cache::{CredentialCache, LocalCache},
     db::{Db, now_millis},
     error::{Error, FieldError, Result},
     events::{Envelope, outbox},
@@ -52,10 +55,8 @@ pub struct ApiKeyView {
 #[derive(Clone)]
 pub struct ApiKeys {
     db: Db,
-    /// Verified keys, by a randomly keyed hash of the key ([`ApiKeys::cache_key`]).
-    verified: Arc<LocalCache<u64, VerifiedKey>>,
-    /// Seeded at random for each `ApiKeys`.
-    key_hasher: foldhash::fast::RandomState,
+    /// Verified keys (found by the whole key, which is short).
+    verified: Arc<CredentialCache<VerifiedKey>>,
     /// Keys whose last use was written within the last minute.
     last_used_written: Arc<LocalCache<String, ()>>,
     /// Bumped by every revocation: a verification that began before one must not cache.
@@ -66,14 +67,8 @@ pub struct ApiKeys {
 /// nothing longer is hashed.
 const MAX_KEY_BYTES: usize = 204;
 
-/// A verified key as cached: the whole key, to compare with the one presented, the
-/// principal it stands for, and its expiry (Unix ms).
-#[derive(Clone)]
-struct VerifiedKey {
-    key: Arc<[u8]>,
-    principal: Arc<Principal>,
-    expires_at: Option<i64>,
-}
+/// A verified key's principal and expiry (Unix ms).
+type VerifiedKey = (Arc<Principal>, Option<i64>);
 
 /// id, created_by, permissions, name, expires_at, revoked_at.
 type KeyRow = (String, String, String, String, Option<i64>, Option<i64>);
@@ -85,8 +80,7 @@ impl ApiKeys {
     pub fn new(db: Db) -> Self {
         Self {
             db,
-            verified: Arc::new(LocalCache::new(100_000, Duration::from_secs(KEY_CACHE_SECS))),
-            key_hasher: Default::default(),
+            verified: Arc::new(CredentialCache::new(100_000, Duration::from_secs(KEY_CACHE_SECS))),
             last_used_written: Arc::new(LocalCache::new(100_000, Duration::from_secs(60))),
             generation: Default::default(),
         }
@@ -172,43 +166,28 @@ impl ApiKeys {
     /// The principal a key stands for when it was verified within the cache's time and has
     /// not expired; `None` when it must be verified (or is invalid). Never waits: for
     /// deciding a request at once. `key` may be any bytes (the header's, unchecked): only a
-    /// key verified before is found (by a hash keyed at random, then compared whole in
-    /// constant time), so the lookup leaks nothing about it.
+    /// key verified before is found, compared in constant time (see [`CredentialCache`]),
+    /// so the lookup leaks nothing about it.
     pub fn verify_cached(&self, key: impl AsRef<[u8]>) -> Option<Arc<Principal>> {
         let key = key.as_ref();
         if key.len() > MAX_KEY_BYTES {
             return None;
         }
         let at = saas_core::observe::request::arrival_or_now();
-        let found = self.verified.read_at(&self.cache_key(key), at, |hit| {
-            constant_time_eq::constant_time_eq(&hit.key, key).then(|| (hit.principal.clone(), hit.expires_at))
-        });
-        let (principal, expires_at) = found.flatten()?;
+        let (principal, expires_at) = self.verified.read_at(key, key, at, VerifiedKey::clone)?;
         expires_at.is_none_or(|e| e > now_millis()).then_some(principal)
-    }
-
-    /// The cache key of `key`: a hash keyed at random (so that clients cannot aim at one),
-    /// where a SHA-256 fingerprint cost more than the rest of an authenticated request. A
-    /// cached key is used only when it is the whole key presented, compared in constant
-    /// time, so no byte of a key is compared one by one; two keys that hash alike only cost
-    /// each other a verification.
-    fn cache_key(&self, key: &[u8]) -> u64 {
-        use std::hash::BuildHasher;
-        self.key_hasher.hash_one(key)
     }
 
     /// The principal a key stands for, or `None` for an unknown, expired or revoked key.
     pub async fn verify(&self, key: &str) -> Result<Option<Arc<Principal>>> {
         let Some((tenant, secret)) = parse(key) else { return Ok(None) };
-        let cache_key = self.cache_key(key.as_bytes());
         let now = now_millis();
-        let found =
-            self.verified.get(&cache_key).filter(|hit| constant_time_eq::constant_time_eq(&hit.key, key.as_bytes()));
-        if let Some(VerifiedKey { principal, expires_at, .. }) = found {
+        let found = self.verified.read_at(key.as_bytes(), key.as_bytes(), Instant::now(), VerifiedKey::clone);
+        if let Some((principal, expires_at)) = found {
             if expires_at.is_none_or(|e| e > now) {
                 return Ok(Some(principal));
             }
-            self.verified.invalidate(&cache_key);
+            self.verified.invalidate(key.as_bytes());
             return Ok(None);
         }
         let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
@@ -270,9 +249,7 @@ impl ApiKeys {
         // The expiry is checked on every cache hit, so an expiring key stops on time.
         if let Some(principal) = &principal {
             if self.generation.load(std::sync::atomic::Ordering::Acquire) == generation {
-                let entry =
-                    VerifiedKey { key: key.as_bytes().into(), principal: principal.clone(), expires_at: expiry };
-                self.verified.insert(cache_key, entry);
+                self.verified.insert(key.as_bytes(), key.as_bytes(), (principal.clone(), expiry));
             }
         }
         Ok(principal)
@@ -343,31 +320,4 @@ fn parse(key: &str) -> Option<(TenantId, &str)> {
 
 fn hash(secret: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn only_the_whole_key_is_taken_from_the_cache_even_when_hashes_clash() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!("sqlite://{}/k.db", dir.path().display()), Default::default()).await.unwrap();
-        let keys = ApiKeys::new(db);
-        let principal = Arc::new(Principal {
-            user: UserId::new(),
-            tenant: TenantId::new(),
-            session: "key_1".into(),
-            roles: Arc::new([]),
-            permissions: Arc::new(["reports:read".into()]),
-            api_key: Some("key_1".into()),
-        });
-        let (genuine, other) = (b"sak_genuine".as_slice(), b"sak_other".as_slice());
-        let entry = VerifiedKey { key: genuine.into(), principal, expires_at: None };
-        // As if `other` hashed as `genuine` does: the genuine key's entry is found for it.
-        keys.verified.insert(keys.cache_key(other), entry.clone());
-        assert!(keys.verify_cached(other).is_none(), "another key with the same hash is not taken for it");
-        keys.verified.insert(keys.cache_key(genuine), entry);
-        assert!(keys.verify_cached(genuine).is_some_and(|p| p.can("reports:read")));
-    }
 }

@@ -64,15 +64,18 @@ impl Principal {
     /// The principal [`AuthLayer`] put into the request (in its [`Caller`]); 401 without
     /// one, `invalid_token` when the credential sent was bad.
     pub fn of(parts: &Parts) -> Result<&Principal> {
-        Self::shared_of(parts).map(|(_, principal)| principal)
+        Self::signed_in(parts, Caller::record)
     }
 
-    /// [`of`](Self::of), with the caller that holds it (whose record is shared).
-    pub(crate) fn shared_of(parts: &Parts) -> Result<(&Caller, &Principal)> {
-        if let Some(caller) = Caller::of(&parts.extensions)
-            && let Some(principal) = caller.record::<Principal>()
-        {
-            return Ok((caller, principal));
+    /// [`of`](Self::of), shared (a reference count, not a copy).
+    pub(crate) fn shared_of(parts: &Parts) -> Result<Arc<Principal>> {
+        Self::signed_in(parts, Caller::shared_record)
+    }
+
+    /// `read` of the request's caller: the principal as it wants it, or the refusal.
+    fn signed_in<'a, T>(parts: &'a Parts, read: impl FnOnce(&'a Caller) -> Option<T>) -> Result<T> {
+        if let Some(principal) = Caller::of(&parts.extensions).and_then(read) {
+            return Ok(principal);
         }
         if parts.extensions.get::<InvalidToken>().is_some() {
             return Err(crate::token::invalid());

@@ -221,10 +221,8 @@ impl<S: Send + Sync, P: PermissionName> axum::extract::FromRequestParts<S> for A
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self> {
-        let (caller, principal) = Principal::shared_of(parts)?;
+        let principal = Principal::shared_of(parts)?;
         principal.require(P::NAME)?;
-        // The caller's record is this principal: shared for a reference count, not copied.
-        let principal = caller.shared_record().unwrap_or_else(|| Arc::new(principal.clone()));
         Ok(Self(principal, PhantomData))
     }
 }

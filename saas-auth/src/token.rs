@@ -14,7 +14,7 @@ use std::{sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use saas_core::{
-    cache::LocalCache,
+    cache::CredentialCache,
     error::{Error, Result},
     id::{TenantId, UserId},
 };
@@ -69,18 +69,16 @@ pub struct AccessTokens {
     issuer: Arc<str>,
     audience: Arc<str>,
     ttl: Duration,
-    /// Verified tokens by a keyed hash of their signature ([`AccessTokens::signature_key`]),
+    /// Verified tokens, found by their signature (which differs between tokens: hashing
+    /// the whole token on every request cost more than everything else the lookup does),
     /// for 60 s; see [`AccessTokens::verify`].
-    verified: Arc<LocalCache<u64, Verified>>,
-    /// Seeded at random for each `AccessTokens`.
-    signature_hasher: foldhash::fast::RandomState,
+    verified: Arc<CredentialCache<Verified>>,
 }
 
-/// A verified token as cached: the whole token, to compare with the one presented, its
-/// claims, and the principal every request with it carries (made once, shared).
+/// What a verified token is cached with: its claims, and the principal every request with
+/// it carries (made once, shared).
 #[derive(Clone)]
 struct Verified {
-    token: Arc<str>,
     claims: Arc<Claims>,
     principal: Arc<Principal>,
     /// When the token expires (with the leeway), on the monotonic clock: a cache hit then
@@ -97,8 +95,7 @@ impl AccessTokens {
             issuer: issuer.into(),
             audience: audience.into(),
             ttl,
-            verified: Arc::new(LocalCache::new(100_000, Duration::from_secs(60))),
-            signature_hasher: Default::default(),
+            verified: Arc::new(CredentialCache::new(100_000, Duration::from_secs(60))),
         }
     }
 
@@ -155,8 +152,7 @@ impl AccessTokens {
         if claims.exp > now {
             let expires = at + Duration::from_secs((claims.exp + LEEWAY_SECS - now) as u64);
             let principal = Arc::new(Principal::from(&*claims));
-            let entry = Verified { token: token.into(), claims: claims.clone(), principal, expires };
-            self.verified.insert(self.signature_key(signature), entry);
+            self.verified.insert(signature, token.as_bytes(), Verified { claims: claims.clone(), principal, expires });
         }
         Ok(claims)
     }
@@ -182,22 +178,7 @@ impl AccessTokens {
     /// `read` of the cache entry of `token`, if it was cached within the cache's time
     /// before `at` and has not expired at `at`.
     fn verified_at<R>(&self, token: &[u8], at: std::time::Instant, read: impl FnOnce(&Verified) -> R) -> Option<R> {
-        self.verified
-            .read_at(&self.signature_key(signature_of(token)), at, |hit| {
-                (constant_time_eq::constant_time_eq(hit.token.as_bytes(), token) && at < hit.expires).then(|| read(hit))
-            })
-            .flatten()
-    }
-
-    /// The cache key of a token with `signature`: a hash of the signature, which differs
-    /// between tokens (hashing the whole token on every request cost more than everything
-    /// else the lookup does), keyed at random so that clients cannot aim at one. A cached
-    /// token is used only when it is the whole token presented, compared in constant time:
-    /// keyed by the signature's bytes, the lookup compared those (secret) bytes one by one
-    /// first; two tokens whose signatures hash alike only cost each other a verification.
-    fn signature_key(&self, signature: &[u8]) -> u64 {
-        use std::hash::BuildHasher;
-        self.signature_hasher.hash_one(signature)
+        self.verified.read_at(signature_of(token), token, at, |hit| (at < hit.expires).then(|| read(hit))).flatten()
     }
 
     async fn verify_uncached(&self, token: &str, now: i64) -> Option<Claims> {

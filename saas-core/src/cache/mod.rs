@@ -6,7 +6,8 @@
 //!
 //! [`LocalCache`] is not an adapter of the port: a bounded map in this process for short-lived
 //! values read on every request (verified tokens, resolved tenants), with no I/O and no
-//! serialisation.
+//! serialisation. [`CredentialCache`] builds on it for values found by a secret (verified
+//! access tokens and API keys): the secret is compared only in constant time.
 //!
 //! ```
 //! # async fn demo() -> saas_core::error::Result<()> {
@@ -23,6 +24,7 @@
 
 #[cfg(feature = "testing")]
 pub mod conformance;
+mod credential;
 mod local;
 mod memory;
 #[cfg(feature = "redis")]
@@ -35,6 +37,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisCache, delete_matching};
+pub use credential::CredentialCache;
 pub use local::LocalCache;
 pub use memory::MemoryCache;
 
