@@ -159,16 +159,24 @@ impl Guard for AuthLayer {
             signed_in_as(parts, principal);
             return Some(Ok(()));
         }
+        // Read before the session is looked up: a revocation after it moves it on, and the
+        // lookup's answer is remembered with it.
+        let revocations = self.sessions.revocations();
         // A token found in the cache equals one verified before, so it is a JWS: its dots
         // need counting only when it is not there.
-        let Some(principal) = self.tokens.principal_cached(credential) else {
+        let Some((principal, live)) = self.tokens.principal_cached(credential, revocations) else {
             return (!has_two_dots(credential)).then_some(Ok(()));
         };
-        if self.sessions.is_revoked_cached(principal.tenant, &principal.session)? {
-            parts.extensions.insert(InvalidToken);
-        } else {
-            signed_in_as(parts, principal);
+        if !live {
+            match self.sessions.live_until_cached(principal.tenant, &principal.session)? {
+                Some(until) => self.tokens.remember_live_session(credential, revocations, until),
+                None => {
+                    parts.extensions.insert(InvalidToken);
+                    return Some(Ok(()));
+                }
+            }
         }
+        signed_in_as(parts, principal);
         Some(Ok(()))
     }
 }

@@ -10,7 +10,13 @@
 //! with no detail saying which check failed. A verified token is cached until it expires (at
 //! most 60 s), so checking the same token again costs a hash-map lookup.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc, LazyLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use saas_core::{
@@ -84,7 +90,52 @@ struct Verified {
     /// When the token expires (with the leeway), on the monotonic clock: a cache hit then
     /// reads no wall clock. Entries live a minute, so a wall clock step moves this by at
     /// most what it stepped in that minute.
-    expires: std::time::Instant,
+    expires: Instant,
+    /// Until when the token's session was last found live; see [`LiveSession`].
+    session: LiveSession,
+}
+
+/// When a token's session was last found live in the session revocations cached here: until
+/// when, and at which count of revocations made here (see `Sessions::revocations`). While
+/// neither has moved on, the next request with the token needs no lookup of its session:
+/// one word read from the entry the token was found in, where the lookup hashed the
+/// session id and took a lock of another cache.
+///
+/// One word, so that a reader never pairs one check's time with another's count: the time
+/// in milliseconds after [`LIVE_SINCE`] (rounded down) in the upper 40 bits (35 years), the
+/// count's lower 24 bits below. Sixteen million revocations within one session check time
+/// would be taken for none. Zero, the start, holds for no request.
+#[derive(Debug, Default)]
+struct LiveSession(AtomicU64);
+
+/// The origin of [`LiveSession`]'s times.
+static LIVE_SINCE: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+const COUNT_BITS: u32 = 24;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+impl LiveSession {
+    fn millis(at: Instant) -> u64 {
+        at.saturating_duration_since(*LIVE_SINCE).as_millis() as u64
+    }
+
+    /// Whether the session was found live at `revocations`, until after `at`.
+    fn holds(&self, revocations: u64, at: Instant) -> bool {
+        let word = self.0.load(Ordering::Relaxed);
+        // `millis(at) < until` (both rounded down) means `at < until`.
+        word & COUNT_MASK == revocations & COUNT_MASK && Self::millis(at) < word >> COUNT_BITS
+    }
+
+    /// Remembers that the session was found live at `revocations`, until `until`.
+    fn remember(&self, revocations: u64, until: Instant) {
+        self.0.store(Self::millis(until) << COUNT_BITS | revocations & COUNT_MASK, Ordering::Relaxed);
+    }
+}
+
+impl Clone for LiveSession {
+    fn clone(&self) -> Self {
+        Self(AtomicU64::new(self.0.load(Ordering::Relaxed)))
+    }
 }
 
 impl AccessTokens {
@@ -141,7 +192,7 @@ impl AccessTokens {
 
     /// The claims of a valid token; 401 `invalid_token` for anything else.
     pub async fn verify(&self, token: &str) -> Result<Arc<Claims>> {
-        let at = std::time::Instant::now();
+        let at = Instant::now();
         if let Some(claims) = self.verified_at(token.as_bytes(), at, |hit| hit.claims.clone()) {
             return Ok(claims);
         }
@@ -152,7 +203,12 @@ impl AccessTokens {
         if claims.exp > now {
             let expires = at + Duration::from_secs((claims.exp + LEEWAY_SECS - now) as u64);
             let principal = Arc::new(Principal::from(&*claims));
-            self.verified.insert(signature, token.as_bytes(), Verified { claims: claims.clone(), principal, expires });
+            let session = LiveSession::default();
+            self.verified.insert(
+                signature,
+                token.as_bytes(),
+                Verified { claims: claims.clone(), principal, expires, session },
+            );
         }
         Ok(claims)
     }
@@ -168,16 +224,24 @@ impl AccessTokens {
         self.verified_at(token.as_ref(), at, |hit| hit.claims.clone())
     }
 
-    /// The principal of `token` as [`verify_cached`](Self::verify_cached) finds it: made
-    /// once per token, shared by its requests.
-    pub(crate) fn principal_cached(&self, token: &[u8]) -> Option<Arc<Principal>> {
+    /// The principal of `token` as [`verify_cached`](Self::verify_cached) finds it (made
+    /// once per token, shared by its requests), and whether its session is known live at
+    /// `revocations` (see [`remember_live_session`](Self::remember_live_session)).
+    pub(crate) fn principal_cached(&self, token: &[u8], revocations: u64) -> Option<(Arc<Principal>, bool)> {
         let at = saas_core::observe::request::arrival_or_now();
-        self.verified_at(token, at, |hit| hit.principal.clone())
+        self.verified_at(token, at, |hit| (hit.principal.clone(), hit.session.holds(revocations, at)))
+    }
+
+    /// Remembers with the cached `token` that its session was found live, at `revocations`
+    /// (read before the lookup), until `until`.
+    pub(crate) fn remember_live_session(&self, token: &[u8], revocations: u64, until: Instant) {
+        let at = saas_core::observe::request::arrival_or_now();
+        self.verified_at(token, at, |hit| hit.session.remember(revocations, until));
     }
 
     /// `read` of the cache entry of `token`, if it was cached within the cache's time
     /// before `at` and has not expired at `at`.
-    fn verified_at<R>(&self, token: &[u8], at: std::time::Instant, read: impl FnOnce(&Verified) -> R) -> Option<R> {
+    fn verified_at<R>(&self, token: &[u8], at: Instant, read: impl FnOnce(&Verified) -> R) -> Option<R> {
         self.verified.read_at(signature_of(token), token, at, |hit| (at < hit.expires).then(|| read(hit))).flatten()
     }
 
@@ -229,4 +293,26 @@ fn encode_json(value: &impl Serialize) -> Result<String> {
 /// The answer to every bad token: no hint which check failed.
 pub(crate) fn invalid() -> Error {
     Error::unauthorized("invalid_token", "the access token is invalid or expired")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_session_holds_for_its_count_of_revocations_until_its_time() {
+        let now = Instant::now();
+        let live = LiveSession::default();
+        assert!(!live.holds(0, now), "nothing remembered");
+        live.remember(7, now + Duration::from_secs(5));
+        assert!(live.holds(7, now) && live.holds(7, now + Duration::from_millis(4_998)));
+        assert!(!live.holds(7, now + Duration::from_secs(5)), "its time has passed");
+        assert!(!live.holds(8, now), "a revocation since");
+        assert!(live.holds(7 + (1 << COUNT_BITS), now), "only the count's low bits are kept");
+        live.remember(9, now);
+        assert!(!live.holds(9, now), "live until now is not live now");
+        assert!(
+            !live.clone().holds(7, now) && live.clone().0.load(Ordering::Relaxed) == live.0.load(Ordering::Relaxed)
+        );
+    }
 }

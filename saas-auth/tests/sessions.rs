@@ -93,6 +93,9 @@ async fn suite(db: Db, dir: &tempfile::TempDir, store: Store) {
     // A password change signs out the user's other sessions, not this one.
     let here = lenient.login(&tenant, "ada@acme.test", &password, None).await.unwrap();
     let elsewhere = lenient.login(&tenant, "ada@acme.test", &password, None).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(status_with(&lenient, &elsewhere.access_token).await, 200, "in use before the change");
+    }
     let me = lenient.tokens().verify(&here.access_token).await.unwrap();
     let actor = saas_auth::principal::Principal::from(&*me);
     let new_password = SecretString::from("even better horse");
@@ -111,7 +114,11 @@ async fn suite(db: Db, dir: &tempfile::TempDir, store: Store) {
     );
     let login = lenient.login(&tenant, "ada@acme.test", &new_password, None).await.unwrap();
 
-    // Logout: the refresh token stops, and so do the access tokens.
+    // Logout: the refresh token stops, and so do the access tokens, also one whose session
+    // was found live on its last requests (and remembered so).
+    for _ in 0..3 {
+        assert_eq!(status_with(&lenient, &login.access_token).await, 200);
+    }
     let principal = lenient.tokens().verify(&login.access_token).await.unwrap();
     lenient.logout(tenant.id, principal.sub, &principal.sid).await.unwrap();
     assert_eq!(lenient.refresh(&tenant, &login.refresh_token).await.unwrap_err().code(), "invalid_refresh_token");

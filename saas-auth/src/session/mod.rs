@@ -17,7 +17,13 @@
 mod redis;
 mod sql;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -123,13 +129,23 @@ pub struct Sessions {
     grace: Duration,
     /// Whether a session (by id, with its tenant) is revoked, as last read.
     revoked: Arc<LocalCache<Box<str>, (TenantId, bool)>>,
+    /// How many revocations this process has written into `revoked`: what was read from it
+    /// as live holds while this has not moved (see [`revocations`](Self::revocations)).
+    revocations: Arc<AtomicU64>,
 }
 
 impl Sessions {
     /// Sessions in `store`; refresh tokens live `refresh_ttl`, may be reused within `grace`;
     /// revocations by other servers are seen within `check`. Events go to `db`'s outbox.
     pub fn new(store: Arc<dyn SessionStore>, db: Db, refresh_ttl: Duration, grace: Duration, check: Duration) -> Self {
-        Self { store, db, refresh_ttl, grace, revoked: Arc::new(LocalCache::new(100_000, check)) }
+        Self {
+            store,
+            db,
+            refresh_ttl,
+            grace,
+            revoked: Arc::new(LocalCache::new(100_000, check)),
+            revocations: Arc::default(),
+        }
     }
 
     /// Seconds a refresh token lives.
@@ -172,7 +188,7 @@ impl Sessions {
             Rotation::Rotated { session, user } => Ok(Refreshed { user, session, refresh_token }),
             Rotation::Invalid => Err(invalid()),
             Rotation::Reused { session, user } => {
-                self.revoked.insert(session.as_str().into(), (tenant, true));
+                self.revoked_here(tenant, &session);
                 let mut tx = self.db.tenant_tx(tenant).await?;
                 let event = Envelope::of(&events::RefreshTokenReused {
                     tenant_id: tenant,
@@ -193,7 +209,7 @@ impl Sessions {
     /// Revokes `session` of `tenant` and its refresh tokens.
     pub async fn revoke(&self, tenant: TenantId, session: &str) -> Result<()> {
         self.store.revoke(tenant, session).await?;
-        self.revoked.insert(session.into(), (tenant, true));
+        self.revoked_here(tenant, session);
         Ok(())
     }
 
@@ -202,7 +218,7 @@ impl Sessions {
     pub async fn revoke_others(&self, tenant: TenantId, user: UserId, keep: &str) -> Result<u64> {
         let sessions = self.store.revoke_user(tenant, user, keep).await?;
         for session in &sessions {
-            self.revoked.insert(session.as_str().into(), (tenant, true));
+            self.revoked_here(tenant, session);
         }
         Ok(sessions.len() as u64)
     }
@@ -217,6 +233,9 @@ impl Sessions {
         // Only if absent: a revocation made meanwhile has written `true`, which a read that
         // began before it must not replace.
         let (owner, cached) = self.revoked.get_or_insert(session.into(), (tenant, revoked));
+        if revoked {
+            self.revocations.fetch_add(1, Ordering::Release);
+        }
         Ok(if owner == tenant { cached } else { revoked })
     }
 
@@ -227,9 +246,35 @@ impl Sessions {
         self.revoked_at(tenant, session, saas_core::observe::request::arrival_or_now())
     }
 
-    fn revoked_at(&self, tenant: TenantId, session: &str, at: std::time::Instant) -> Option<bool> {
+    fn revoked_at(&self, tenant: TenantId, session: &str, at: Instant) -> Option<bool> {
         let (owner, revoked) = self.revoked.get_at(session, at)?;
         (owner == tenant).then_some(revoked)
+    }
+
+    /// How many revocations this process has cached so far. A session found live by
+    /// [`live_until_cached`](Self::live_until_cached) is still live (as far as this process
+    /// knows) while this number has not moved and the time it gave has not passed: read it
+    /// before the lookup, and the lookup's answer may be remembered with it.
+    pub(crate) fn revocations(&self) -> u64 {
+        self.revocations.load(Ordering::Acquire)
+    }
+
+    /// As [`is_revoked_cached`](Self::is_revoked_cached): `Some(Some(until))` when the
+    /// session is live until `until` as far as this process knows (when it must be checked
+    /// again), `Some(None)` when it is revoked, `None` when it must be looked up.
+    pub(crate) fn live_until_cached(&self, tenant: TenantId, session: &str) -> Option<Option<Instant>> {
+        let at = saas_core::observe::request::arrival_or_now();
+        let (owner, live_until) = self
+            .revoked
+            .read_expiring_at(session, at, |&(owner, revoked), expires| (owner, (!revoked).then_some(expires)))?;
+        (owner == tenant).then_some(live_until)
+    }
+
+    /// Caches the revocation of `session` of `tenant`, made here, and counts it (after
+    /// caching it: a check that reads the new count finds the revocation).
+    fn revoked_here(&self, tenant: TenantId, session: &str) {
+        self.revoked.insert(session.into(), (tenant, true));
+        self.revocations.fetch_add(1, Ordering::Release);
     }
 }
 

@@ -144,10 +144,31 @@ impl<K: Hash + Eq, V: Clone> LocalCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        self.read_expiring_at(key, now, |value, _| read(value))
+    }
+
+    /// As [`read_at`](Self::read_at), also given when the entry expires: for a caller that
+    /// remembers what it read, for no longer than the entry holds it.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use saas_core::cache::LocalCache;
+    ///
+    /// let sessions: LocalCache<&str, bool> = LocalCache::new(100, Duration::from_secs(5));
+    /// sessions.insert("ses_1", false);
+    /// let now = Instant::now();
+    /// let until = sessions.read_expiring_at("ses_1", now, |_, expires| expires).unwrap();
+    /// assert!(until > now && until <= now + Duration::from_secs(5));
+    /// ```
+    pub fn read_expiring_at<Q, R>(&self, key: &Q, now: Instant, read: impl FnOnce(&V, Instant) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let hash = self.hash(key);
         let shard = Self::read(self.shard(hash));
         let entry = shard.find(hash, Self::is(key))?;
-        (entry.expires > now).then(|| read(&entry.value))
+        (entry.expires > now).then(|| read(&entry.value, entry.expires))
     }
 
     /// Puts `value` under `key` for the cache's time to live, replacing what was there.

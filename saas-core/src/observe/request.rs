@@ -224,8 +224,66 @@ pub(crate) fn resumed() {
 /// let tokens: LocalCache<String, u32> = LocalCache::new(1000, std::time::Duration::from_secs(60));
 /// assert_eq!(tokens.get_at("unknown", arrival_or_now()), None);
 /// ```
+///
+/// Outside a request scope, while the rate limiter or the guards decide a request, the
+/// first call reads the clock and the others take that reading.
+#[inline]
 pub fn arrival_or_now() -> Instant {
-    arrival().unwrap_or_else(Instant::now)
+    arrival().unwrap_or_else(moment_or_now)
+}
+
+/// The moment's instant, or the clock's without one.
+fn moment_or_now() -> Instant {
+    match MOMENT.get() {
+        Moment::At(at) => at,
+        Moment::Unread => {
+            let now = Instant::now();
+            MOMENT.set(Moment::At(now));
+            now
+        }
+        Moment::Off => Instant::now(),
+    }
+}
+
+/// The present as the checks of one synchronous call share it, where no edge read the
+/// request's arrival: see [`one_moment`].
+#[derive(Clone, Copy)]
+enum Moment {
+    Off,
+    Unread,
+    At(Instant),
+}
+
+thread_local! {
+    static MOMENT: std::cell::Cell<Moment> = const { std::cell::Cell::new(Moment::Off) };
+}
+
+/// Makes [`arrival_or_now`] give one instant until the returned value is dropped, read
+/// from the clock the first time it is asked (if it is), when the request has no edge scope:
+/// the rate limiter and the guards without [`HttpStack`](crate::http::HttpStack)'s edge
+/// decide from memory with up to four expiry checks a request, each of which read the
+/// clock. A moment begun within another is the other's. For synchronous work only:
+/// nothing that waits.
+pub(crate) fn one_moment() -> OneMoment {
+    let begun = !CURRENT.is_set() && matches!(MOMENT.get(), Moment::Off);
+    if begun {
+        MOMENT.set(Moment::Unread);
+    }
+    OneMoment { begun }
+}
+
+/// Ends the moment [`one_moment`] began, also when what ran in it panicked: a moment left
+/// behind would be taken for the present by later calls on this thread.
+pub(crate) struct OneMoment {
+    begun: bool,
+}
+
+impl Drop for OneMoment {
+    fn drop(&mut self) {
+        if self.begun {
+            MOMENT.set(Moment::Off);
+        }
+    }
 }
 
 /// Records the tenant of the request the current task handles, for its log lines; outside a
@@ -389,6 +447,44 @@ mod tests {
         })
         .await;
         assert!(arrival().is_none(), "outside a request");
+    }
+
+    #[test]
+    fn the_checks_of_one_call_share_one_moment_outside_a_request() {
+        let later = |at: Instant| {
+            std::thread::sleep(Duration::from_millis(2));
+            assert!(Instant::now() > at);
+        };
+        let first = {
+            let _moment = one_moment();
+            let first = arrival_or_now();
+            later(first);
+            assert_eq!(arrival_or_now(), first, "the same moment");
+            let _nested = one_moment();
+            assert_eq!(arrival_or_now(), first, "a moment begun within shares it");
+            first
+        };
+        assert!(arrival_or_now() > first, "the present again after the moment");
+        let panicked = std::panic::catch_unwind(|| {
+            let _moment = one_moment();
+            panic!("{:?}", arrival_or_now())
+        });
+        assert!(panicked.is_err());
+        let after = arrival_or_now();
+        later(after);
+        assert!(arrival_or_now() > after, "a panic ends the moment too");
+    }
+
+    #[tokio::test]
+    async fn a_request_scope_gives_its_arrival_within_a_moment() {
+        let arrived = Instant::now();
+        RequestIds::new(None, arrived)
+            .scope(async move {
+                let _moment = one_moment();
+                std::thread::sleep(Duration::from_millis(2));
+                assert_eq!(arrival_or_now(), arrived.max(START.0));
+            })
+            .await;
     }
 
     #[test]

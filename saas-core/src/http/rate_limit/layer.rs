@@ -177,6 +177,9 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
+        // Without the edge, the limiter's decision and the guards' expiry checks below take
+        // one clock reading between them.
+        let _moment = crate::observe::request::one_moment();
         let Some(layer) = &self.layer else {
             return RateLimitFuture::new(State::Unlimited { inner: self.inner.call(req) });
         };
