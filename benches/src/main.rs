@@ -194,12 +194,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(calls) = args.in_process {
         let bearer =
             |credential: &str| -> anyhow::Result<http::HeaderValue> { Ok(format!("Bearer {credential}").parse()?) };
-        let authenticated = |name, path, credential: &http::HeaderValue| in_process::Subject {
+        let authenticated = |name, server, path, credential: &http::HeaderValue| in_process::Subject {
             name,
-            server: in_process::Server::Stack(auth_server.router.clone()),
+            server,
             path,
             authorization: Some(credential.clone()),
         };
+        let full = || in_process::Server::Stack(auth_server.router.clone());
         let anonymous = |name, server| in_process::Subject { name, server, path: "/v1/ping", authorization: None };
         let (token, api_key) = (bearer(&auth_server.token)?, bearer(&auth_server.api_key)?);
         let subjects = [
@@ -208,15 +209,10 @@ fn main() -> anyhow::Result<()> {
             anonymous("edge only", in_process::Server::Stack(edge().apply(bare()))),
             anonymous("+ rate lim", in_process::Server::Stack(rate_limited().apply(bare()))),
             anonymous("saas stack", in_process::Server::Stack(stacked())),
-            authenticated("full auth", "/v1/ping", &token),
-            authenticated("auth+layer", auth::LAYERED_PING, &token),
-            authenticated("API key", "/v1/ping", &api_key),
-            in_process::Subject {
-                name: "identity",
-                server: in_process::Server::Identity(auth_server.identity.clone()),
-                path: "/v1/ping",
-                authorization: Some(token.clone()),
-            },
+            authenticated("full auth", full(), "/v1/ping", &token),
+            authenticated("auth+layer", full(), auth::LAYERED_PING, &token),
+            authenticated("API key", full(), "/v1/ping", &api_key),
+            authenticated("identity", in_process::Server::Identity(auth_server.identity.clone()), "/v1/ping", &token),
         ];
         let names = ["bare", "edge", "rate-limit", "stack", "auth", "auth-layer", "api-key", "identity"];
         let chosen: Vec<_> = subjects
