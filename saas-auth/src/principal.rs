@@ -96,13 +96,17 @@ pub struct AuthLayer {
     tokens: AccessTokens,
     sessions: Sessions,
     api_keys: ApiKeys,
+    /// Whether `tokens` remember the answers of `sessions` (see
+    /// `AccessTokens::remembers_sessions_of`); if not, every request looks its session up.
+    remembered: bool,
 }
 
 impl AuthLayer {
     /// Verifies access tokens with `tokens` (and that their session is not revoked in
     /// `sessions`), and API keys (`sak_…`) with `api_keys`.
     pub fn new(tokens: AccessTokens, sessions: Sessions, api_keys: ApiKeys) -> Self {
-        Self { tokens, sessions, api_keys }
+        let remembered = tokens.remembers_sessions_of(sessions.revocation_counter());
+        Self { tokens, sessions, api_keys, remembered }
     }
 }
 
@@ -167,9 +171,10 @@ impl Guard for AuthLayer {
         let Some((principal, live)) = self.tokens.principal_cached(credential, revocations) else {
             return (!has_two_dots(credential)).then_some(Ok(()));
         };
-        if !live {
+        if !(live && self.remembered) {
             match self.sessions.live_until_cached(principal.tenant, &principal.session)? {
-                Some(until) => self.tokens.remember_live_session(credential, revocations, until),
+                Some(until) if self.remembered => self.tokens.remember_live_session(credential, revocations, until),
+                Some(_) => {}
                 None => {
                     parts.extensions.insert(InvalidToken);
                     return Some(Ok(()));

@@ -4,7 +4,11 @@
 
 use axum::{Router, body::Body, routing::get};
 use http::Request;
-use saas_auth::{principal::Principal, service::Auth};
+use saas_auth::{
+    principal::{AuthLayer, Principal},
+    service::Auth,
+    session::Sessions,
+};
 use saas_core::{
     config::{AuthConfig, CacheConfig, Config, SessionStoreKind},
     db::{Db, migrate},
@@ -45,8 +49,11 @@ async fn auth(db: Db, dir: &tempfile::TempDir, store: &Store, grace_secs: u64) -
 }
 
 async fn status_with(auth: &Auth, access_token: &str) -> u16 {
-    let app =
-        Router::new().route("/v1/me", get(|p: Principal| async move { p.session.to_string() })).layer(auth.layer());
+    status_through(auth.layer(), access_token).await
+}
+
+async fn status_through(layer: AuthLayer, access_token: &str) -> u16 {
+    let app = Router::new().route("/v1/me", get(|p: Principal| async move { p.session.to_string() })).layer(layer);
     let request =
         Request::get("/v1/me").header("authorization", format!("Bearer {access_token}")).body(Body::empty()).unwrap();
     app.oneshot(request).await.unwrap().status().as_u16()
@@ -114,8 +121,8 @@ async fn suite(db: Db, dir: &tempfile::TempDir, store: Store) {
     );
     let login = lenient.login(&tenant, "ada@acme.test", &new_password, None).await.unwrap();
 
-    // Logout: the refresh token stops, and so do the access tokens, also one whose session
-    // was found live on its last requests (and remembered so).
+    // Logout: the refresh token stops, and so do the access tokens, also one used just
+    // before (whose session the token cache then remembers as live).
     for _ in 0..3 {
         assert_eq!(status_with(&lenient, &login.access_token).await, 200);
     }
@@ -135,6 +142,33 @@ async fn suite(db: Db, dir: &tempfile::TempDir, store: Store) {
     lenient.logout(tenant.id, claims.sub, &claims.sid).await.unwrap();
     assert!(third_server.sessions().is_revoked(tenant.id, &claims.sid).await.unwrap(), "read from the store");
     assert!(!lenient.sessions().store().revoke(tenant.id, &claims.sid).await.unwrap(), "revoked once");
+
+    // Two layers sharing one token cache but not one `Sessions` (an app may build them so):
+    // what the token cache remembers for the first never stands in for the second's own
+    // revocations, even when both have counted as many.
+    let shared = auth(db.clone(), dir, &store, 60).await;
+    let first = shared.layer();
+    let second_sessions = Sessions::new(
+        shared.sessions().store().clone(),
+        db.clone(),
+        std::time::Duration::from_secs(3600),
+        std::time::Duration::ZERO,
+        std::time::Duration::from_secs(60),
+    );
+    let second = AuthLayer::new(shared.tokens().clone(), second_sessions.clone(), shared.api_keys().clone());
+    let (login, other) = (
+        shared.login(&tenant, "ada@acme.test", &new_password, None).await.unwrap(),
+        shared.login(&tenant, "ada@acme.test", &new_password, None).await.unwrap(),
+    );
+    let session = shared.tokens().verify(&login.access_token).await.unwrap().sid.clone();
+    let other_session = shared.tokens().verify(&other.access_token).await.unwrap().sid.clone();
+    assert_eq!(status_through(second.clone(), &login.access_token).await, 200);
+    shared.sessions().revoke(tenant.id, &other_session).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(status_through(first.clone(), &login.access_token).await, 200);
+    }
+    second_sessions.revoke(tenant.id, &session).await.unwrap();
+    assert_eq!(status_through(second, &login.access_token).await, 401, "revoked through the second layer's sessions");
 }
 
 #[tokio::test]

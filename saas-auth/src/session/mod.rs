@@ -259,6 +259,12 @@ impl Sessions {
         self.revocations.load(Ordering::Acquire)
     }
 
+    /// The counter behind [`revocations`](Self::revocations), shared by this value's clones:
+    /// what a remembered answer is bound to (see `AccessTokens::remembers_sessions_of`).
+    pub(crate) fn revocation_counter(&self) -> &Arc<AtomicU64> {
+        &self.revocations
+    }
+
     /// As [`is_revoked_cached`](Self::is_revoked_cached): `Some(Some(until))` when the
     /// session is live until `until` as far as this process knows (when it must be checked
     /// again), `Some(None)` when it is revoked, `None` when it must be looked up.

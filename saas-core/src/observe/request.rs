@@ -475,18 +475,6 @@ mod tests {
         assert!(arrival_or_now() > after, "a panic ends the moment too");
     }
 
-    #[tokio::test]
-    async fn a_request_scope_gives_its_arrival_within_a_moment() {
-        let arrived = Instant::now();
-        RequestIds::new(None, arrived)
-            .scope(async move {
-                let _moment = one_moment();
-                std::thread::sleep(Duration::from_millis(2));
-                assert_eq!(arrival_or_now(), arrived.max(START.0));
-            })
-            .await;
-    }
-
     #[test]
     fn generated_ids_are_request_ids() {
         let ids = RequestIds::new(None, Instant::now());
