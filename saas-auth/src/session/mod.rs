@@ -226,8 +226,8 @@ impl Sessions {
     /// Whether `session` of `tenant` is revoked (or unknown), as read at most
     /// `auth.session_check_secs` ago.
     pub async fn is_revoked(&self, tenant: TenantId, session: &str) -> Result<bool> {
-        if let Some(revoked) = self.revoked_at(tenant, session, std::time::Instant::now()) {
-            return Ok(revoked);
+        if let Some(live_until) = self.live_until_at(tenant, session, Instant::now()) {
+            return Ok(live_until.is_none());
         }
         let revoked = self.store.is_revoked(tenant, session).await?;
         // Only if absent: a revocation made meanwhile has written `true`, which a read that
@@ -243,12 +243,7 @@ impl Sessions {
     /// session was not checked within the cache's time. Never waits. For the start of a
     /// request: the cache's time is counted to the request's arrival.
     pub fn is_revoked_cached(&self, tenant: TenantId, session: &str) -> Option<bool> {
-        self.revoked_at(tenant, session, saas_core::observe::request::arrival_or_now())
-    }
-
-    fn revoked_at(&self, tenant: TenantId, session: &str, at: Instant) -> Option<bool> {
-        let (owner, revoked) = self.revoked.get_at(session, at)?;
-        (owner == tenant).then_some(revoked)
+        self.live_until_cached(tenant, session).map(|live_until| live_until.is_none())
     }
 
     /// How many revocations this process has cached so far. A session found live by
@@ -269,7 +264,13 @@ impl Sessions {
     /// session is live until `until` as far as this process knows (when it must be checked
     /// again), `Some(None)` when it is revoked, `None` when it must be looked up.
     pub(crate) fn live_until_cached(&self, tenant: TenantId, session: &str) -> Option<Option<Instant>> {
-        let at = saas_core::observe::request::arrival_or_now();
+        self.live_until_at(tenant, session, saas_core::observe::request::arrival_or_now())
+    }
+
+    /// What the cache holds of `session` of `tenant` at `at`, as
+    /// [`live_until_cached`](Self::live_until_cached) gives it; another tenant's session is
+    /// not there.
+    fn live_until_at(&self, tenant: TenantId, session: &str, at: Instant) -> Option<Option<Instant>> {
         let (owner, live_until) = self
             .revoked
             .read_expiring_at(session, at, |&(owner, revoked), expires| (owner, (!revoked).then_some(expires)))?;
