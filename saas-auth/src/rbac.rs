@@ -205,17 +205,34 @@ impl<S> tower::Layer<S> for RequirePermission {
     }
 }
 
-/// A permission named at compile time, for [`Authorized`] (what `#[require_permission]`
-/// generates).
+/// A permission named at compile time, for [`Permitted`] (what `#[require_permission]`
+/// generates) and [`Authorized`].
 pub trait PermissionName: Send + Sync + 'static {
     /// The permission.
     const NAME: &'static str;
 }
 
 /// Extractor that succeeds only for a signed-in user with permission `P`, holding the
-/// request's principal; the `#[require_permission("…")]` attribute adds one to a handler.
+/// request's principal (for a handler that checks its permission in its parameters and
+/// uses the principal too; the attribute adds [`Permitted`]).
 #[derive(Debug)]
 pub struct Authorized<P: PermissionName>(pub Arc<Principal>, PhantomData<P>);
+
+/// Extractor that succeeds only for a signed-in user with permission `P`, and holds
+/// nothing: the first parameter the `#[require_permission("…")]` attribute adds to a
+/// handler. Checks the principal where it is, without taking a share of it (an atomic
+/// count on each request); take [`Authorized`] or [`Principal`] for the principal itself.
+#[derive(Debug)]
+pub struct Permitted<P: PermissionName>(PhantomData<P>);
+
+impl<S: Send + Sync, P: PermissionName> axum::extract::FromRequestParts<S> for Permitted<P> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self> {
+        Principal::of(parts)?.require(P::NAME)?;
+        Ok(Self(PhantomData))
+    }
+}
 
 impl<S: Send + Sync, P: PermissionName> axum::extract::FromRequestParts<S> for Authorized<P> {
     type Rejection = Error;

@@ -171,7 +171,7 @@ fn tenant_scoped(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
 /// }
 /// ```
 ///
-/// It adds a first parameter, `saas_auth::rbac::Authorized<…>`, that checks the request's
+/// It adds a first parameter, `saas_auth::rbac::Permitted<…>`, that checks the request's
 /// `Principal` before any other extractor runs. The permission is checked for its form
 /// (`resource:action` of `a-z`, `0-9`, `_`, `-`) at compile time. saas-auth's
 /// `tests/rbac.rs` shows it on real routes.
@@ -195,7 +195,7 @@ pub fn require_permission(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     let marker =
         proc_macro2::Ident::new(&format!("__RequirePermission_{}", function.sig.ident), function.sig.ident.span());
-    let argument: syn::FnArg = syn::parse_quote!(_: ::saas_auth::rbac::Authorized<#marker>);
+    let argument: syn::FnArg = syn::parse_quote!(_: ::saas_auth::rbac::Permitted<#marker>);
     function.sig.inputs.insert(0, argument);
     quote! {
         #[doc(hidden)]

@@ -1,12 +1,15 @@
 //! The N+1th request in a window gets 429 with Retry-After, in memory and on Redis.
 
-use std::sync::Arc;
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
-use axum::{Router, body::Body, routing::get};
+use axum::{Router, body::Body, extract::ConnectInfo, routing::get};
 use http::Request;
 use saas_core::http::{
     HttpStack, RateLimitLayer,
-    rate_limit::{MemoryRateLimiter, Quota, RateLimiter},
+    rate_limit::{Decision, MemoryRateLimiter, Quota, RateLimiter},
 };
 use tower::ServiceExt;
 
@@ -84,4 +87,50 @@ async fn redis_limiter_is_exact_under_concurrency() {
     let decisions = futures::future::join_all((0..50).map(|_| limiter.check(&key, &quota))).await;
     let allowed = decisions.into_iter().filter(|d| d.as_ref().unwrap().allowed).count();
     assert_eq!(allowed, 10);
+}
+
+/// A store that decides only by text keys (as Redis does) and writes down each key asked.
+#[derive(Default)]
+struct TextKeys {
+    memory: MemoryRateLimiter,
+    asked: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl RateLimiter for TextKeys {
+    async fn check(&self, key: &str, quota: &Quota) -> saas_core::Result<Decision> {
+        self.asked.lock().unwrap().push(key.to_owned());
+        self.memory.check(key, quota).await
+    }
+}
+
+/// By default each client address has its own allowance, whether the store keeps the
+/// address as it is (in memory) or as the `ip:<address>` text other stores are given.
+#[tokio::test]
+async fn each_client_address_has_its_own_allowance() {
+    let text_keys = Arc::new(TextKeys::default());
+    for limiter in [Arc::new(MemoryRateLimiter::new()) as Arc<dyn RateLimiter>, text_keys.clone()] {
+        let layer = RateLimitLayer::new(limiter, Quota::per_minute(2));
+        let app = HttpStack::new().rate_limit(layer).apply(Router::new().route("/v1/ping", get(|| async { "pong" })));
+        let from = |peer: Option<&str>| {
+            let mut req = Request::get("/v1/ping").body(Body::empty()).unwrap();
+            if let Some(peer) = peer {
+                req.extensions_mut().insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+            }
+            app.clone().oneshot(req)
+        };
+        for peer in [Some("10.0.0.1:4000"), Some("[2001:db8::1]:80"), None] {
+            for _ in 0..2 {
+                assert_eq!(from(peer).await.unwrap().status(), 200, "{peer:?}");
+            }
+            assert_eq!(from(peer).await.unwrap().status(), 429, "{peer:?}: the third in a minute");
+        }
+        // Another port of the same address is the same client.
+        assert_eq!(from(Some("10.0.0.1:4001")).await.unwrap().status(), 429);
+        assert_eq!(from(Some("10.0.0.2:4000")).await.unwrap().status(), 200);
+    }
+    let asked = text_keys.asked.lock().unwrap();
+    assert_eq!(asked[..3], ["ip:10.0.0.1", "ip:10.0.0.1", "ip:10.0.0.1"]);
+    assert_eq!(asked[3], "ip:2001:db8::1");
+    assert_eq!(asked[6], "ip:unknown");
 }

@@ -32,10 +32,14 @@ pub fn client_ip_key(req: &Request) -> Option<String> {
     Some(client_ip(req, &mut Inline::new()).into_owned())
 }
 
+/// The peer's address, if the server was started with `ConnectInfo`.
+fn peer_ip(req: &Request) -> Option<IpAddr> {
+    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip())
+}
+
 /// [`client_ip_key`], written into `buffer` (no allocation) unless the peer is IPv6.
 fn client_ip<'b>(req: &Request, buffer: &'b mut Inline<24>) -> Cow<'b, str> {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip());
-    let written = match peer {
+    let written = match peer_ip(req) {
         // By hand: `Display` formats each octet through the general formatter.
         Some(IpAddr::V4(ip)) => ip.octets().into_iter().enumerate().try_for_each(|(i, octet)| {
             buffer.push(if i == 0 { b"ip:" } else { b"." })?;
@@ -185,7 +189,11 @@ where
         };
         let mut buffer = Inline::new();
         let key: Cow<'_, str> = match &layer.key {
-            Key::ClientIp => client_ip(&req, &mut buffer),
+            // A store in this process keeps the address as it is: nothing to write out.
+            Key::ClientIp => match layer.limiter.check_peer_now(peer_ip(&req), &layer.quota) {
+                Some(decision) => return decided(&mut self.inner, &layer.policy, decision, req),
+                None => client_ip(&req, &mut buffer),
+            },
             Key::Custom(key) => match key(&req) {
                 Some(key) => key.into(),
                 None => return RateLimitFuture::new(State::Unlimited { inner: self.inner.call(req) }),
@@ -193,12 +201,7 @@ where
         };
         // In-process stores decide without awaiting: no clone of the inner service needed.
         if let Some(decision) = layer.limiter.check_now(&key, &layer.quota) {
-            if !decision.allowed {
-                return RateLimitFuture::new(State::Other {
-                    inner: Box::pin(std::future::ready(Ok(too_many(&decision, &layer.policy)))),
-                });
-            }
-            return RateLimitFuture::new(State::Decided { inner: self.inner.call(req), decision: Some(decision) });
+            return decided(&mut self.inner, &layer.policy, decision, req);
         }
         let (layer, key) = (layer.clone(), key.into_owned());
         // The clone that was polled ready serves this request.
@@ -222,6 +225,24 @@ where
             }),
         })
     }
+}
+
+/// The request passed to `inner`, or its 429, once the store has decided without waiting.
+fn decided<S>(
+    inner: &mut S,
+    policy: &HeaderValue,
+    decision: Decision,
+    req: Request,
+) -> RateLimitFuture<S::Future, S::Error>
+where
+    S: Service<Request, Response = Response>,
+    S::Error: Send + 'static,
+{
+    if !decision.allowed {
+        let refused = too_many(&decision, policy);
+        return RateLimitFuture::new(State::Other { inner: Box::pin(std::future::ready(Ok(refused))) });
+    }
+    RateLimitFuture::new(State::Decided { inner: inner.call(req), decision: Some(decision) })
 }
 
 fn too_many(decision: &Decision, policy: &HeaderValue) -> Response {

@@ -23,7 +23,7 @@ mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 use async_trait::async_trait;
 
@@ -120,6 +120,13 @@ pub trait RateLimiter: Send + Sync + 'static {
     /// The same, for stores that decide without waiting (in process); `None` means "use
     /// [`check`](Self::check)".
     fn check_now(&self, _key: &str, _quota: &Quota) -> Option<Decision> {
+        None
+    }
+
+    /// [`check_now`](Self::check_now) of the client at `peer` (`None`: unknown), the
+    /// default key, for a store that keeps addresses as they are; `None` (the default)
+    /// means "check the key [`client_ip_key`] writes", `ip:<address>`.
+    fn check_peer_now(&self, _peer: Option<IpAddr>, _quota: &Quota) -> Option<Decision> {
         None
     }
 }
