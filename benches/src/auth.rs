@@ -29,7 +29,7 @@ const EMAIL: &str = "ada@acme.test";
 const PASSWORD: &str = "correct horse battery staple";
 
 /// The identity layers around the routes, as [`AuthServer::identity`] has them.
-pub(crate) type IdentityService = saas_core::http::rate_limit::RateLimit<Guarded<Router>>;
+pub(crate) type IdentityService = Guarded<Router>;
 
 /// The benchmark route with the `RequirePermission` layer instead of the attribute.
 pub(crate) const LAYERED_PING: &str = "/v1/ping-layered";
@@ -83,8 +83,11 @@ pub(crate) async fn server() -> anyhow::Result<AuthServer> {
         RateLimitLayer::new(Arc::new(MemoryRateLimiter::new()), Quota::per_second(10_000_000).burst(10_000_000));
     let tenant_layer =
         TenantLayer::new(tenants, &config.tenancy.resolution, None).with_token(Arc::new(PrincipalTenant));
-    let identity = limiter
-        .layer(Guards::default().and(auth.layer()).and(tenant_layer.clone()).layer(routes.clone().with_state(())));
+    let identity = Guards::default()
+        .rate_limit(limiter.clone())
+        .and(auth.layer())
+        .and(tenant_layer.clone())
+        .layer(routes.clone().with_state(()));
     let router = HttpStack::new()
         .routes(["/v1/ping", LAYERED_PING])
         .routes(auth_api.paths.paths.keys())

@@ -47,7 +47,10 @@ use futures::future::{BoxFuture, Either};
 use http::{Request, request::Parts};
 use tower::{Layer as _, Service};
 
-use crate::error::Error;
+use crate::{
+    error::Error,
+    http::rate_limit::{self, Admission, Decision, RateLimitLayer},
+};
 
 /// A check before the handler; see the [module docs](self).
 pub trait Guard: Clone + Send + Sync + 'static {
@@ -106,22 +109,51 @@ where
 /// [`HttpStack::guard`](super::HttpStack::guard) runs before every route. Each layer is one
 /// more service to clone, call and move the request through on every request; one list of
 /// guards is one.
+///
+/// A rate limit can go first in the same layer, for a service without the
+/// [`HttpStack`](super::HttpStack) (which puts its own there):
+///
+/// ```
+/// use std::sync::Arc;
+/// use axum::{Router, routing::get};
+/// use saas_core::http::{guard::Guards, rate_limit::{MemoryRateLimiter, Quota, RateLimitLayer}};
+/// use tower::Layer;
+///
+/// let limit = RateLimitLayer::new(Arc::new(MemoryRateLimiter::new()), Quota::per_second(50).burst(100));
+/// let routes: Router = Router::new().route("/v1/hello", get(|| async { "hi" }));
+/// let app = Guards::default().rate_limit(limit).layer(routes);
+/// ```
 #[derive(Clone, Default)]
 pub struct Guards {
-    list: Arc<[Arc<dyn ErasedGuard>]>,
+    // One reference count to touch when the service is cloned for a request.
+    shared: Arc<GuardList>,
+}
+
+#[derive(Default)]
+struct GuardList {
+    limit: Option<RateLimitLayer>,
+    guards: Vec<Arc<dyn ErasedGuard>>,
 }
 
 impl Guards {
     /// These guards, then `guard`.
     pub fn and(self, guard: impl Guard) -> Self {
-        let mut list = self.list.to_vec();
-        list.push(Arc::new(guard));
-        Self { list: list.into() }
+        let mut guards = self.shared.guards.clone();
+        guards.push(Arc::new(guard));
+        Self { shared: Arc::new(GuardList { limit: self.shared.limit.clone(), guards }) }
     }
 
-    /// Whether there are none.
+    /// Counts each request against `limit` before any guard runs, as a
+    /// [`RateLimitLayer`] outside these guards would (a refused request answers 429 and
+    /// reaches no guard; a request let through gets the `RateLimit` header), without
+    /// that layer's own service, future and move of the request on every request.
+    pub fn rate_limit(self, limit: RateLimitLayer) -> Self {
+        Self { shared: Arc::new(GuardList { limit: Some(limit), guards: self.shared.guards.clone() }) }
+    }
+
+    /// Whether there are none, and no rate limit.
     pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        self.shared.limit.is_none() && self.shared.guards.is_empty()
     }
 }
 
@@ -160,9 +192,46 @@ pub struct Guarded<S> {
     inner: S,
 }
 
-/// The future of [`Guarded`]: when every check finished at once, the inner service's
-/// future, unboxed.
-pub type GuardedFuture<F> = Either<F, BoxFuture<'static, Result<Response, Infallible>>>;
+pin_project_lite::pin_project! {
+    /// The future of [`Guarded`]: when the rate limit and every check finished at once,
+    /// the inner service's future, unboxed.
+    pub struct GuardedFuture<F> {
+        #[pin]
+        inner: Either<F, BoxFuture<'static, Result<Response, Infallible>>>,
+        // The rate limit's decision on a request it let through, for its response.
+        allowed: Option<Decision>,
+    }
+}
+
+impl<F> GuardedFuture<F> {
+    fn passed(inner: F, allowed: Option<Decision>) -> Self {
+        Self { inner: Either::Left(inner), allowed }
+    }
+
+    fn boxed(
+        inner: impl Future<Output = Result<Response, Infallible>> + Send + 'static,
+        allowed: Option<Decision>,
+    ) -> Self {
+        Self { inner: Either::Right(Box::pin(inner)), allowed }
+    }
+
+    fn answer(response: Response, allowed: Option<Decision>) -> Self {
+        Self::boxed(std::future::ready(Ok(response)), allowed)
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for GuardedFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(decision) = this.allowed.take() {
+            rate_limit::add_remaining(&mut response, &decision);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
 
 impl<S> Service<Request<Body>> for Guarded<S>
 where
@@ -180,15 +249,42 @@ where
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         // A stack without guards: the request is not taken apart and put together again.
         if self.guards.is_empty() {
-            return Either::Left(self.inner.call(req));
+            return GuardedFuture::passed(self.inner.call(req), None);
         }
-        // Without the edge, the guards' expiry checks take one clock reading between them.
+        // Without the edge, the limit's and the guards' expiry checks take one clock
+        // reading between them.
         let _moment = crate::observe::request::one_moment();
+        let allowed = match &self.guards.shared.limit {
+            None => None,
+            Some(limit) => match limit.admit_now(&req) {
+                Admission::Uncounted => None,
+                Admission::Allowed(decision) => Some(decision),
+                Admission::Refused(refused) => return GuardedFuture::answer(refused, None),
+                Admission::Ask(key) => {
+                    let limit = limit.clone();
+                    return self.ask_then_check(limit, key, req);
+                }
+            },
+        };
+        self.check(req, allowed)
+    }
+}
+
+impl<S> Guarded<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    /// The guards, then the inner service; `allowed` is the rate limit's decision.
+    fn check(&mut self, req: Request<Body>, allowed: Option<Decision>) -> GuardedFuture<S::Future> {
+        if self.guards.shared.guards.is_empty() {
+            return GuardedFuture::passed(self.inner.call(req), allowed);
+        }
         let (mut parts, body) = req.into_parts();
-        for (i, guard) in self.guards.list.iter().enumerate() {
+        for (i, guard) in self.guards.shared.guards.iter().enumerate() {
             match guard.check_now(&mut parts) {
                 Some(Ok(())) => continue,
-                Some(Err(error)) => return Either::Right(Box::pin(std::future::ready(Ok(error.into_response())))),
+                Some(Err(error)) => return GuardedFuture::answer(error.into_response(), allowed),
                 None => {}
             }
             let mut check = guard.clone().check_owned(parts);
@@ -198,17 +294,13 @@ where
             // again, with the task's waker, by the future returned below.
             match check.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
                 Poll::Ready((Ok(()), checked)) => parts = checked,
-                Poll::Ready((Err(error), _)) => {
-                    return Either::Right(Box::pin(std::future::ready(Ok(error.into_response()))));
-                }
+                Poll::Ready((Err(error), _)) => return GuardedFuture::answer(error.into_response(), allowed),
                 Poll::Pending => {
-                    // The clone serves the next request; this call takes the one made ready.
-                    let clone = self.inner.clone();
-                    let mut inner = std::mem::replace(&mut self.inner, clone);
-                    let guards = self.guards.list.clone();
-                    return Either::Right(Box::pin(async move {
+                    let mut inner = self.take_ready();
+                    let guards = self.guards.clone();
+                    let checked_then_called = async move {
                         let (mut checked, mut parts) = check.await;
-                        for guard in &guards[i + 1..] {
+                        for guard in &guards.shared.guards[i + 1..] {
                             if checked.is_err() {
                                 break;
                             }
@@ -218,11 +310,33 @@ where
                             Ok(()) => inner.call(Request::from_parts(parts, body)).await,
                             Err(error) => Ok(error.into_response()),
                         }
-                    }));
+                    };
+                    return GuardedFuture::boxed(checked_then_called, allowed);
                 }
             }
         }
-        Either::Left(self.inner.call(Request::from_parts(parts, body)))
+        GuardedFuture::passed(self.inner.call(Request::from_parts(parts, body)), allowed)
+    }
+
+    /// Asks the store of `limit` (which answers after a wait) about `key`, then checks.
+    fn ask_then_check(&mut self, limit: RateLimitLayer, key: String, req: Request<Body>) -> GuardedFuture<S::Future> {
+        let mut guarded = Guarded { guards: self.guards.clone(), inner: self.take_ready() };
+        let asked_then_checked = async move {
+            let allowed = match limit.admit(&key).await {
+                Admission::Allowed(decision) => Some(decision),
+                Admission::Refused(refused) => return Ok(refused),
+                Admission::Uncounted | Admission::Ask(_) => None,
+            };
+            guarded.check(req, allowed).await
+        };
+        GuardedFuture::boxed(asked_then_checked, None)
+    }
+
+    /// The inner service that was polled ready, for a future that calls it later; a clone
+    /// serves the next request.
+    fn take_ready(&mut self) -> S {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
     }
 }
 
@@ -234,6 +348,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+    use crate::http::rate_limit::Quota;
 
     /// Lets requests with `?ok` through after `wait`, naming the guard in an extension.
     #[derive(Clone)]
@@ -368,5 +483,48 @@ mod tests {
         assert!(status == 403 && body.contains("refused_now"), "{status} {body}");
         assert_eq!(answer(&app, "/x?later").await, (200, "checked".to_owned()));
         assert_eq!(*guard.ran.lock().unwrap(), ["check_now", "check_now", "check"]);
+    }
+
+    /// A store in this process that answers only after a wait, as Redis does.
+    #[derive(Default)]
+    struct Remote(crate::http::rate_limit::MemoryRateLimiter);
+
+    #[async_trait::async_trait]
+    impl crate::http::rate_limit::RateLimiter for Remote {
+        async fn check(&self, key: &str, quota: &Quota) -> crate::Result<Decision> {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            self.0.check(key, quota).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rate_limit_in_the_guards_layer_counts_before_any_guard() {
+        use crate::http::rate_limit::{MemoryRateLimiter, RateLimiter};
+        let stores: [Arc<dyn RateLimiter>; 2] = [Arc::new(MemoryRateLimiter::new()), Arc::new(Remote::default())];
+        for (store, wait) in stores.into_iter().zip([0, 20]) {
+            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let limit = RateLimitLayer::new(store, Quota::per_minute(3))
+                .key_by(|req| req.uri().query().filter(|q| *q != "free").map(str::to_owned));
+            let guards = Guards::default().rate_limit(limit).and(Named {
+                name: "refuse",
+                wait: Duration::from_millis(wait),
+                seen: seen.clone(),
+            });
+            let app = Router::new().route("/x", get(|| async { "ok" })).layer(guards);
+            let call =
+                |query: &str| app.clone().oneshot(Request::get(format!("/x?{query}")).body(Body::empty()).unwrap());
+            for left in [2, 1, 0] {
+                let response = call("a").await.unwrap();
+                assert_eq!(response.status(), 403, "{wait} ms: counted, then refused by the guard");
+                assert_eq!(response.headers()["ratelimit"], format!("\"default\";r={left};t={}", (3 - left) * 20));
+            }
+            let response = call("a").await.unwrap();
+            assert_eq!(response.status(), 429, "{wait} ms");
+            assert_eq!(response.headers()["ratelimit-policy"], "\"default\";q=3;w=60");
+            assert_eq!(seen.lock().unwrap().len(), 3, "{wait} ms: a refused request reaches no guard");
+            assert_eq!(call("b").await.unwrap().status(), 403, "another key has its own allowance");
+            let free = call("free").await.unwrap();
+            assert!(free.status() == 403 && !free.headers().contains_key("ratelimit"), "not counted: no header");
+        }
     }
 }

@@ -156,7 +156,7 @@ where
             Projected::Decided { inner, decision } => {
                 let mut response = std::task::ready!(inner.poll(cx))?;
                 if let Some(decision) = decision.take() {
-                    response.headers_mut().insert(RATELIMIT, remaining_header(&decision));
+                    add_remaining(&mut response, &decision);
                 }
                 Poll::Ready(Ok(response))
             }
@@ -187,62 +187,91 @@ where
         let Some(layer) = &self.layer else {
             return RateLimitFuture::new(State::Unlimited { inner: self.inner.call(req) });
         };
-        let mut buffer = Inline::new();
-        let key: Cow<'_, str> = match &layer.key {
-            // A store in this process keeps the address as it is: nothing to write out.
-            Key::ClientIp => match layer.limiter.check_peer_now(peer_ip(&req), &layer.quota) {
-                Some(decision) => return decided(&mut self.inner, &layer.policy, decision, req),
-                None => client_ip(&req, &mut buffer),
-            },
-            Key::Custom(key) => match key(&req) {
-                Some(key) => key.into(),
-                None => return RateLimitFuture::new(State::Unlimited { inner: self.inner.call(req) }),
-            },
+        let key = match layer.admit_now(&req) {
+            Admission::Uncounted => return RateLimitFuture::new(State::Unlimited { inner: self.inner.call(req) }),
+            Admission::Allowed(decision) => {
+                return RateLimitFuture::new(State::Decided { inner: self.inner.call(req), decision: Some(decision) });
+            }
+            Admission::Refused(refused) => {
+                return RateLimitFuture::new(State::Other { inner: Box::pin(std::future::ready(Ok(refused))) });
+            }
+            Admission::Ask(key) => key,
         };
-        // In-process stores decide without awaiting: no clone of the inner service needed.
-        if let Some(decision) = layer.limiter.check_now(&key, &layer.quota) {
-            return decided(&mut self.inner, &layer.policy, decision, req);
-        }
-        let (layer, key) = (layer.clone(), key.into_owned());
+        let layer = layer.clone();
         // The clone that was polled ready serves this request.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         RateLimitFuture::new(State::Other {
             inner: Box::pin(async move {
-                let decision = match layer.limiter.check(&key, &layer.quota).await {
-                    Ok(d) => d,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "rate limiter unavailable; letting the request through");
-                        return inner.call(req).await;
-                    }
+                let decision = match layer.admit(&key).await {
+                    Admission::Allowed(decision) => decision,
+                    Admission::Refused(refused) => return Ok(refused),
+                    Admission::Uncounted | Admission::Ask(_) => return inner.call(req).await,
                 };
-                if !decision.allowed {
-                    return Ok(too_many(&decision, &layer.policy));
-                }
                 let mut response = inner.call(req).await?;
-                response.headers_mut().insert(RATELIMIT, remaining_header(&decision));
+                add_remaining(&mut response, &decision);
                 Ok(response)
             }),
         })
     }
 }
 
-/// The request passed to `inner`, or its 429, once the store has decided without waiting.
-fn decided<S>(
-    inner: &mut S,
-    policy: &HeaderValue,
-    decision: Decision,
-    req: Request,
-) -> RateLimitFuture<S::Future, S::Error>
-where
-    S: Service<Request, Response = Response>,
-    S::Error: Send + 'static,
-{
-    if !decision.allowed {
-        let refused = too_many(&decision, policy);
-        return RateLimitFuture::new(State::Other { inner: Box::pin(std::future::ready(Ok(refused))) });
+/// What the limiter made of a request, before it goes on.
+pub(crate) enum Admission {
+    /// Not counted: the key function skipped it, or the store is down.
+    Uncounted,
+    /// Counted and let through; its response gets the `RateLimit` header of this decision.
+    Allowed(Decision),
+    /// Refused: the 429 to answer.
+    Refused(Response),
+    /// Only the store can tell, after a wait (Redis): [`admit`](RateLimitLayer::admit) this key.
+    Ask(String),
+}
+
+impl RateLimitLayer {
+    /// Counts `req` if the store decides without waiting (in process).
+    pub(crate) fn admit_now(&self, req: &Request) -> Admission {
+        let mut buffer = Inline::new();
+        let key: Cow<'_, str> = match &self.key {
+            // A store in this process keeps the address as it is: nothing to write out.
+            Key::ClientIp => match self.limiter.check_peer_now(peer_ip(req), &self.quota) {
+                Some(decision) => return self.admission(decision),
+                None => client_ip(req, &mut buffer),
+            },
+            Key::Custom(key) => match key(req) {
+                Some(key) => key.into(),
+                None => return Admission::Uncounted,
+            },
+        };
+        match self.limiter.check_now(&key, &self.quota) {
+            Some(decision) => self.admission(decision),
+            None => Admission::Ask(key.into_owned()),
+        }
     }
-    RateLimitFuture::new(State::Decided { inner: inner.call(req), decision: Some(decision) })
+
+    /// Counts the request of `key` (as [`admit_now`](Self::admit_now) gave it) in the store;
+    /// never [`Admission::Ask`]. A store that fails lets the request through.
+    pub(crate) async fn admit(&self, key: &str) -> Admission {
+        match self.limiter.check(key, &self.quota).await {
+            Ok(decision) => self.admission(decision),
+            Err(e) => {
+                tracing::warn!(error = %e, "rate limiter unavailable; letting the request through");
+                Admission::Uncounted
+            }
+        }
+    }
+
+    fn admission(&self, decision: Decision) -> Admission {
+        match decision.allowed {
+            true => Admission::Allowed(decision),
+            false => Admission::Refused(too_many(&decision, &self.policy)),
+        }
+    }
+}
+
+/// Adds the `RateLimit` header of `decision` to the response of a request it let through.
+pub(crate) fn add_remaining(response: &mut Response, decision: &Decision) {
+    response.headers_mut().insert(RATELIMIT, remaining_header(decision));
 }
 
 fn too_many(decision: &Decision, policy: &HeaderValue) -> Response {
