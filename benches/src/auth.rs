@@ -78,7 +78,8 @@ pub(crate) async fn server() -> anyhow::Result<AuthServer> {
         // The same check as a layer, for the in-process comparison of the two forms.
         .merge(Router::new().route(LAYERED_PING, get(crate::ping)).route_layer(RequirePermission::new("invoices:read")))
         .merge(auth_routes);
-    // As in `saas serve`, with a limit no benchmark client reaches: it runs on every request.
+    // A limit no benchmark client reaches: it runs on every request. (`saas serve` also has
+    // an idempotency store, which keeps its limiter a layer of its own, outside the guards.)
     let limiter =
         RateLimitLayer::new(Arc::new(MemoryRateLimiter::new()), Quota::per_second(10_000_000).burst(10_000_000));
     let tenant_layer =

@@ -31,6 +31,17 @@ async fn report(principal: Principal) -> String {
     format!("report for {}", principal.user)
 }
 
+/// `invoices:write`, for the extractor that hands the handler the principal.
+struct InvoicesWrite;
+
+impl saas_auth::rbac::PermissionName for InvoicesWrite {
+    const NAME: &'static str = "invoices:write";
+}
+
+async fn invoice_owner(authorized: saas_auth::rbac::Authorized<InvoicesWrite>) -> String {
+    authorized.0.user.to_string()
+}
+
 async fn setup() -> (Auth, Db, TenantContext, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::connect(&format!("sqlite://{}/r.db", dir.path().display()), Default::default()).await.unwrap();
@@ -61,6 +72,7 @@ async fn routes_answer_403_without_the_permission_and_work_with_it() {
             post(|| async { "created" }).route_layer(RequirePermission::new(perms::invoices::write.name())),
         )
         .route("/v1/reports", get(report))
+        .route("/v1/invoices/owner", get(invoice_owner))
         .merge(Router::from(saas_auth::api::router(auth.clone(), saas_tenancy::admin::PlatformAdmins::new(db, None))))
         .layer(auth.layer());
 
@@ -73,6 +85,9 @@ async fn routes_answer_403_without_the_permission_and_work_with_it() {
     assert_eq!(status(&app, "POST", "/v1/invoices", &owner, None).await, 200);
     assert_eq!(status(&app, "POST", "/v1/invoices", &member, None).await, 403);
     assert_eq!(status(&app, "GET", "/v1/reports", &member, None).await, 200, "*:read covers reports:read");
+    assert_eq!(status(&app, "GET", "/v1/invoices/owner", &owner, None).await, 200, "the Authorized extractor");
+    assert_eq!(status(&app, "GET", "/v1/invoices/owner", &member, None).await, 403);
+    assert_eq!(status(&app, "GET", "/v1/invoices/owner", "", None).await, 401);
     assert_eq!(status(&app, "GET", "/v1/auth/roles", &member, None).await, 200);
     assert_eq!(status(&app, "PUT", "/v1/auth/roles/billing", &member, Some(billing_role.clone())).await, 403);
     let assign = format!("/v1/auth/users/{member_id}/roles");

@@ -13,7 +13,7 @@ use saas_core::{
     events::{EventBus, OutboxRelay, Subscription},
     http::{
         HttpStack, IdempotencyLayer, RateLimitLayer,
-        rate_limit::{self, MemoryRateLimiter, Quota, RateLimiter},
+        rate_limit::{MemoryRateLimiter, Quota, RateLimiter},
     },
     observe::health::{self, Health},
     openapi,
@@ -195,9 +195,9 @@ impl App {
             };
             let quota = Quota::per_second(config.rate_limit.requests_per_second).burst(config.rate_limit.burst);
             // Probes and scrapers poll from one address; they must never be throttled.
-            let layer = RateLimitLayer::new(limiter, quota).key_by(|req| {
+            let layer = RateLimitLayer::new(limiter, quota).skip(|req| {
                 let path = req.uri().path();
-                if path.starts_with("/health/") || path == "/metrics" { None } else { rate_limit::client_ip_key(req) }
+                path.starts_with("/health/") || path == "/metrics"
             });
             stack = stack.rate_limit(layer);
         }

@@ -49,7 +49,7 @@ use tower::{Layer as _, Service};
 
 use crate::{
     error::Error,
-    http::rate_limit::{self, Admission, Decision, RateLimitLayer},
+    http::rate_limit::{Admission, AdmitNow, RateLimitLayer, Remaining},
 };
 
 /// A check before the handler; see the [module docs](self).
@@ -111,7 +111,8 @@ where
 /// guards is one.
 ///
 /// A rate limit can go first in the same layer, for a service without the
-/// [`HttpStack`](super::HttpStack) (which puts its own there):
+/// [`HttpStack`](super::HttpStack) (which puts its limiter there itself, unless an
+/// idempotency store has to come between):
 ///
 /// ```
 /// use std::sync::Arc;
@@ -145,8 +146,9 @@ impl Guards {
 
     /// Counts each request against `limit` before any guard runs, as a
     /// [`RateLimitLayer`] outside these guards would (a refused request answers 429 and
-    /// reaches no guard; a request let through gets the `RateLimit` header), without
-    /// that layer's own service, future and move of the request on every request.
+    /// reaches no guard; the response to a request let through, a guard's refusal
+    /// included, gets the `RateLimit` header), without that layer's own service and
+    /// future on every request. Replaces a limit set before.
     pub fn rate_limit(self, limit: RateLimitLayer) -> Self {
         Self { shared: Arc::new(GuardList { limit: Some(limit), guards: self.shared.guards.clone() }) }
     }
@@ -198,24 +200,24 @@ pin_project_lite::pin_project! {
     pub struct GuardedFuture<F> {
         #[pin]
         inner: Either<F, BoxFuture<'static, Result<Response, Infallible>>>,
-        // The rate limit's decision on a request it let through, for its response.
-        allowed: Option<Decision>,
+        // The rate limit's `RateLimit` header for a request it let through.
+        allowed: Option<Remaining>,
     }
 }
 
 impl<F> GuardedFuture<F> {
-    fn passed(inner: F, allowed: Option<Decision>) -> Self {
+    fn passed(inner: F, allowed: Option<Remaining>) -> Self {
         Self { inner: Either::Left(inner), allowed }
     }
 
     fn boxed(
         inner: impl Future<Output = Result<Response, Infallible>> + Send + 'static,
-        allowed: Option<Decision>,
+        allowed: Option<Remaining>,
     ) -> Self {
         Self { inner: Either::Right(Box::pin(inner)), allowed }
     }
 
-    fn answer(response: Response, allowed: Option<Decision>) -> Self {
+    fn answer(response: Response, allowed: Option<Remaining>) -> Self {
         Self::boxed(std::future::ready(Ok(response)), allowed)
     }
 }
@@ -226,8 +228,8 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for GuardedFuture<
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = std::task::ready!(this.inner.poll(cx))?;
-        if let Some(decision) = this.allowed.take() {
-            rate_limit::add_remaining(&mut response, &decision);
+        if let Some(remaining) = this.allowed.take() {
+            remaining.add_to(&mut response);
         }
         Poll::Ready(Ok(response))
     }
@@ -254,17 +256,11 @@ where
         // Without the edge, the limit's and the guards' expiry checks take one clock
         // reading between them.
         let _moment = crate::observe::request::one_moment();
-        let allowed = match &self.guards.shared.limit {
-            None => None,
-            Some(limit) => match limit.admit_now(&req) {
-                Admission::Uncounted => None,
-                Admission::Allowed(decision) => Some(decision),
-                Admission::Refused(refused) => return GuardedFuture::answer(refused, None),
-                Admission::Ask(key) => {
-                    let limit = limit.clone();
-                    return self.ask_then_check(limit, key, req);
-                }
-            },
+        let allowed = match self.guards.shared.limit.as_ref().map(|limit| limit.admit_now(&req)) {
+            None | Some(AdmitNow::Decided(Admission::Uncounted)) => None,
+            Some(AdmitNow::Decided(Admission::Allowed(remaining))) => Some(remaining),
+            Some(AdmitNow::Decided(Admission::Refused(refused))) => return GuardedFuture::answer(refused, None),
+            Some(AdmitNow::Ask(key)) => return self.ask_then_check(key, req),
         };
         self.check(req, allowed)
     }
@@ -276,7 +272,7 @@ where
     S::Future: Send + 'static,
 {
     /// The guards, then the inner service; `allowed` is the rate limit's decision.
-    fn check(&mut self, req: Request<Body>, allowed: Option<Decision>) -> GuardedFuture<S::Future> {
+    fn check(&mut self, req: Request<Body>, allowed: Option<Remaining>) -> GuardedFuture<S::Future> {
         if self.guards.shared.guards.is_empty() {
             return GuardedFuture::passed(self.inner.call(req), allowed);
         }
@@ -296,7 +292,7 @@ where
                 Poll::Ready((Ok(()), checked)) => parts = checked,
                 Poll::Ready((Err(error), _)) => return GuardedFuture::answer(error.into_response(), allowed),
                 Poll::Pending => {
-                    let mut inner = self.take_ready();
+                    let mut inner = crate::http::take_ready(&mut self.inner);
                     let guards = self.guards.clone();
                     let checked_then_called = async move {
                         let (mut checked, mut parts) = check.await;
@@ -318,25 +314,27 @@ where
         GuardedFuture::passed(self.inner.call(Request::from_parts(parts, body)), allowed)
     }
 
-    /// Asks the store of `limit` (which answers after a wait) about `key`, then checks.
-    fn ask_then_check(&mut self, limit: RateLimitLayer, key: String, req: Request<Body>) -> GuardedFuture<S::Future> {
-        let mut guarded = Guarded { guards: self.guards.clone(), inner: self.take_ready() };
+    /// Asks the rate limit's store (which answers after a wait) about `key`, then checks.
+    fn ask_then_check(&mut self, key: String, req: Request<Body>) -> GuardedFuture<S::Future> {
+        let mut guarded = Guarded { guards: self.guards.clone(), inner: crate::http::take_ready(&mut self.inner) };
         let asked_then_checked = async move {
-            let allowed = match limit.admit(&key).await {
-                Admission::Allowed(decision) => Some(decision),
-                Admission::Refused(refused) => return Ok(refused),
-                Admission::Uncounted | Admission::Ask(_) => None,
+            let admission = match &guarded.guards.shared.limit {
+                Some(limit) => limit.admit(&key).await,
+                None => Admission::Uncounted,
             };
-            guarded.check(req, allowed).await
+            let allowed = match admission {
+                Admission::Allowed(remaining) => Some(remaining),
+                Admission::Refused(refused) => return Ok(refused),
+                Admission::Uncounted => None,
+            };
+            // Not held across an await: the moment belongs to the thread, not the task.
+            let checked = {
+                let _moment = crate::observe::request::one_moment();
+                guarded.check(req, allowed)
+            };
+            checked.await
         };
         GuardedFuture::boxed(asked_then_checked, None)
-    }
-
-    /// The inner service that was polled ready, for a future that calls it later; a clone
-    /// serves the next request.
-    fn take_ready(&mut self) -> S {
-        let clone = self.inner.clone();
-        std::mem::replace(&mut self.inner, clone)
     }
 }
 
@@ -348,7 +346,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::http::rate_limit::Quota;
+    use crate::http::rate_limit::{Decision, Quota};
 
     /// Lets requests with `?ok` through after `wait`, naming the guard in an extension.
     #[derive(Clone)]
@@ -485,46 +483,72 @@ mod tests {
         assert_eq!(*guard.ran.lock().unwrap(), ["check_now", "check_now", "check"]);
     }
 
-    /// A store in this process that answers only after a wait, as Redis does.
+    /// A store in this process that answers only after a wait, as Redis does, or (`down`)
+    /// fails as Redis does when it is down.
     #[derive(Default)]
-    struct Remote(crate::http::rate_limit::MemoryRateLimiter);
+    struct Remote {
+        store: crate::http::rate_limit::MemoryRateLimiter,
+        down: bool,
+    }
 
     #[async_trait::async_trait]
     impl crate::http::rate_limit::RateLimiter for Remote {
         async fn check(&self, key: &str, quota: &Quota) -> crate::Result<Decision> {
             tokio::time::sleep(Duration::from_millis(5)).await;
-            self.0.check(key, quota).await
+            match self.down {
+                true => Err(Error::unavailable("store_down", "the store is down")),
+                false => self.store.check(key, quota).await,
+            }
         }
     }
 
     #[tokio::test]
     async fn a_rate_limit_in_the_guards_layer_counts_before_any_guard() {
         use crate::http::rate_limit::{MemoryRateLimiter, RateLimiter};
-        let stores: [Arc<dyn RateLimiter>; 2] = [Arc::new(MemoryRateLimiter::new()), Arc::new(Remote::default())];
-        for (store, wait) in stores.into_iter().zip([0, 20]) {
-            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-            let limit = RateLimitLayer::new(store, Quota::per_minute(3))
-                .key_by(|req| req.uri().query().filter(|q| *q != "free").map(str::to_owned));
-            let guards = Guards::default().rate_limit(limit).and(Named {
-                name: "refuse",
-                wait: Duration::from_millis(wait),
-                seen: seen.clone(),
-            });
-            let app = Router::new().route("/x", get(|| async { "ok" })).layer(guards);
-            let call =
-                |query: &str| app.clone().oneshot(Request::get(format!("/x?{query}")).body(Body::empty()).unwrap());
-            for left in [2, 1, 0] {
-                let response = call("a").await.unwrap();
-                assert_eq!(response.status(), 403, "{wait} ms: counted, then refused by the guard");
-                assert_eq!(response.headers()["ratelimit"], format!("\"default\";r={left};t={}", (3 - left) * 20));
+        for store in ["memory", "remote", "down"] {
+            for (guard, wait) in [("pass", 0), ("pass", 20), ("refuse", 0), ("refuse", 20)] {
+                let label = format!("{store} store, {guard} after {wait} ms");
+                let limiter: Arc<dyn RateLimiter> = match store {
+                    "memory" => Arc::new(MemoryRateLimiter::new()),
+                    _ => Arc::new(Remote { down: store == "down", ..Default::default() }),
+                };
+                let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+                let limit = RateLimitLayer::new(limiter, Quota::per_minute(3))
+                    .key_by(|req| req.uri().query().map(str::to_owned))
+                    .skip(|req| req.uri().query() == Some("free"));
+                let guards = Guards::default().rate_limit(limit).and(Named {
+                    name: guard,
+                    wait: Duration::from_millis(wait),
+                    seen: seen.clone(),
+                });
+                let app = Router::new().route("/x", get(|| async { "ok" })).layer(guards);
+                let call =
+                    |query: &str| app.clone().oneshot(Request::get(format!("/x?{query}")).body(Body::empty()).unwrap());
+                let status = if guard == "pass" { 200 } else { 403 };
+                for left in [2, 1, 0] {
+                    let response = call("a").await.unwrap();
+                    assert_eq!(response.status(), status, "{label}");
+                    let header = response.headers().get("ratelimit");
+                    match store {
+                        "down" => assert!(header.is_none(), "{label}: let through uncounted"),
+                        _ => assert_eq!(header.unwrap(), &format!("\"default\";r={left};t={}", (3 - left) * 20)),
+                    }
+                }
+                let fourth = call("a").await.unwrap();
+                let guarded = seen.lock().unwrap().len();
+                if store == "down" {
+                    assert_eq!(fourth.status(), status, "{label}: a store outage is no API outage");
+                    assert_eq!(guarded, 4, "{label}");
+                    continue;
+                }
+                assert_eq!(fourth.status(), 429, "{label}");
+                assert_eq!(fourth.headers()["ratelimit-policy"], "\"default\";q=3;w=60");
+                assert_eq!(guarded, 3, "{label}: a refused request reaches no guard");
+                assert_eq!(call("b").await.unwrap().status(), status, "{label}: another key has its own allowance");
+                let free = call("free").await.unwrap();
+                assert_eq!(free.status(), status, "{label}");
+                assert!(!free.headers().contains_key("ratelimit"), "{label}: skipped, no header");
             }
-            let response = call("a").await.unwrap();
-            assert_eq!(response.status(), 429, "{wait} ms");
-            assert_eq!(response.headers()["ratelimit-policy"], "\"default\";q=3;w=60");
-            assert_eq!(seen.lock().unwrap().len(), 3, "{wait} ms: a refused request reaches no guard");
-            assert_eq!(call("b").await.unwrap().status(), 403, "another key has its own allowance");
-            let free = call("free").await.unwrap();
-            assert!(free.status() == 403 && !free.headers().contains_key("ratelimit"), "not counted: no header");
         }
     }
 }

@@ -149,8 +149,7 @@ where
             return Either::Left(self.inner.call(req));
         };
         let layer = layer.clone();
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::http::take_ready(&mut self.inner);
         Either::Right(Box::pin(async move {
             Ok(match handle(&layer, key, req, &mut inner).await {
                 Ok(r) => r,

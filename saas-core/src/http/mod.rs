@@ -92,6 +92,13 @@ pub(crate) fn is_visible_ascii(value: &[u8], max_len: usize) -> bool {
     (1..=max_len).contains(&value.len()) && value.iter().all(|b| (0x21..=0x7e).contains(b))
 }
 
+/// The service that was polled ready, for a future that calls it later; a clone of it serves
+/// the next request (a `tower` service may only be called once it is ready).
+pub(crate) fn take_ready<S: Clone>(service: &mut S) -> S {
+    let clone = service.clone();
+    std::mem::replace(service, clone)
+}
+
 /// The body limit axum's extractors (`Json`, `Bytes`, …) apply without `DefaultBodyLimit`.
 const AXUM_DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
@@ -248,8 +255,9 @@ impl HttpStack {
             Some(limit) => Either::Left(limit.layer(router)),
             None => Either::Right(router),
         };
-        // With nothing between them, the rate limit goes first in the guards' layer: one
-        // service, one future and one move of the request fewer on every request.
+        // With no idempotency store between them, the rate limit is counted first in the
+        // guards' layer, where its own service would cost a reference count, a dispatch and
+        // the wrapping of the future on every request.
         let (guards, rate_limit) = match (&idempotency, self.rate_limit) {
             (None, Some(limit)) => (self.guards.rate_limit(limit), None),
             (_, limit) => (self.guards, limit),

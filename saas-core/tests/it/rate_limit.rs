@@ -134,3 +134,31 @@ async fn each_client_address_has_its_own_allowance() {
     assert_eq!(asked[3], "ip:2001:db8::1");
     assert_eq!(asked[6], "ip:unknown");
 }
+
+/// With an idempotency store, the limit still comes first: a replayed answer is counted
+/// and carries the header of its own count.
+#[tokio::test]
+async fn replays_of_an_idempotent_write_are_counted() {
+    let idempotency = saas_core::http::IdempotencyLayer::new(
+        Arc::new(saas_core::cache::MemoryCache::new(100)),
+        std::time::Duration::from_secs(60),
+    );
+    let layer = RateLimitLayer::new(Arc::new(MemoryRateLimiter::new()), Quota::per_minute(3));
+    let app = HttpStack::new()
+        .rate_limit(layer)
+        .idempotency(idempotency)
+        .apply(Router::new().route("/v1/notes", axum::routing::post(|| async { "created" })));
+    let post = || {
+        let req = Request::post("/v1/notes").header("idempotency-key", "note-1").body(Body::from("{}")).unwrap();
+        app.clone().oneshot(req)
+    };
+    for (left, replayed) in [(2, false), (1, true), (0, true)] {
+        let (status, headers, body) = read(post().await.unwrap()).await;
+        assert_eq!(status, 200);
+        assert_eq!(&body[..], b"created");
+        assert_eq!(headers.contains_key("idempotent-replayed"), replayed);
+        assert_eq!(ratelimit_field(headers["ratelimit"].to_str().unwrap()).1, left);
+    }
+    let (status, _, _) = read(post().await.unwrap()).await;
+    assert_eq!(status, 429, "the replays took the allowance");
+}

@@ -76,19 +76,40 @@ pub struct RateLimitLayer {
     limiter: Arc<dyn RateLimiter>,
     quota: Quota,
     key: Key,
+    skip: Option<Arc<SkipFn>>,
     // `RateLimit-Policy`, the same on every 429: written once.
     policy: HeaderValue,
 }
 
+/// Which requests [`RateLimitLayer::skip`] leaves uncounted.
+type SkipFn = dyn Fn(&Request) -> bool + Send + Sync;
+
 impl RateLimitLayer {
     /// Limits each client IP to `quota`.
     pub fn new(limiter: Arc<dyn RateLimiter>, quota: Quota) -> Self {
-        Self { limiter, quota, key: Key::ClientIp, policy: policy_header(&quota) }
+        Self { limiter, quota, key: Key::ClientIp, skip: None, policy: policy_header(&quota) }
     }
 
-    /// Counts requests under the key `f` returns (tenant, API key, …).
+    /// Counts requests under the key `f` returns (tenant, API key, …); `None` leaves a
+    /// request uncounted.
     pub fn key_by(mut self, f: impl Fn(&Request) -> Option<String> + Send + Sync + 'static) -> Self {
         self.key = Key::Custom(Arc::new(f));
+        self
+    }
+
+    /// Leaves the requests for which `f` is true uncounted (and without a `RateLimit`
+    /// header), whatever their key: health probes and metrics scrapers, which poll from
+    /// one address.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use saas_core::http::rate_limit::{MemoryRateLimiter, Quota, RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::new(Arc::new(MemoryRateLimiter::new()), Quota::per_second(50))
+    ///     .skip(|req| req.uri().path().starts_with("/health/"));
+    /// ```
+    pub fn skip(mut self, f: impl Fn(&Request) -> bool + Send + Sync + 'static) -> Self {
+        self.skip = Some(Arc::new(f));
         self
     }
 }
@@ -131,7 +152,7 @@ pin_project_lite::pin_project! {
     #[project = Projected]
     enum State<F, E> {
         // Decided: the inner service's response gets the `RateLimit` header.
-        Decided { #[pin] inner: F, decision: Option<Decision> },
+        Decided { #[pin] inner: F, remaining: Option<Remaining> },
         // Not counted (no key, or no limiter): the inner service's response as it is.
         Unlimited { #[pin] inner: F },
         // Denied at once, or asking an external store first.
@@ -153,10 +174,10 @@ where
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            Projected::Decided { inner, decision } => {
+            Projected::Decided { inner, remaining } => {
                 let mut response = std::task::ready!(inner.poll(cx))?;
-                if let Some(decision) = decision.take() {
-                    add_remaining(&mut response, &decision);
+                if let Some(remaining) = remaining.take() {
+                    remaining.add_to(&mut response);
                 }
                 Poll::Ready(Ok(response))
             }
@@ -181,76 +202,87 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        // Without the edge, the limiter's decision and the guards' expiry checks below take
-        // one clock reading between them.
-        let _moment = crate::observe::request::one_moment();
         let Some(layer) = &self.layer else {
             return RateLimitFuture::new(State::Unlimited { inner: self.inner.call(req) });
         };
+        // Without the edge, the limiter's decision and the guards' expiry checks below take
+        // one clock reading between them.
+        let _moment = crate::observe::request::one_moment();
         let key = match layer.admit_now(&req) {
-            Admission::Uncounted => return RateLimitFuture::new(State::Unlimited { inner: self.inner.call(req) }),
-            Admission::Allowed(decision) => {
-                return RateLimitFuture::new(State::Decided { inner: self.inner.call(req), decision: Some(decision) });
+            AdmitNow::Decided(Admission::Uncounted) => {
+                return RateLimitFuture::new(State::Unlimited { inner: self.inner.call(req) });
             }
-            Admission::Refused(refused) => {
+            AdmitNow::Decided(Admission::Allowed(remaining)) => {
+                return RateLimitFuture::new(State::Decided {
+                    inner: self.inner.call(req),
+                    remaining: Some(remaining),
+                });
+            }
+            AdmitNow::Decided(Admission::Refused(refused)) => {
                 return RateLimitFuture::new(State::Other { inner: Box::pin(std::future::ready(Ok(refused))) });
             }
-            Admission::Ask(key) => key,
+            AdmitNow::Ask(key) => key,
         };
         let layer = layer.clone();
-        // The clone that was polled ready serves this request.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::http::take_ready(&mut self.inner);
         RateLimitFuture::new(State::Other {
             inner: Box::pin(async move {
-                let decision = match layer.admit(&key).await {
-                    Admission::Allowed(decision) => decision,
+                let remaining = match layer.admit(&key).await {
+                    Admission::Allowed(remaining) => remaining,
                     Admission::Refused(refused) => return Ok(refused),
-                    Admission::Uncounted | Admission::Ask(_) => return inner.call(req).await,
+                    Admission::Uncounted => return inner.call(req).await,
                 };
                 let mut response = inner.call(req).await?;
-                add_remaining(&mut response, &decision);
+                remaining.add_to(&mut response);
                 Ok(response)
             }),
         })
     }
 }
 
-/// What the limiter made of a request, before it goes on.
+/// What the limiter made of a request.
 pub(crate) enum Admission {
-    /// Not counted: the key function skipped it, or the store is down.
+    /// Not counted: skipped, or the store is down.
     Uncounted,
-    /// Counted and let through; its response gets the `RateLimit` header of this decision.
-    Allowed(Decision),
+    /// Counted and let through; its response gets this `RateLimit` header.
+    Allowed(Remaining),
     /// Refused: the 429 to answer.
     Refused(Response),
+}
+
+/// What the limiter made of a request without waiting.
+pub(crate) enum AdmitNow {
+    Decided(Admission),
     /// Only the store can tell, after a wait (Redis): [`admit`](RateLimitLayer::admit) this key.
     Ask(String),
 }
 
 impl RateLimitLayer {
     /// Counts `req` if the store decides without waiting (in process).
-    pub(crate) fn admit_now(&self, req: &Request) -> Admission {
+    pub(crate) fn admit_now(&self, req: &Request) -> AdmitNow {
+        if self.skip.as_ref().is_some_and(|skip| skip(req)) {
+            return AdmitNow::Decided(Admission::Uncounted);
+        }
         let mut buffer = Inline::new();
         let key: Cow<'_, str> = match &self.key {
             // A store in this process keeps the address as it is: nothing to write out.
             Key::ClientIp => match self.limiter.check_peer_now(peer_ip(req), &self.quota) {
-                Some(decision) => return self.admission(decision),
+                Some(decision) => return AdmitNow::Decided(self.admission(decision)),
                 None => client_ip(req, &mut buffer),
             },
             Key::Custom(key) => match key(req) {
                 Some(key) => key.into(),
-                None => return Admission::Uncounted,
+                None => return AdmitNow::Decided(Admission::Uncounted),
             },
         };
         match self.limiter.check_now(&key, &self.quota) {
-            Some(decision) => self.admission(decision),
-            None => Admission::Ask(key.into_owned()),
+            Some(decision) => AdmitNow::Decided(self.admission(decision)),
+            None => AdmitNow::Ask(key.into_owned()),
         }
     }
 
-    /// Counts the request of `key` (as [`admit_now`](Self::admit_now) gave it) in the store;
-    /// never [`Admission::Ask`]. A store that fails lets the request through.
+    /// Counts the request of `key` (as [`admit_now`](Self::admit_now) gave it) in the
+    /// store. A store that fails lets the request through, uncounted.
     pub(crate) async fn admit(&self, key: &str) -> Admission {
         match self.limiter.check(key, &self.quota).await {
             Ok(decision) => self.admission(decision),
@@ -263,21 +295,35 @@ impl RateLimitLayer {
 
     fn admission(&self, decision: Decision) -> Admission {
         match decision.allowed {
-            true => Admission::Allowed(decision),
+            true => Admission::Allowed(Remaining::of(&decision)),
             false => Admission::Refused(too_many(&decision, &self.policy)),
         }
     }
 }
 
-/// Adds the `RateLimit` header of `decision` to the response of a request it let through.
-pub(crate) fn add_remaining(response: &mut Response, decision: &Decision) {
-    response.headers_mut().insert(RATELIMIT, remaining_header(decision));
+/// The numbers of a `RateLimit` header: requests left, and whole seconds until the full
+/// burst is back. Two words: it travels with the future of every request let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Remaining {
+    left: u32,
+    reset_secs: u64,
+}
+
+impl Remaining {
+    fn of(decision: &Decision) -> Self {
+        Self { left: decision.remaining, reset_secs: ceil_secs(decision.reset_after) }
+    }
+
+    /// Adds the header to the response of the request let through.
+    pub(crate) fn add_to(self, response: &mut Response) {
+        response.headers_mut().insert(RATELIMIT, remaining_header(self));
+    }
 }
 
 fn too_many(decision: &Decision, policy: &HeaderValue) -> Response {
     let mut response = Error::too_many_requests(decision.retry_after).into_response();
     let headers = response.headers_mut();
-    headers.insert(RATELIMIT, remaining_header(decision));
+    headers.insert(RATELIMIT, remaining_header(Remaining::of(decision)));
     headers.insert(RATELIMIT_POLICY, policy.clone());
     response
 }
@@ -294,27 +340,26 @@ const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy")
 const POLICY_NAME: &[u8] = b"\"default\"";
 
 /// `RateLimit: "default";r=<requests left>;t=<seconds until the full burst is back>`.
-fn remaining_header(d: &Decision) -> HeaderValue {
+fn remaining_header(remaining: Remaining) -> HeaderValue {
     thread_local! {
         // Clients far from their limit, most of them, get the same value on every answer
         // (the burst less one, the time one request takes to come back): it is written once
         // per thread and cloned, not written for each response. Keeps at most one shared
         // buffer per thread alive (see `header_value`).
-        static LAST: RefCell<Option<((u32, u64), HeaderValue)>> = const { RefCell::new(None) };
+        static LAST: RefCell<Option<(Remaining, HeaderValue)>> = const { RefCell::new(None) };
     }
-    let numbers = (d.remaining, ceil_secs(d.reset_after));
     LAST.with_borrow_mut(|last| match last {
-        Some((cached, value)) if *cached == numbers => value.clone(),
-        _ => last.insert((numbers, write_remaining(numbers))).1.clone(),
+        Some((cached, value)) if *cached == remaining => value.clone(),
+        _ => last.insert((remaining, write_remaining(remaining))).1.clone(),
     })
 }
 
-fn write_remaining((remaining, reset_secs): (u32, u64)) -> HeaderValue {
+fn write_remaining(Remaining { left, reset_secs }: Remaining) -> HeaderValue {
     let mut text = Inline::<64>::new();
     let written = (|| {
         text.push(POLICY_NAME)?;
         text.push(b";r=")?;
-        text.push_number(u64::from(remaining))?;
+        text.push_number(u64::from(left))?;
         text.push(b";t=")?;
         text.push_number(reset_secs)
     })();
@@ -361,7 +406,7 @@ mod tests {
             (8, 2_500, "\"default\";r=8;t=3"),
             (9, 100, "\"default\";r=9;t=1"),
         ] {
-            assert_eq!(remaining_header(&decision(remaining, reset_ms)), expected);
+            assert_eq!(remaining_header(Remaining::of(&decision(remaining, reset_ms))), expected);
         }
     }
 }

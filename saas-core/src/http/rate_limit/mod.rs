@@ -29,7 +29,7 @@ use async_trait::async_trait;
 
 #[cfg(feature = "redis")]
 pub use self::redis::RedisRateLimiter;
-pub(crate) use layer::{Admission, add_remaining};
+pub(crate) use layer::{Admission, AdmitNow, Remaining};
 pub use layer::{KeyFn, RateLimit, RateLimitFuture, RateLimitLayer, client_ip_key};
 pub use memory::MemoryRateLimiter;
 
