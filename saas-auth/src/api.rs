@@ -28,8 +28,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut http::request::Parts, _: &S) -> std::result::Result<Self, Self::Rejection> {
-        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
-        Ok(Self(peer.map(|c| c.0.ip().to_string())))
+        Ok(Self(saas_core::http::peer_ip(&parts.extensions).map(|ip| ip.to_string())))
     }
 }
 

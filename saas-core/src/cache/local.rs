@@ -57,6 +57,13 @@ struct Entry<K, V> {
     expires: Instant,
 }
 
+/// Which of `shards` sharded hash tables holds a key of `hash`: picked by bits a table does
+/// not use for a slot (its low bits) or for its tag (the top seven), so that keys sharing a
+/// shard still spread over its slots, and one hash serves both.
+pub(crate) fn shard_of(hash: u64, shards: usize) -> usize {
+    (hash >> 32) as usize % shards
+}
+
 impl<K, V> std::fmt::Debug for LocalCache<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalCache").field("capacity", &(self.per_shard * SHARDS)).field("ttl", &self.ttl).finish()
@@ -80,11 +87,8 @@ impl<K: Hash + Eq, V: Clone> LocalCache<K, V> {
         self.hasher.hash_one(key)
     }
 
-    /// The shard of a key of `hash`: picked by bits the table does not use for a slot (its
-    /// low bits) or for its tag (the top seven), so keys sharing a shard still spread over
-    /// its slots.
     fn shard(&self, hash: u64) -> &Shard<K, V> {
-        &self.shards[(hash >> 32) as usize % SHARDS]
+        &self.shards[shard_of(hash, SHARDS)]
     }
 
     // A panic while a lock was held cannot leave a map half-changed in a way that matters

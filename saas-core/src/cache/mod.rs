@@ -39,6 +39,7 @@ use serde::{Serialize, de::DeserializeOwned};
 pub use self::redis::{RedisCache, delete_matching};
 pub use credential::CredentialCache;
 pub use local::LocalCache;
+pub(crate) use local::shard_of;
 pub use memory::MemoryCache;
 
 use crate::error::{Error, Result};

@@ -92,6 +92,23 @@ pub(crate) fn is_visible_ascii(value: &[u8], max_len: usize) -> bool {
     (1..=max_len).contains(&value.len()) && value.iter().all(|b| (0x21..=0x7e).contains(b))
 }
 
+/// The TCP peer's address, when the server was started with `ConnectInfo<SocketAddr>`
+/// (`into_make_service_with_connect_info`); `None` otherwise. What the rate limiter and the
+/// login throttle key by.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use axum::extract::ConnectInfo;
+///
+/// let mut req = http::Request::new(());
+/// assert_eq!(saas_core::http::peer_ip(req.extensions()), None);
+/// req.extensions_mut().insert(ConnectInfo("10.0.0.7:4000".parse::<SocketAddr>().unwrap()));
+/// assert_eq!(saas_core::http::peer_ip(req.extensions()), Some([10, 0, 0, 7].into()));
+/// ```
+pub fn peer_ip(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
+    extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|connected| connected.0.ip())
+}
+
 /// The service that was polled ready, for a future that calls it later; a clone of it serves
 /// the next request (a `tower` service may only be called once it is ready).
 pub(crate) fn take_ready<S: Clone>(service: &mut S) -> S {

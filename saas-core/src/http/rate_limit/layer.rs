@@ -1,14 +1,14 @@
 use std::{
     borrow::Cow,
     cell::RefCell,
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
 use axum::{
-    extract::{ConnectInfo, Request},
+    extract::Request,
     response::{IntoResponse, Response},
 };
 use futures::future::BoxFuture;
@@ -18,7 +18,10 @@ use tower::{Layer, Service};
 use super::{Decision, Quota, RateLimiter};
 use crate::{
     error::Error,
-    http::header_value::{self, Inline},
+    http::{
+        header_value::{self, Inline},
+        peer_ip,
+    },
 };
 
 /// Picks the key a request is counted under; `None` skips limiting for that request.
@@ -32,14 +35,9 @@ pub fn client_ip_key(req: &Request) -> Option<String> {
     Some(client_ip(req, &mut Inline::new()).into_owned())
 }
 
-/// The peer's address, if the server was started with `ConnectInfo`.
-fn peer_ip(req: &Request) -> Option<IpAddr> {
-    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip())
-}
-
 /// [`client_ip_key`], written into `buffer` (no allocation) unless the peer is IPv6.
 fn client_ip<'b>(req: &Request, buffer: &'b mut Inline<24>) -> Cow<'b, str> {
-    let written = match peer_ip(req) {
+    let written = match peer_ip(req.extensions()) {
         // By hand: `Display` formats each octet through the general formatter.
         Some(IpAddr::V4(ip)) => ip.octets().into_iter().enumerate().try_for_each(|(i, octet)| {
             buffer.push(if i == 0 { b"ip:" } else { b"." })?;
@@ -266,7 +264,7 @@ impl RateLimitLayer {
         let mut buffer = Inline::new();
         let key: Cow<'_, str> = match &self.key {
             // A store in this process keeps the address as it is: nothing to write out.
-            Key::ClientIp => match self.limiter.check_peer_now(peer_ip(req), &self.quota) {
+            Key::ClientIp => match self.limiter.check_peer_now(peer_ip(req.extensions()), &self.quota) {
                 Some(decision) => return AdmitNow::Decided(self.admission(decision)),
                 None => client_ip(req, &mut buffer),
             },
@@ -377,6 +375,10 @@ fn policy_header(quota: &Quota) -> HeaderValue {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
+    use axum::extract::ConnectInfo;
+
     use super::*;
 
     #[test]

@@ -28,7 +28,7 @@ pub struct MemoryRateLimiter {
     epoch: Instant,
 }
 
-// A table, not a map: the hash that picked the shard finds the slot too.
+// A table, not a map: the hash that picked the shard finds the slot too (see `shard_of`).
 type Table = HashTable<Slot>;
 
 /// A key's theoretical arrival time, nanoseconds after `epoch`.
@@ -97,8 +97,7 @@ impl MemoryRateLimiter {
         let arrival = crate::observe::request::arrival_or_now();
         let now = arrival.saturating_duration_since(self.epoch).as_nanos() as u64;
         let hash = self.hasher.hash_one(key);
-        // Bits the table uses for neither its slot (the low ones) nor its tag (the top seven).
-        let shard = &self.shards[(hash >> 32) as usize % SHARDS];
+        let shard = &self.shards[crate::cache::shard_of(hash, SHARDS)];
         let mut table = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(slot) = table.find_mut(hash, |slot| slot.key.as_ref() == key) {
             let (decision, new_tat) = gcra(quota, now, Some(slot.tat));
