@@ -72,6 +72,9 @@ struct Args {
     /// Skip the login benchmarks.
     #[arg(long)]
     skip_logins: bool,
+    /// Skip the overhead test (the servers compared under load), for the logins and memory alone.
+    #[arg(long)]
+    skip_overhead: bool,
     /// Only the in-process measurement (see `in_process`): this many calls per batch.
     #[arg(long)]
     in_process: Option<u32>,
@@ -256,6 +259,9 @@ fn main() -> anyhow::Result<()> {
     // so that the logins below (their generator and hashing threads) and the `saas serve`
     // of the memory measurement may use every core.
     std::thread::scope(|scope| {
+        if args.skip_overhead {
+            return Ok(());
+        }
         scope
             .spawn(|| {
                 match cpus {
@@ -273,8 +279,7 @@ fn main() -> anyhow::Result<()> {
 
     if !args.skip_logins {
         // As much load in all as the overhead test gives each server.
-        let flood_time = duration * args.rounds as u32;
-        rt.block_on(auth::logins(auth_addr, &auth_server, duration, flood_time, args.connections))?;
+        rt.block_on(auth::logins(auth_addr, &auth_server, duration * args.rounds as u32, args.connections))?;
     }
 
     if !args.skip_rss {
