@@ -151,6 +151,7 @@ pub(crate) async fn logins(
     connections: usize,
 ) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (read, login) = (read(&server.token), login());
     let hash = server.auth.passwords().hash(&SecretString::from(PASSWORD)).await?;
     let argon2 = argon2_seconds(&server.auth, &hash, 20).await?;
     let ideal = cores as f64 / argon2;
@@ -166,7 +167,7 @@ pub(crate) async fn logins(
     for _ in 0..turns {
         let argon2 = argon2_seconds(&server.auth, &hash, CHECKS_A_TURN).await?;
         checked += argon2;
-        let turn = clients.run(&login(), LOGIN_SLICE).await?;
+        let turn = clients.run(&login, LOGIN_SLICE).await?;
         ratios.push(turn.rps() / (cores as f64 / argon2));
         logins.absorb(turn)?;
     }
@@ -189,7 +190,6 @@ pub(crate) async fn logins(
     // alternating), and each turn's two throughputs are compared: the machine's speed
     // drifts by more than the flood takes (see `overhead`).
     let flood_rate = 10.0 * ideal;
-    let (read, login) = (read(&server.token), login());
     // Thread names as the kernel keeps them: cut to 15 bytes ("sqlx-sqlite-worker-N").
     let threads = ["auth-server", "argon2-", "sqlx-sqlite-wor"];
     let turns = (time.as_secs_f64() / (2.0 * FLOOD_SLICE.as_secs_f64())).round().max(6.0) as usize;
