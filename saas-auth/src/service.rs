@@ -823,8 +823,9 @@ impl Auth {
 
     /// Opens a session for `user`: its tokens.
     async fn open_session(&self, user: &User) -> Result<TokenResponse> {
-        let (session, refresh_token) = self.sessions.open(user.tenant_id, user.id).await?;
+        // One transaction: the session and its event commit together (with the SQL store).
         let mut tx = self.db.tenant_tx(user.tenant_id).await?;
+        let (session, refresh_token) = self.sessions.open(&mut tx, user.tenant_id, user.id).await?;
         let event = Envelope::of(&events::UserAuthenticated {
             tenant_id: user.tenant_id,
             user_id: user.id,

@@ -179,6 +179,27 @@ async fn sessions_on_sqlite() {
     suite(db, &dir, Store::Sql).await;
 }
 
+/// With the sessions in the database, a session commits with its caller's transaction or
+/// not at all: a login's session and its `UserAuthenticated` event are one write.
+#[tokio::test]
+async fn a_session_in_the_database_commits_with_its_callers_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}/s.db", dir.path().display()), Default::default()).await.unwrap();
+    migrate::run(&db, &[&saas_core::events::MIGRATIONS, &saas_auth::MIGRATIONS]).await.unwrap();
+    let auth = auth(db.clone(), &dir, &Store::Sql, 0).await;
+    let tenant = TenantContext { id: TenantId::new(), slug: "acme".into(), plan: "free".into() };
+    let user = saas_core::id::UserId::new();
+    let mut tx = db.tenant_tx(tenant.id).await.unwrap();
+    let (dropped, token) = auth.sessions().open(&mut tx, tenant.id, user).await.unwrap();
+    drop(tx);
+    assert!(auth.sessions().store().is_revoked(tenant.id, &dropped).await.unwrap(), "gone with its transaction");
+    assert_eq!(auth.refresh(&tenant, &token).await.unwrap_err().code(), "invalid_refresh_token");
+    let mut tx = db.tenant_tx(tenant.id).await.unwrap();
+    let (kept, _) = auth.sessions().open(&mut tx, tenant.id, user).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(!auth.sessions().store().is_revoked(tenant.id, &kept).await.unwrap(), "committed with it");
+}
+
 #[tokio::test]
 #[ignore = "needs postgres: run .ci/run"]
 async fn sessions_on_postgres_under_row_level_security() {
@@ -208,14 +229,14 @@ async fn erasing_a_tenant_in_redis_keeps_the_others() {
     let store = RedisSessionStore::connect(&url).await.unwrap();
     let (gone, kept, user) = (TenantId::new(), TenantId::new(), saas_core::id::UserId::new());
     let later = saas_core::db::now_millis() + 60_000;
-    for tenant in [gone, kept] {
-        let refresh = StoredRefresh { hash: format!("h{tenant}"), expires_at: later };
-        store.open(tenant, "ses_a", user, &refresh).await.unwrap();
-        assert!(!store.is_revoked(tenant, "ses_a").await.unwrap());
-    }
     let dir = tempfile::tempdir().unwrap();
     let db = Db::connect(&format!("sqlite://{}/s.db", dir.path().display()), Default::default()).await.unwrap();
     let mut conn = db.pool().acquire().await.unwrap();
+    for tenant in [gone, kept] {
+        let refresh = StoredRefresh { hash: format!("h{tenant}"), expires_at: later };
+        store.open(&mut conn, tenant, "ses_a", user, &refresh).await.unwrap();
+        assert!(!store.is_revoked(tenant, "ses_a").await.unwrap());
+    }
     store.erase_tenant(&mut conn, gone).await.unwrap();
     assert!(store.is_revoked(gone, "ses_a").await.unwrap(), "erased");
     assert!(!store.is_revoked(kept, "ses_a").await.unwrap(), "another tenant's session stays");

@@ -76,8 +76,18 @@ pub enum Rotation {
 /// token or session of another tenant is unknown.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// Records the new session `session` of `user` with its first refresh token.
-    async fn open(&self, tenant: TenantId, session: &str, user: UserId, refresh: &StoredRefresh) -> Result<()>;
+    /// Records the new session `session` of `user` with its first refresh token. `conn` is
+    /// the caller's transaction, bound to the tenant: a store in the database writes through
+    /// it, so that the session commits with what the caller writes beside it (the login's
+    /// event) or not at all; others ignore it.
+    async fn open(
+        &self,
+        conn: &mut AnyConnection,
+        tenant: TenantId,
+        session: &str,
+        user: UserId,
+        refresh: &StoredRefresh,
+    ) -> Result<()>;
 
     /// Uses up the refresh token hashed `used` and stores `next` in its session, in one
     /// atomic step: of two concurrent uses, exactly one is the first. A token already used
@@ -158,11 +168,12 @@ impl Sessions {
         &self.store
     }
 
-    /// Opens a session for `user` of `tenant`; returns its id and first refresh token.
-    pub async fn open(&self, tenant: TenantId, user: UserId) -> Result<(String, String)> {
+    /// Opens a session for `user` of `tenant` in `conn`, the caller's transaction bound to
+    /// the tenant (see [`SessionStore::open`]); returns its id and first refresh token.
+    pub async fn open(&self, conn: &mut AnyConnection, tenant: TenantId, user: UserId) -> Result<(String, String)> {
         let session = format!("ses_{}", URL_SAFE_NO_PAD.encode(random::<16>()?));
         let (token, stored) = self.new_refresh()?;
-        self.store.open(tenant, &session, user, &stored).await?;
+        self.store.open(conn, tenant, &session, user, &stored).await?;
         Ok((session, token))
     }
 

@@ -110,7 +110,14 @@ fn parse_user(user: &str) -> Result<UserId> {
 
 #[async_trait]
 impl SessionStore for RedisSessionStore {
-    async fn open(&self, tenant: TenantId, session: &str, user: UserId, refresh: &StoredRefresh) -> Result<()> {
+    async fn open(
+        &self,
+        _: &mut AnyConnection,
+        tenant: TenantId,
+        session: &str,
+        user: UserId,
+        refresh: &StoredRefresh,
+    ) -> Result<()> {
         let p = prefix(tenant);
         let _: i64 = self
             .open

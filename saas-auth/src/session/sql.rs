@@ -26,18 +26,23 @@ impl SqlSessionStore {
     }
 }
 
-async fn insert_refresh(tx: &mut TenantTx, session: &str, refresh: &StoredRefresh) -> Result<()> {
+async fn insert_refresh(
+    conn: &mut AnyConnection,
+    tenant: TenantId,
+    session: &str,
+    refresh: &StoredRefresh,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO auth_refresh_tokens (tenant_id, id, session_id, token_hash, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(tx.tenant().to_string())
+    .bind(tenant.to_string())
     .bind(URL_SAFE_NO_PAD.encode(random::<12>()?))
     .bind(session)
     .bind(&refresh.hash)
     .bind(now_millis())
     .bind(refresh.expires_at)
-    .execute(&mut **tx)
+    .execute(conn)
     .await?;
     Ok(())
 }
@@ -62,17 +67,22 @@ type RefreshRow = (String, String, i64, Option<i64>, Option<i64>, Option<i64>);
 
 #[async_trait]
 impl SessionStore for SqlSessionStore {
-    async fn open(&self, tenant: TenantId, session: &str, user: UserId, refresh: &StoredRefresh) -> Result<()> {
-        let mut tx = self.db.tenant_tx(tenant).await?;
+    async fn open(
+        &self,
+        conn: &mut AnyConnection,
+        tenant: TenantId,
+        session: &str,
+        user: UserId,
+        refresh: &StoredRefresh,
+    ) -> Result<()> {
         sqlx::query("INSERT INTO auth_sessions (tenant_id, id, user_id, created_at) VALUES ($1, $2, $3, $4)")
             .bind(tenant.to_string())
             .bind(session)
             .bind(user.to_string())
             .bind(now_millis())
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
-        insert_refresh(&mut tx, session, refresh).await?;
-        tx.commit().await
+        insert_refresh(conn, tenant, session, refresh).await
     }
 
     async fn rotate(
@@ -118,7 +128,7 @@ impl SessionStore for SqlSessionStore {
             tx.commit().await?;
             return Ok(Rotation::Reused { session, user });
         }
-        insert_refresh(&mut tx, &session, next).await?;
+        insert_refresh(&mut tx, tenant, &session, next).await?;
         tx.commit().await?;
         Ok(Rotation::Rotated { session, user })
     }
