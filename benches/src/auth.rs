@@ -2,7 +2,10 @@
 //! route (rate limit, token verification, tenant resolution, permission check), its login
 //! throughput against what argon2 allows, and a login flood beside authenticated reads.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{Router, routing::get};
 use saas_auth::{principal::PrincipalTenant, rbac::RequirePermission, service::Auth};
@@ -50,10 +53,11 @@ pub(crate) struct AuthServer {
 }
 
 /// Builds the server on SQLite in a temporary directory, with the default (OWASP) argon2
-/// parameters and as many hashing threads as cores.
-pub(crate) async fn server() -> anyhow::Result<AuthServer> {
+/// parameters, as many hashing threads as cores, and `queued_hashes` (`auth.queued_hashes`).
+pub(crate) async fn server(queued_hashes: Option<usize>) -> anyhow::Result<AuthServer> {
     let dir = tempfile::tempdir()?;
-    let config = Config { data_dir: dir.path().to_owned(), ..Default::default() };
+    let mut config = Config { data_dir: dir.path().to_owned(), ..Default::default() };
+    config.auth.queued_hashes = queued_hashes;
     let db = Db::connect(&format!("sqlite://{}/bench.db", dir.path().display()), Default::default()).await?;
     let migrations = [&saas_core::events::MIGRATIONS, &saas_tenancy::MIGRATIONS, &saas_auth::MIGRATIONS];
     migrate::run(&db, &migrations).await?;
@@ -122,7 +126,7 @@ fn login() -> Target {
 /// Mean seconds of one argon2 check with the server's parameters, on one core: `checks`
 /// checks in a row.
 async fn argon2_seconds(auth: &Auth, hash: &str, checks: u32) -> anyhow::Result<f64> {
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     for _ in 0..checks {
         auth.passwords().verify(Some(hash), &SecretString::from(PASSWORD)).await?;
     }
@@ -155,19 +159,28 @@ pub(crate) async fn logins(
     let hash = server.auth.passwords().hash(&SecretString::from(PASSWORD)).await?;
     let argon2 = argon2_seconds(&server.auth, &hash, 20).await?;
     let ideal = cores as f64 / argon2;
-    println!("\n== logins: argon2id m=19 MiB t=2 p=1, {cores} cores ==");
+    println!(
+        "\n== logins: argon2id m=19 MiB t=2 p=1, {cores} cores, {} places (hashing or waiting) ==",
+        server.auth.passwords().places()
+    );
     println!("argon2 check {:.1} ms on one core: at most {ideal:.1} logins/s", argon2 * 1000.0);
     // Each turn times argon2 alone on one core, then offers logins: the machine's speed
     // drifts by more than the goal's margin from one second to the next (see `overhead`),
-    // so each turn's throughput is compared with its own ideal. One client per hashing
-    // thread keeps every core hashing without any being refused.
+    // so each turn's throughput is compared with its own ideal. One client per place
+    // (hashing thread or waiting place) keeps every core hashing without any being refused.
     let turns = ((time.as_secs_f64() / 2.0) / LOGIN_SLICE.as_secs_f64()).round().max(6.0) as usize;
-    let mut clients = load::Connections::open(addr, cores).await?;
+    // CPU of the server's threads (request handling, hashing, SQLite) and of this generator.
+    let cpu_now = || (SERVER_THREADS.map(crate::rss::thread_cpu), crate::rss::this_thread_cpu(), Instant::now());
+    let places = server.auth.passwords().places();
+    let mut clients = load::Connections::open(addr, places).await?;
     let (mut logins, mut ratios, mut checked) = (load::Report::empty()?, Vec::with_capacity(turns), 0.0);
+    let mut cpu = Cpu::default();
     for _ in 0..turns {
         let argon2 = argon2_seconds(&server.auth, &hash, CHECKS_A_TURN).await?;
         checked += argon2;
+        let before = cpu_now();
         let turn = clients.run(&login, LOGIN_SLICE).await?;
+        cpu.add_since(before, cpu_now());
         ratios.push(turn.rps() / (cores as f64 / argon2));
         logins.absorb(turn)?;
     }
@@ -185,20 +198,17 @@ pub(crate) async fn logins(
         LOGIN_SLICE.as_millis(),
         ratio.verdict(0.90)
     );
+    cpu.print("logins", "a login", &logins);
 
     // Reads alone and reads during the flood take turns, a slice each (which comes first
     // alternating), and each turn's two throughputs are compared: the machine's speed
     // drifts by more than the flood takes (see `overhead`).
     let flood_rate = 10.0 * ideal;
-    // Thread names as the kernel keeps them: cut to 15 bytes ("sqlx-sqlite-worker-N").
-    let threads = ["auth-server", "argon2-", "sqlx-sqlite-wor"];
     let turns = (time.as_secs_f64() / (2.0 * FLOOD_SLICE.as_secs_f64())).round().max(6.0) as usize;
     let (mut readers, mut flooders) =
         (load::Connections::open(addr, connections).await?, load::Connections::open(addr, 64).await?);
     let (mut alone, mut in_flood, mut flood) = (load::Report::empty()?, load::Report::empty()?, load::Report::empty()?);
-    // CPU of the server's threads (request handling, hashing, SQLite) and of this generator,
-    // reads alone and beside the flood.
-    let cpu_now = || (threads.map(crate::rss::thread_cpu), crate::rss::this_thread_cpu(), std::time::Instant::now());
+    // CPU of the server's threads and of this generator, reads alone and beside the flood.
     let (mut cpu_alone, mut cpu_flooded) = (Cpu::default(), Cpu::default());
     let mut ratios = Vec::with_capacity(turns);
     for turn in 0..turns {
@@ -243,17 +253,14 @@ pub(crate) async fn logins(
         flood.p99_ms()
     );
     // The flood's slices last until its last login is answered, a little past the reads.
-    for (when, cpu, reads) in [("alone", &cpu_alone, &alone), ("in flood", &cpu_flooded, &in_flood)] {
-        let secs = cpu.wall.as_secs_f64();
-        let [handling, hashing, sqlite] = cpu.server.map(|t| t.as_secs_f64() / secs);
-        println!(
-            "CPU {when:<8} (cores): request handling {handling:.2} ({:.1} µs a read, logins included), password hashing {hashing:.2}, SQLite {sqlite:.2}, load generator {:.2}",
-            cpu.server[0].as_secs_f64() * 1e6 / reads.answered() as f64,
-            cpu.generator.as_secs_f64() / secs
-        );
-    }
+    cpu_alone.print("alone", "a read", &alone);
+    cpu_flooded.print("in flood", "a read, logins included", &in_flood);
     Ok(())
 }
+
+/// The server's threads whose CPU [`Cpu`] counts: request handling, hashing and SQLite, by
+/// their names as the kernel keeps them (cut to 15 bytes: "sqlx-sqlite-worker-N").
+const SERVER_THREADS: [&str; 3] = ["auth-server", "argon2-", "sqlx-sqlite-wor"];
 
 /// CPU time of the server's threads (request handling, hashing, SQLite) and of the load
 /// generator's thread, and the time they were measured over, added up over slices.
@@ -265,7 +272,7 @@ struct Cpu {
 }
 
 /// The CPU times of [`Cpu`] at one moment.
-type CpuAt = ([Duration; 3], Duration, std::time::Instant);
+type CpuAt = ([Duration; 3], Duration, Instant);
 
 impl Cpu {
     fn add_since(&mut self, (server_before, generator_before, start): CpuAt, (server, generator, end): CpuAt) {
@@ -274,5 +281,17 @@ impl Cpu {
         }
         self.generator += generator.saturating_sub(generator_before);
         self.wall += end - start;
+    }
+
+    /// Prints the cores each part used over the measured time, and the request handling's
+    /// CPU per answer of `report` (`each` says what an answer is).
+    fn print(&self, when: &str, each: &str, report: &load::Report) {
+        let secs = self.wall.as_secs_f64();
+        let [handling, hashing, sqlite] = self.server.map(|t| t.as_secs_f64() / secs);
+        println!(
+            "CPU {when:<8} (cores): request handling {handling:.2} ({:.1} µs {each}), password hashing {hashing:.2}, SQLite {sqlite:.2}, load generator {:.2}",
+            self.server[0].as_secs_f64() * 1e6 / report.answered() as f64,
+            self.generator.as_secs_f64() / secs
+        );
     }
 }

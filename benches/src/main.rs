@@ -75,6 +75,11 @@ struct Args {
     /// Skip the overhead test (the servers compared under load), for the logins and memory alone.
     #[arg(long)]
     skip_overhead: bool,
+    /// `auth.queued_hashes` of the identity server: password hashes that may wait for a
+    /// hashing thread (default: one a thread; 0: none). The login throughput test runs one
+    /// client per place.
+    #[arg(long)]
+    queued_hashes: Option<usize>,
     /// Only the in-process measurement (see `in_process`): this many calls per batch.
     #[arg(long)]
     in_process: Option<u32>,
@@ -193,7 +198,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(url) = &args.kafka {
         return rt.block_on(kafka::run(url, args.rounds));
     }
-    let auth_server = rt.block_on(auth::server())?;
+    let auth_server = rt.block_on(auth::server(args.queued_hashes))?;
     if let Some(calls) = args.in_process {
         let bearer =
             |credential: &str| -> anyhow::Result<http::HeaderValue> { Ok(format!("Bearer {credential}").parse()?) };

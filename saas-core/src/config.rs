@@ -143,6 +143,10 @@ pub struct AuthConfig {
     /// Password hashes computed at once; more are refused with 503 and `Retry-After`.
     /// Default 0: the number of CPU cores.
     pub max_concurrent_hashes: usize,
+    /// Password hashes that may wait for a hashing thread besides those computed, so that
+    /// a thread starts its next hash the moment it finishes one; beyond, 503 and
+    /// `Retry-After`. Default unset: one for each hashing thread. `0`: none wait.
+    pub queued_hashes: Option<usize>,
     /// The algorithm new signing keys use: `EdDSA` (Ed25519, default), `ES256` (ECDSA
     /// P-256) or `RS256` (RSA 2048, PKCS#1 v1.5). Changing it rotates the key at the next
     /// start; tokens of the old key verify until they expire.
@@ -214,6 +218,7 @@ impl Default for AuthConfig {
             argon2_iterations: 2,
             argon2_parallelism: 1,
             max_concurrent_hashes: 0,
+            queued_hashes: None,
             token_algorithm: TokenAlgorithm::EdDSA,
             session_store: SessionStoreKind::Sql,
             send_verification_on_signup: true,
