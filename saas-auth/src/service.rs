@@ -658,6 +658,17 @@ impl Auth {
 
     async fn token_response(&self, user: &User, session: &str, refresh_token: String) -> Result<TokenResponse> {
         let permissions = self.permissions_of(user.tenant_id, &user.role_list()).await?;
+        self.tokens_with(user, session, refresh_token, permissions).await
+    }
+
+    /// The tokens of `session`, the access token carrying `permissions`.
+    async fn tokens_with(
+        &self,
+        user: &User,
+        session: &str,
+        refresh_token: String,
+        permissions: Vec<String>,
+    ) -> Result<TokenResponse> {
         let access_token = self.tokens.issue(user.id, user.tenant_id, session, user.role_list(), permissions).await?;
         Ok(TokenResponse {
             access_token,
@@ -823,7 +834,9 @@ impl Auth {
 
     /// Opens a session for `user`: its tokens.
     async fn open_session(&self, user: &User) -> Result<TokenResponse> {
-        // One transaction: the session and its event commit together (with the SQL store).
+        // One transaction: the session and its event commit together (with the SQL store),
+        // and the permissions its token carries are read in it, after the writes (on SQLite
+        // a transaction that reads first cannot take the write lock while another writes).
         let mut tx = self.db.tenant_tx(user.tenant_id).await?;
         let (session, refresh_token) = self.sessions.open(&mut tx, user.tenant_id, user.id).await?;
         let event = Envelope::of(&events::UserAuthenticated {
@@ -832,8 +845,9 @@ impl Auth {
             session: session.clone(),
         })?;
         outbox::append(&mut tx, &event).await?;
+        let permissions = rbac::permissions_of(&mut tx, &user.role_list()).await?;
         tx.commit().await?;
-        self.token_response(user, &session, refresh_token).await
+        self.tokens_with(user, &session, refresh_token, permissions).await
     }
 
     /// The user `id` of `tenant`.
