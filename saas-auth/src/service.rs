@@ -713,6 +713,9 @@ impl Auth {
         let slot = self.passwords.reserve()?;
         let mut tx = self.db.tenant_read(tenant.id).await?;
         let user = User::by_email(&mut tx, email).await?;
+        // Whether MFA is on, read with the user and told only once the password is right;
+        // for an unknown address too (for an id nobody has), so that both cost the same.
+        let mfa = mfa::enabled(&mut tx, user.as_ref().map_or_else(saas_core::id::UserId::new, |u| u.id)).await?;
         tx.rollback().await?;
         let matches = slot.verify(user.as_ref().map(|u| u.password_hash.as_str()), password).await?;
         let user = match (user, matches) {
@@ -738,9 +741,6 @@ impl Auth {
                 Err(e) => tracing::info!(error = %e.into_cause(), "password re-hash put off to a later login"),
             }
         }
-        let mut tx = self.db.tenant_read(tenant.id).await?;
-        let mfa = mfa::enabled(&mut tx, user.id).await?;
-        tx.rollback().await?;
         if mfa {
             // The password was right, but the account's failures stay until the code is.
             use base64::Engine;

@@ -224,9 +224,26 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+/// A response extension on the 503s a server answers when it declines work on purpose
+/// ([`Error::is_shed`]): the stack's edge logs them at DEBUG, with the access log, rather
+/// than as failures, so that a flood does not flood the log too. Metrics count them by
+/// status as any other.
+#[derive(Debug, Clone, Copy)]
+pub struct Shed;
+
+impl Error {
+    /// Whether this is the server declining work on purpose rather than failing: a 503
+    /// with `Retry-After` and no internal cause (`auth_busy` during a login flood, say). A
+    /// 503 for a dependency that is down carries its cause, and is a failure.
+    pub fn is_shed(&self) -> bool {
+        self.status == StatusCode::SERVICE_UNAVAILABLE && self.retry_after.is_some() && self.source.is_none()
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+        let shed = self.is_shed();
+        if self.status.is_server_error() && !shed {
             match &self.source {
                 // `{:#}` prints the whole cause chain on one line.
                 Some(cause) => tracing::error!(code = %self.code, error = format!("{cause:#}"), "request failed"),
@@ -237,6 +254,9 @@ impl IntoResponse for Error {
         if let Some(after) = self.retry_after {
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        if shed {
+            response.extensions_mut().insert(Shed);
         }
         response
     }

@@ -248,10 +248,11 @@ impl Finish {
             response.headers_mut().insert(api_version::API_VERSION, version);
         }
         let status = response.status();
+        let failed = status.is_server_error() && response.extensions().get::<crate::error::Shed>().is_none();
         self.span.in_scope(|| {
             // Fields are evaluated only for a line that is written.
             let (method, path, status_code) = (&self.method, self.uri.path(), status.as_u16());
-            if status.is_server_error() {
+            if failed {
                 let latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
                 tracing::error!(%method, path, status = status_code, latency_ms, "request failed");
             } else {

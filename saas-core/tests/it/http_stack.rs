@@ -318,6 +318,52 @@ async fn log_lines_of_a_request_carry_its_ids() {
     assert_eq!(lines[2].get("request_id"), None, "outside the request");
 }
 
+/// A 503 that declines work on purpose (`Retry-After`, no cause) is not logged as a failure,
+/// so that a flood of them does not flood the log; a 503 for a dependency that is down
+/// (with its cause) and a 500 are.
+#[tokio::test]
+async fn shed_requests_are_not_logged_as_failures() {
+    use saas_core::{Error, observe::request::RequestIdsWriter};
+
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(RequestIdsWriter::json(move || writer.clone()))
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let busy = || Error::unavailable("auth_busy", "too many sign-ins at once").with_retry_after(Duration::from_secs(1));
+    let routes = Router::new()
+        .route("/v1/busy", get(move || async move { Err::<(), _>(busy()) }))
+        .route(
+            "/v1/down",
+            get(|| async {
+                Err::<(), _>(
+                    Error::unavailable("database_unavailable", "the database is not reachable")
+                        .with_retry_after(Duration::from_secs(1))
+                        .with_source(anyhow::anyhow!("pool timed out")),
+                )
+            }),
+        )
+        .route("/v1/broken", get(|| async { Err::<(), _>(Error::internal(anyhow::anyhow!("a bug"))) }));
+    let app = HttpStack::new().routes(["/v1/busy", "/v1/down", "/v1/broken"]).apply(routes);
+    let mut logged = Vec::new();
+    for (uri, status) in [("/v1/busy", 503), ("/v1/down", 503), ("/v1/broken", 500)] {
+        let before = lines.text().lines().count();
+        let (got, headers, _) =
+            read(app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap()).await;
+        assert_eq!(got, status, "{uri}");
+        assert_eq!(headers.contains_key("retry-after"), status == 503, "{uri}");
+        logged.push(lines.text().lines().count() - before);
+    }
+    assert!(busy().is_shed());
+    let text = lines.text();
+    assert_eq!(logged, [0, 2, 2], "shed: nothing; failures: the error's cause and the edge's line\n{text}");
+    assert!(!text.contains("/v1/busy"), "{text}");
+    assert!(text.contains("pool timed out") && text.contains("a bug"), "{text}");
+}
+
 #[tokio::test]
 async fn metrics_label_requests_with_the_route_template_they_match() {
     use axum::response::IntoResponse;
