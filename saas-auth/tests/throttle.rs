@@ -123,3 +123,25 @@ async fn failures_from_elsewhere_cannot_lock_the_owner_out() {
         }
     }
 }
+
+/// A refusal for lack of hashing places comes before the throttle's lookups: with every
+/// place taken, even a locked account is answered 503 `auth_busy` (nothing is checked, and
+/// the flood's refusals cost no cache reads); once a place is free, the lock answers.
+#[tokio::test]
+async fn a_busy_hasher_refuses_before_the_throttle_is_read() {
+    let limits = AuthConfig {
+        login_backoff_after: 50,
+        login_lockout_after: 1,
+        login_lockout_secs: 600,
+        max_concurrent_hashes: 1,
+        queued_hashes: Some(0),
+        ..Default::default()
+    };
+    let (auth, tenant, _dir) = setup(limits).await;
+    let (right, wrong) = (SecretString::from("correct horse battery"), SecretString::from("wrong password!"));
+    assert_eq!(code(auth.login(&tenant, "ada@acme.test", &wrong, None).await).0, "invalid_credentials");
+    let held = auth.passwords().reserve().unwrap();
+    assert_eq!(code(auth.login(&tenant, "ada@acme.test", &right, None).await), ("auth_busy".to_owned(), Some(1)));
+    drop(held);
+    assert_eq!(code(auth.login(&tenant, "ada@acme.test", &right, None).await).0, "login_throttled");
+}
