@@ -159,10 +159,8 @@ pub(crate) async fn logins(
     let hash = server.auth.passwords().hash(&SecretString::from(PASSWORD)).await?;
     let argon2 = argon2_seconds(&server.auth, &hash, 20).await?;
     let ideal = cores as f64 / argon2;
-    println!(
-        "\n== logins: argon2id m=19 MiB t=2 p=1, {cores} cores, {} places (hashing or waiting) ==",
-        server.auth.passwords().places()
-    );
+    let places = server.auth.passwords().places();
+    println!("\n== logins: argon2id m=19 MiB t=2 p=1, {cores} cores, {places} places (hashing or waiting) ==");
     println!("argon2 check {:.1} ms on one core: at most {ideal:.1} logins/s", argon2 * 1000.0);
     // Each turn times argon2 alone on one core, then offers logins: the machine's speed
     // drifts by more than the goal's margin from one second to the next (see `overhead`),
@@ -171,7 +169,6 @@ pub(crate) async fn logins(
     let turns = ((time.as_secs_f64() / 2.0) / LOGIN_SLICE.as_secs_f64()).round().max(6.0) as usize;
     // CPU of the server's threads (request handling, hashing, SQLite) and of this generator.
     let cpu_now = || (SERVER_THREADS.map(crate::rss::thread_cpu), crate::rss::this_thread_cpu(), Instant::now());
-    let places = server.auth.passwords().places();
     let mut clients = load::Connections::open(addr, places).await?;
     let (mut logins, mut ratios, mut checked) = (load::Report::empty()?, Vec::with_capacity(turns), 0.0);
     let mut cpu = Cpu::default();

@@ -101,23 +101,23 @@ fn argon2_output(argon2: &Argon2<'_>, kept_blocks: usize, password: &[u8], salt:
     } else {
         argon2.hash_password_into_with_memory(password, salt, out, vec![Block::default(); blocks])
     };
-    hashed.map_err(|e| Error::internal(anyhow::anyhow!("argon2: {e}")))
+    hashed.map_err(argon2_error)
 }
 
 /// The PHC string of `password` hashed by `argon2` (argon2id, v19) with a random salt.
 fn phc_hash(argon2: &Argon2<'_>, kept_blocks: usize, password: &[u8]) -> Result<String> {
     let salt = SaltString::generate(&mut OsRng);
     let mut salt_bytes = [0u8; 64];
-    let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(phc_error)?;
+    let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(argon2_error)?;
     let output_len = argon2.params().output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
     let mut out = vec![0u8; output_len];
     argon2_output(argon2, kept_blocks, password, salt_bytes, &mut out)?;
     let hash = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
-        params: ParamsString::try_from(argon2.params()).map_err(phc_error)?,
+        params: ParamsString::try_from(argon2.params()).map_err(argon2_error)?,
         salt: Some(salt.as_salt()),
-        hash: Some(Output::new(&out).map_err(phc_error)?),
+        hash: Some(Output::new(&out).map_err(argon2_error)?),
     };
     Ok(hash.to_string())
 }
@@ -145,6 +145,10 @@ fn phc_matches(kept_blocks: usize, password: &[u8], stored: &PasswordHash<'_>) -
 
 fn phc_error(e: impl std::fmt::Display) -> Error {
     Error::internal(anyhow::anyhow!("stored hash: {e}"))
+}
+
+fn argon2_error(e: impl std::fmt::Display) -> Error {
+    Error::internal(anyhow::anyhow!("argon2: {e}"))
 }
 
 /// Puts the calling thread under `SCHED_IDLE`: it runs only when no other thread wants the

@@ -157,6 +157,13 @@ impl Error {
         e
     }
 
+    /// Whether this is the server declining work on purpose rather than failing: a 503
+    /// with `Retry-After` and no internal cause (`auth_busy` during a login flood, say). A
+    /// 503 for a dependency that is down carries its cause, and is a failure.
+    pub fn is_shed(&self) -> bool {
+        self.status == StatusCode::SERVICE_UNAVAILABLE && self.retry_after.is_some() && self.source.is_none()
+    }
+
     /// Adds a `Retry-After` header to the response.
     pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
         self.retry_after = Some(retry_after);
@@ -230,15 +237,6 @@ impl From<sqlx::Error> for Error {
 /// status as any other.
 #[derive(Debug, Clone, Copy)]
 pub struct Shed;
-
-impl Error {
-    /// Whether this is the server declining work on purpose rather than failing: a 503
-    /// with `Retry-After` and no internal cause (`auth_busy` during a login flood, say). A
-    /// 503 for a dependency that is down carries its cause, and is a failure.
-    pub fn is_shed(&self) -> bool {
-        self.status == StatusCode::SERVICE_UNAVAILABLE && self.retry_after.is_some() && self.source.is_none()
-    }
-}
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
