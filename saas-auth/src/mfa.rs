@@ -116,7 +116,7 @@ pub(crate) async fn disable(tx: &mut TenantTx, kek: &KeyEncryptionKey, user: Use
 }
 
 /// Whether MFA is on for `user`.
-pub(crate) async fn enabled(tx: &mut TenantTx, user: UserId) -> Result<bool> {
+async fn enabled(tx: &mut TenantTx, user: UserId) -> Result<bool> {
     let confirmed: Option<Option<i64>> =
         sqlx::query_scalar("SELECT confirmed_at FROM auth_mfa WHERE tenant_id = $1 AND user_id = $2")
             .bind(tx.tenant().to_string())

@@ -713,14 +713,12 @@ impl Auth {
         // nothing.
         let slot = self.passwords.reserve()?;
         self.throttle.check(tenant.id, email, client).await?;
+        // Whether MFA is on is read with the user, and told only once the password is right.
         let mut tx = self.db.tenant_read(tenant.id).await?;
-        let user = User::by_email(&mut tx, email).await?;
-        // Whether MFA is on, read with the user and told only once the password is right;
-        // for an unknown address too (for an id nobody has), so that both cost the same.
-        let mfa = mfa::enabled(&mut tx, user.as_ref().map_or_else(saas_core::id::UserId::new, |u| u.id)).await?;
+        let user = User::by_email_with_mfa(&mut tx, email).await?;
         tx.rollback().await?;
-        let matches = slot.verify(user.as_ref().map(|u| u.password_hash.as_str()), password).await?;
-        let user = match (user, matches) {
+        let matches = slot.verify(user.as_ref().map(|(u, _)| u.password_hash.as_str()), password).await?;
+        let (user, mfa) = match (user, matches) {
             (Some(user), true) => user,
             _ => {
                 self.throttle.failed(tenant.id, email, client).await;

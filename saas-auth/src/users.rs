@@ -102,6 +102,25 @@ impl User {
             .await?;
         Ok(row.map(|r| Self::from_row(&r)).transpose()?)
     }
+
+    /// The transaction's tenant's user with this e-mail address and whether MFA is on for
+    /// them, in one query: what a login reads before it checks the password (the same
+    /// single query whether the account exists or not).
+    pub(crate) async fn by_email_with_mfa(tx: &mut TenantTx, email: &str) -> Result<Option<(Self, bool)>> {
+        let Ok(email) = normalise_email(email) else { return Ok(None) };
+        let row = sqlx::query(
+            "SELECT u.*, m.confirmed_at AS mfa_confirmed_at FROM users u \
+             LEFT JOIN auth_mfa m ON m.tenant_id = u.tenant_id AND m.user_id = u.id \
+             WHERE u.tenant_id = $1 AND u.email = $2",
+        )
+        .bind(tx.tenant().to_string())
+        .bind(email)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mfa: Option<i64> = sqlx::Row::try_get(&row, "mfa_confirmed_at")?;
+        Ok(Some((Self::from_row(&row)?, mfa.is_some())))
+    }
 }
 
 /// Trims a display name (an empty one is none) and checks it: at most [`MAX_NAME_CHARS`]

@@ -252,6 +252,10 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Seconds to wait for a free connection before answering 503. Default 5.
     pub acquire_timeout_secs: u64,
+    /// Milliseconds a PostgreSQL connection may sit idle in the pool and still be handed
+    /// out without a ping; one idle longer is pinged first, and replaced if the server hung
+    /// up. `0` pings on every checkout. Default 1000. SQLite connections are never pinged.
+    pub ping_after_idle_ms: u64,
 }
 
 /// `[cache]`
@@ -543,7 +547,13 @@ impl Default for ServerConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: None, migrate_url: None, max_connections: 10, acquire_timeout_secs: 5 }
+        Self {
+            url: None,
+            migrate_url: None,
+            max_connections: 10,
+            acquire_timeout_secs: 5,
+            ping_after_idle_ms: crate::db::DEFAULT_PING_AFTER_IDLE_MS,
+        }
     }
 }
 

@@ -221,7 +221,12 @@ impl Error {
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         match &e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::unavailable("database_unavailable", "the database is not reachable")
+                    .with_retry_after(Duration::from_secs(1))
+                    .with_source(e)
+            }
+            sqlx::Error::Database(db) if db.code().is_some_and(|code| connection_lost(&code)) => {
                 Self::unavailable("database_unavailable", "the database is not reachable")
                     .with_retry_after(Duration::from_secs(1))
                     .with_source(e)
@@ -229,6 +234,13 @@ impl From<sqlx::Error> for Error {
             _ => Self::internal(e),
         }
     }
+}
+
+/// Whether a database error's SQLSTATE says the connection is gone and a retry may
+/// succeed: class 08 (connection exception) or the server shutting down or starting
+/// (`57P01`, `57P02`, `57P03`), as when it restarts or an operator ends the session.
+fn connection_lost(sqlstate: &str) -> bool {
+    sqlstate.starts_with("08") || matches!(sqlstate, "57P01" | "57P02" | "57P03")
 }
 
 /// A response extension on the 503s a server answers when it declines work on purpose
@@ -301,5 +313,24 @@ mod tests {
         let (status, headers, _) = body(Error::too_many_requests(Duration::from_millis(1500))).await;
         assert_eq!(status, 429);
         assert_eq!(headers[header::RETRY_AFTER], "2");
+    }
+
+    #[tokio::test]
+    async fn a_lost_database_connection_is_a_retryable_503() {
+        let lost = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        let (status, headers, json) = body(Error::from(lost)).await;
+        assert_eq!(status, 503);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        assert_eq!(json["code"], "database_unavailable");
+
+        for sqlstate in ["08006", "08003", "57P01", "57P02", "57P03"] {
+            assert!(connection_lost(sqlstate), "{sqlstate}");
+        }
+        // A constraint or a syntax error is no reason to retry.
+        for sqlstate in ["23505", "42601", "57014"] {
+            assert!(!connection_lost(sqlstate), "{sqlstate}");
+        }
+        let (status, _, _) = body(Error::from(sqlx::Error::RowNotFound)).await;
+        assert_eq!(status, 500);
     }
 }

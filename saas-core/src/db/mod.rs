@@ -93,19 +93,33 @@ pub struct PoolSettings {
     pub max_connections: u32,
     /// How long a query waits for a free connection before failing with 503.
     pub acquire_timeout: Duration,
+    /// A PostgreSQL connection idle at least this long is pinged before it is handed out
+    /// (and replaced if the server hung up); one used more recently is handed out as it
+    /// is, as HikariCP does. `Duration::ZERO` pings on every checkout (sqlx's default), a
+    /// network round trip before each transaction. SQLite connections are never pinged:
+    /// an embedded database cannot hang up.
+    pub ping_after_idle: Duration,
 }
 
 impl Default for PoolSettings {
     fn default() -> Self {
-        Self { max_connections: 10, acquire_timeout: Duration::from_secs(5) }
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            ping_after_idle: Duration::from_millis(DEFAULT_PING_AFTER_IDLE_MS),
+        }
     }
 }
+
+/// The default of [`PoolSettings::ping_after_idle`] and `database.ping_after_idle_ms`.
+pub const DEFAULT_PING_AFTER_IDLE_MS: u64 = 1000;
 
 impl From<&crate::config::DatabaseConfig> for PoolSettings {
     fn from(config: &crate::config::DatabaseConfig) -> Self {
         Self {
             max_connections: config.max_connections,
             acquire_timeout: Duration::from_secs(config.acquire_timeout_secs),
+            ping_after_idle: Duration::from_millis(config.ping_after_idle_ms),
         }
     }
 }
@@ -128,9 +142,24 @@ impl Db {
             Backend::Postgres => url.to_owned(),
         };
         let options = AnyConnectOptions::from_str(&url).map_err(crate::error::Error::internal)?;
+        let ping_after_idle = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(settings.ping_after_idle),
+        };
         let pool = AnyPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
+            // sqlx pings every connection it hands out: a round trip to SQLite's worker
+            // thread, or over the network, before every transaction. Only an idle one is.
+            .test_before_acquire(false)
+            .before_acquire(move |conn, meta| {
+                Box::pin(async move {
+                    if ping_after_idle.is_some_and(|after| meta.idle_for >= after) {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|e| crate::error::Error::internal(anyhow::Error::new(e).context("connecting to the database")))?;

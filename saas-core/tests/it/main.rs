@@ -4,6 +4,7 @@ mod events;
 mod http_stack;
 mod idempotency;
 mod lines;
+mod pool;
 mod rate_limit;
 mod tenant_tx;
 
