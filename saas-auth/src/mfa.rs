@@ -123,7 +123,13 @@ async fn enabled(tx: &mut TenantTx, user: UserId) -> Result<bool> {
             .bind(user.to_string())
             .fetch_optional(&mut **tx)
             .await?;
-    Ok(matches!(confirmed, Some(Some(_))))
+    Ok(in_force(confirmed.flatten()))
+}
+
+/// Whether MFA with this `confirmed_at` is on: enrolment puts it in force only once
+/// confirmed with a first code.
+pub(crate) fn in_force(confirmed_at: Option<i64>) -> bool {
+    confirmed_at.is_some()
 }
 
 /// Checks `code` for `user` (a TOTP code, or with `allow_recovery` a recovery code) and uses

@@ -118,8 +118,8 @@ impl User {
         .fetch_optional(&mut **tx)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let mfa: Option<i64> = sqlx::Row::try_get(&row, "mfa_confirmed_at")?;
-        Ok(Some((Self::from_row(&row)?, mfa.is_some())))
+        let mfa = crate::mfa::in_force(saas_core::db::scoped::column(&row, "mfa_confirmed_at")?);
+        Ok(Some((Self::from_row(&row)?, mfa)))
     }
 }
 

@@ -41,6 +41,22 @@ async fn mfa_guards_the_login_and_each_code_works_once() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::connect(&format!("sqlite://{}/m.db", dir.path().display()), Default::default()).await.unwrap();
     migrate::run(&db, &[&saas_core::events::MIGRATIONS, &saas_auth::MIGRATIONS]).await.unwrap();
+    mfa_suite(db, &dir).await;
+}
+
+/// The same on PostgreSQL, as the application's role under row-level security: the login
+/// reads the user and the MFA row in one join.
+#[tokio::test]
+#[ignore = "needs postgres: run .ci/run"]
+async fn mfa_guards_the_login_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = saas_core::testing::TestDatabase::postgres().await;
+    let owner = database.connect().await;
+    migrate::run(&owner, &[&saas_core::events::MIGRATIONS, &saas_auth::MIGRATIONS]).await.unwrap();
+    mfa_suite(database.connect_as_app_role().await, &dir).await;
+}
+
+async fn mfa_suite(db: Db, dir: &tempfile::TempDir) {
     let config = common::quick_config(dir.path());
     let auth = Auth::from_config(db, Arc::new(MemoryCache::new(100)), &config).await.unwrap();
     let tenant = TenantContext { id: TenantId::new(), slug: "acme".into(), plan: "free".into() };

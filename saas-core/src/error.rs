@@ -221,26 +221,30 @@ impl Error {
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         match &e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Self::unavailable("database_unavailable", "the database is not reachable")
-                    .with_retry_after(Duration::from_secs(1))
-                    .with_source(e)
-            }
-            sqlx::Error::Database(db) if db.code().is_some_and(|code| connection_lost(&code)) => {
-                Self::unavailable("database_unavailable", "the database is not reachable")
-                    .with_retry_after(Duration::from_secs(1))
-                    .with_source(e)
-            }
+            _ if unreachable(&e) => Self::unavailable("database_unavailable", "the database is not reachable")
+                .with_retry_after(Duration::from_secs(1))
+                .with_source(e),
             _ => Self::internal(e),
         }
     }
 }
 
-/// Whether a database error's SQLSTATE says the connection is gone and a retry may
-/// succeed: class 08 (connection exception) or the server shutting down or starting
-/// (`57P01`, `57P02`, `57P03`), as when it restarts or an operator ends the session.
+/// Whether `e` says the database cannot be reached now and a retry may succeed: no free
+/// connection in time, the pool closed, or the connection lost (see [`connection_lost`]).
+fn unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| connection_lost(&code)),
+        _ => false,
+    }
+}
+
+/// Whether a database error's SQLSTATE says the connection is gone: class 08 (connection
+/// exception) except `08007` (the transaction's outcome is unknown, so a retry could do
+/// its writes twice), an operator or the server ending the session (`57P01`, `57P02`,
+/// `57P05`: idle too long) or a server still starting (`57P03`).
 fn connection_lost(sqlstate: &str) -> bool {
-    sqlstate.starts_with("08") || matches!(sqlstate, "57P01" | "57P02" | "57P03")
+    (sqlstate.starts_with("08") && sqlstate != "08007") || matches!(sqlstate, "57P01" | "57P02" | "57P03" | "57P05")
 }
 
 /// A response extension on the 503s a server answers when it declines work on purpose
@@ -323,11 +327,12 @@ mod tests {
         assert_eq!(headers[header::RETRY_AFTER], "1");
         assert_eq!(json["code"], "database_unavailable");
 
-        for sqlstate in ["08006", "08003", "57P01", "57P02", "57P03"] {
+        for sqlstate in ["08006", "08003", "57P01", "57P02", "57P03", "57P05"] {
             assert!(connection_lost(sqlstate), "{sqlstate}");
         }
-        // A constraint or a syntax error is no reason to retry.
-        for sqlstate in ["23505", "42601", "57014"] {
+        // A constraint or a syntax error is no reason to retry, nor a commit whose outcome
+        // is unknown.
+        for sqlstate in ["23505", "42601", "57014", "08007"] {
             assert!(!connection_lost(sqlstate), "{sqlstate}");
         }
         let (status, _, _) = body(Error::from(sqlx::Error::RowNotFound)).await;

@@ -142,24 +142,25 @@ impl Db {
             Backend::Postgres => url.to_owned(),
         };
         let options = AnyConnectOptions::from_str(&url).map_err(crate::error::Error::internal)?;
-        let ping_after_idle = match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => Some(settings.ping_after_idle),
-        };
-        let pool = AnyPoolOptions::new()
+        // sqlx pings every connection it hands out: a round trip to SQLite's worker thread,
+        // or over the network, before every transaction. It pings it again when it takes
+        // it back, so only one idle for a while needs it; SQLite's never do.
+        let mut pool = AnyPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
-            // sqlx pings every connection it hands out: a round trip to SQLite's worker
-            // thread, or over the network, before every transaction. Only an idle one is.
-            .test_before_acquire(false)
-            .before_acquire(move |conn, meta| {
+            .test_before_acquire(false);
+        if backend == Backend::Postgres {
+            let after = settings.ping_after_idle;
+            pool = pool.before_acquire(move |conn, meta| {
                 Box::pin(async move {
-                    if ping_after_idle.is_some_and(|after| meta.idle_for >= after) {
+                    if meta.idle_for >= after {
                         sqlx::Connection::ping(conn).await?;
                     }
                     Ok(true)
                 })
-            })
+            });
+        }
+        let pool = pool
             .connect_with(options)
             .await
             .map_err(|e| crate::error::Error::internal(anyhow::Error::new(e).context("connecting to the database")))?;

@@ -18,8 +18,17 @@ async fn backend_pid(db: &Db) -> saas_core::error::Result<i32> {
     Ok(sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(db.pool()).await?)
 }
 
-/// Ends the server side of connection `pid`, as a server restart or an idle timeout would.
-async fn terminate(admin: &Db, pid: i32) {
+/// Ends the server side of connection `pid` of `db`, as a server restart or an idle
+/// timeout would, once the pool has it back (sqlx pings a returned connection in a task of
+/// its own).
+async fn terminate(db: &Db, admin: &Db, pid: i32) {
+    for _ in 0..100 {
+        if db.pool().num_idle() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(db.pool().num_idle(), 1, "the connection is back in the pool");
     let ended: bool =
         sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(admin.pool()).await.unwrap();
     assert!(ended, "backend {pid} terminated");
@@ -43,7 +52,7 @@ async fn terminate(admin: &Db, pid: i32) {
 async fn an_idle_connection_the_server_dropped_is_replaced_before_use() {
     let (_test_db, db, admin) = one_connection(Duration::from_millis(50)).await;
     let first = backend_pid(&db).await.unwrap();
-    terminate(&admin, first).await;
+    terminate(&db, &admin, first).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let second = backend_pid(&db).await.expect("the dead connection was pinged and replaced, not handed out");
@@ -55,7 +64,7 @@ async fn an_idle_connection_the_server_dropped_is_replaced_before_use() {
 async fn a_connection_used_moments_ago_is_handed_out_without_a_ping() {
     let (_test_db, db, admin) = one_connection(Duration::from_secs(3600)).await;
     let first = backend_pid(&db).await.unwrap();
-    terminate(&admin, first).await;
+    terminate(&db, &admin, first).await;
 
     // Not pinged, so the query meets the dead connection: the round trip it saves on every
     // checkout is what a server restart costs once a connection.
