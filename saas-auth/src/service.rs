@@ -642,7 +642,8 @@ impl Auth {
     pub async fn refresh(&self, tenant: &TenantContext, refresh_token: &str) -> Result<TokenResponse> {
         let refreshed = self.sessions.refresh(tenant.id, refresh_token).await?;
         let user = self.user(tenant.id, refreshed.user).await?;
-        self.token_response(&user, &refreshed.session, refreshed.refresh_token).await
+        let permissions = self.permissions_of(tenant.id, &user.role_list()).await?;
+        self.tokens_with(&user, &refreshed.session, refreshed.refresh_token, permissions).await
     }
 
     /// Ends the session `session` of `tenant`: its refresh tokens stop at once, its access
@@ -654,11 +655,6 @@ impl Auth {
             Envelope::of(&events::UserSignedOut { tenant_id: tenant, user_id: user, session: session.to_owned() })?;
         outbox::append(&mut tx, &event).await?;
         tx.commit().await
-    }
-
-    async fn token_response(&self, user: &User, session: &str, refresh_token: String) -> Result<TokenResponse> {
-        let permissions = self.permissions_of(user.tenant_id, &user.role_list()).await?;
-        self.tokens_with(user, session, refresh_token, permissions).await
     }
 
     /// The tokens of `session`, the access token carrying `permissions`.

@@ -547,13 +547,7 @@ impl Default for ServerConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            url: None,
-            migrate_url: None,
-            max_connections: 10,
-            acquire_timeout_secs: 5,
-            ping_after_idle_ms: crate::db::DEFAULT_PING_AFTER_IDLE_MS,
-        }
+        Self { url: None, migrate_url: None, max_connections: 10, acquire_timeout_secs: 5, ping_after_idle_ms: 1000 }
     }
 }
 

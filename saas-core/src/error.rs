@@ -220,11 +220,12 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        match &e {
-            _ if unreachable(&e) => Self::unavailable("database_unavailable", "the database is not reachable")
+        if unreachable(&e) {
+            Self::unavailable("database_unavailable", "the database is not reachable")
                 .with_retry_after(Duration::from_secs(1))
-                .with_source(e),
-            _ => Self::internal(e),
+                .with_source(e)
+        } else {
+            Self::internal(e)
         }
     }
 }

@@ -101,18 +101,12 @@ pub struct PoolSettings {
     pub ping_after_idle: Duration,
 }
 
+/// The `[database]` section's defaults: 10 connections, 5 s, 1 s.
 impl Default for PoolSettings {
     fn default() -> Self {
-        Self {
-            max_connections: 10,
-            acquire_timeout: Duration::from_secs(5),
-            ping_after_idle: Duration::from_millis(DEFAULT_PING_AFTER_IDLE_MS),
-        }
+        Self::from(&crate::config::DatabaseConfig::default())
     }
 }
-
-/// The default of [`PoolSettings::ping_after_idle`] and `database.ping_after_idle_ms`.
-pub const DEFAULT_PING_AFTER_IDLE_MS: u64 = 1000;
 
 impl From<&crate::config::DatabaseConfig> for PoolSettings {
     fn from(config: &crate::config::DatabaseConfig) -> Self {
